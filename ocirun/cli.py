@@ -1,0 +1,236 @@
+"""The `ocirun` command line: runc's subcommands, flags, exit codes and output.
+
+No logic lives here beyond parsing and printing: each subcommand calls `ocirun.container`.
+Every failure ends in `main()`: one line on stderr, one error line in `--log`, exit status 1.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from . import SPEC_VERSION, __version__
+from . import log as _log
+from .errors import OCIError
+
+COMMIT = "none"
+
+
+def _add_create_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", "-b", default=".", help="path to the bundle (default: cwd)")
+    p.add_argument("--console-socket", help="AF_UNIX socket that receives the pty master")
+    p.add_argument("--pid-file", help="file to write the container's host pid to")
+    p.add_argument("--no-pivot", action="store_true", help="MS_MOVE + chroot instead of pivot_root")
+    p.add_argument("--no-new-keyring", action="store_true", help="keep the caller's session keyring")
+    p.add_argument("--preserve-fds", type=int, default=0, help="pass N extra fds (3..3+N-1)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="ocirun", description="OCI runtime-spec container runtime (runc-compatible)")
+    ap.add_argument("--root", default=None, help="state directory (default /run/ocirun)")
+    ap.add_argument("--log", default=None, help="log file (default: stderr)")
+    ap.add_argument("--log-format", default="text", choices=("text", "json"))
+    ap.add_argument("--debug", action="store_true")
+    ap.add_argument("--systemd-cgroup", action="store_true", help="(not supported)")
+    ap.add_argument("--rootless", default=None, help="(accepted for runc compatibility)")
+    ap.add_argument("--criu", default=None, help="(accepted for runc compatibility)")
+    ap.add_argument("--version", "-v", action="store_true")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("create", help="create a container")
+    _add_create_flags(p)
+    p.add_argument("id")
+
+    p = sub.add_parser("run", help="create and start a container, wait for it")
+    _add_create_flags(p)
+    p.add_argument("--detach", "-d", action="store_true")
+    p.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
+    p.add_argument("id")
+
+    for name in ("start", "state", "pause", "resume"):
+        p = sub.add_parser(name, help=f"{name} a container")
+        p.add_argument("id")
+
+    p = sub.add_parser("kill", help="send a signal to a container's init")
+    p.add_argument("--all", "-a", action="store_true", help="signal every process of the container")
+    p.add_argument("id")
+    p.add_argument("signal", nargs="?", default="SIGTERM")
+
+    p = sub.add_parser("delete", help="delete a container")
+    p.add_argument("--force", "-f", action="store_true")
+    p.add_argument("id")
+
+    p = sub.add_parser("list", help="list containers")
+    p.add_argument("--format", "-f", default="table", choices=("table", "json"))
+    p.add_argument("--quiet", "-q", action="store_true")
+
+    p = sub.add_parser("ps", help="processes of a container")
+    p.add_argument("--format", "-f", default="table", choices=("table", "json"))
+    p.add_argument("id")
+    p.add_argument("ps_args", nargs="*")
+
+    p = sub.add_parser("spec", help="write a default config.json")
+    p.add_argument("--bundle", "-b", default=".")
+    p.add_argument("--rootless", action="store_true")
+
+    sub.add_parser("features", help="print what this runtime supports (JSON)")
+    return ap
+
+
+# ---------------------------------------------------------------------------- commands
+
+def _create_opts(a):
+    from .container import CreateOptions
+    return CreateOptions(bundle=a.bundle, console_socket=a.console_socket, pid_file=a.pid_file,
+                         no_pivot=a.no_pivot, no_new_keyring=a.no_new_keyring,
+                         preserve_fds=a.preserve_fds)
+
+
+def cmd_create(a) -> int:
+    from .container import create
+    create(a.root, a.id, _create_opts(a))
+    return 0
+
+
+def cmd_start(a) -> int:
+    from .container import start
+    start(a.root, a.id)
+    return 0
+
+
+def cmd_run(a) -> int:
+    from .run import run
+    return run(a.root, a.id, _create_opts(a), detach=a.detach, keep=a.keep)
+
+
+def cmd_state(a) -> int:
+    from .container import state
+    print(json.dumps(state(a.root, a.id), indent=2))
+    return 0
+
+
+def cmd_kill(a) -> int:
+    from .container import kill, parse_signal
+    kill(a.root, a.id, parse_signal(a.signal), all_procs=a.all)
+    return 0
+
+
+def cmd_delete(a) -> int:
+    from .container import delete
+    delete(a.root, a.id, force=a.force)
+    return 0
+
+
+def cmd_pause(a) -> int:
+    from .container import pause
+    pause(a.root, a.id)
+    return 0
+
+
+def cmd_resume(a) -> int:
+    from .container import resume
+    resume(a.root, a.id)
+    return 0
+
+
+def cmd_ps(a) -> int:
+    from .container import processes
+    pids = processes(a.root, a.id)
+    if a.format == "json":
+        print(json.dumps(pids))
+        return 0
+    import subprocess
+    out = subprocess.run(["ps", *(a.ps_args or ["-ef"])], capture_output=True, text=True).stdout.splitlines()
+    if not out:
+        return 0
+    header, rows = out[0], out[1:]
+    col = header.split().index("PID")
+    print(header)
+    for row in rows:
+        fields = row.split()
+        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
+            print(row)
+    return 0
+
+
+def cmd_list(a) -> int:
+    from .container import list_all
+    items = list_all(a.root)
+    if a.quiet:
+        for s in items:
+            print(s["id"])
+    elif a.format == "json":
+        print(json.dumps(items))
+    else:
+        rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+        rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s.get("owner") or "root")
+                 for s in items]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def cmd_spec(a) -> int:
+    from .defaults import default_config
+    path = os.path.join(a.bundle, "config.json")
+    if os.path.exists(path):
+        raise OCIError(f"File {path} exists. Remove it first")
+    try:
+        with open(path, "w") as f:
+            json.dump(default_config(), f, indent="\t")
+            f.write("\n")
+    except OSError as e:
+        raise OCIError(f"write {path}: {e.strerror.lower()}") from None
+    return 0
+
+
+def cmd_features(a) -> int:
+    from .defaults import features
+    print(json.dumps(features(), indent=4))
+    return 0
+
+
+COMMANDS = {
+    "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
+    "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "spec": cmd_spec, "features": cmd_features,
+    "pause": cmd_pause, "resume": cmd_resume,
+}
+
+
+def _print_version() -> None:
+    print(f"ocirun version {__version__}\ncommit: {COMMIT}\nspec: {SPEC_VERSION}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    logger = _log.configure(a.log, a.log_format, a.debug)
+    if a.version:
+        _print_version()
+        return 0
+    if not a.command:
+        parser.print_help()
+        return 0
+    a.root = a.root or os.environ.get("OCIRUN_ROOT") or "/run/ocirun"
+    try:
+        if a.systemd_cgroup:
+            raise OCIError("--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs")
+        return COMMANDS[a.command](a)
+    except OCIError as e:
+        logger.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    except Exception as e:  # noqa: BLE001 — a bug must still be one line for the user
+        if a.debug:
+            import traceback
+            traceback.print_exc()
+        logger.error(f"internal error: {type(e).__name__}: {e}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,503 @@
+"""config.json -> typed objects, parsed once.
+
+`load_bundle(dir)` reads `<dir>/config.json`, checks it against the runtime-spec schema in
+`spec/` (see `ocirun.schema`, imported lazily) and turns it into a `Config`.  Every error is a
+`ConfigError` whose message starts with the JSON path of the field at fault
+(``mounts[3].destination: must be absolute``) so a person can find it in one look.
+
+The objects are plain dataclasses: the rest of the runtime never touches the raw dict again,
+except for sections that are passed through untouched (`raw` keeps the whole document for
+hooks, `linux.resources` and `linux.seccomp` which their own modules parse).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError, OCIError
+
+# Namespace type in config.json -> CLONE_* flag.  The order is the order we join them in:
+# user first (it decides what we may do in the others), mount last but one (paths change), then
+# cgroup after we were placed in our cgroup, time before the fork that makes the init.
+NAMESPACE_TYPES = {
+    "user": 0x10000000,
+    "pid": 0x20000000,
+    "network": 0x40000000,
+    "ipc": 0x08000000,
+    "uts": 0x04000000,
+    "mount": 0x00020000,
+    "cgroup": 0x02000000,
+    "time": 0x00000080,
+}
+
+RLIMITS = {
+    "RLIMIT_CPU": 0, "RLIMIT_FSIZE": 1, "RLIMIT_DATA": 2, "RLIMIT_STACK": 3, "RLIMIT_CORE": 4,
+    "RLIMIT_RSS": 5, "RLIMIT_NPROC": 6, "RLIMIT_NOFILE": 7, "RLIMIT_MEMLOCK": 8, "RLIMIT_AS": 9,
+    "RLIMIT_LOCKS": 10, "RLIMIT_SIGPENDING": 11, "RLIMIT_MSGQUEUE": 12, "RLIMIT_NICE": 13,
+    "RLIMIT_RTPRIO": 14, "RLIMIT_RTTIME": 15,
+}
+
+
+# --------------------------------------------------------------------------- field readers
+
+def _type_name(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+            float: "number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _get(obj: dict, key: str, path: str, kind, default=None, required=False):
+    """obj[key] checked against `kind` (a type or tuple of types); errors name `path.key`."""
+    p = f"{path}.{key}" if path else key
+    if key not in obj or obj[key] is None:
+        if required:
+            raise ConfigError(p, "is required")
+        return default
+    v = obj[key]
+    if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ConfigError(p, f"must be an integer, not {_type_name(v)}")
+    if kind is not int and not isinstance(v, kind):
+        want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        want = {"dict": "an object", "list": "an array", "str": "a string", "bool": "a boolean"}.get(want, want)
+        raise ConfigError(p, f"must be {want}, not {_type_name(v)}")
+    return v
+
+
+def _str_list(obj: dict, key: str, path: str) -> list[str]:
+    items = _get(obj, key, path, list, [])
+    for i, s in enumerate(items):
+        if not isinstance(s, str):
+            raise ConfigError(f"{path}.{key}[{i}]" if path else f"{key}[{i}]", f"must be a string, not {_type_name(s)}")
+    return list(items)
+
+
+def _uint(obj: dict, key: str, path: str, default=None, required=False, bits=32):
+    v = _get(obj, key, path, int, default, required)
+    if v is not None and not (0 <= v < (1 << bits)):
+        raise ConfigError(f"{path}.{key}", f"{v} is out of range (0..{(1 << bits) - 1})")
+    return v
+
+
+# --------------------------------------------------------------------------- the objects
+
+@dataclass
+class User:
+    uid: int = 0
+    gid: int = 0
+    umask: int | None = None
+    additional_gids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Rlimit:
+    type: str
+    resource: int
+    soft: int
+    hard: int
+
+
+@dataclass
+class Capabilities:
+    bounding: list[str] = field(default_factory=list)
+    effective: list[str] = field(default_factory=list)
+    inheritable: list[str] = field(default_factory=list)
+    permitted: list[str] = field(default_factory=list)
+    ambient: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Process:
+    args: list[str]
+    env: list[str] = field(default_factory=list)
+    cwd: str = "/"
+    terminal: bool = False
+    console_size: tuple[int, int] | None = None  # (height, width)
+    user: User = field(default_factory=User)
+    capabilities: Capabilities | None = None
+    rlimits: list[Rlimit] = field(default_factory=list)
+    no_new_privileges: bool = False
+    oom_score_adj: int | None = None
+    apparmor_profile: str = ""
+    selinux_label: str = ""
+    io_priority: dict | None = None
+    scheduler: dict | None = None
+    exec_cpu_affinity: dict | None = None
+
+
+@dataclass
+class Mount:
+    destination: str
+    type: str = ""
+    source: str = ""
+    options: list[str] = field(default_factory=list)
+    uid_mappings: list[dict] = field(default_factory=list)
+    gid_mappings: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Namespace:
+    type: str
+    path: str = ""
+
+    @property
+    def flag(self) -> int:
+        return NAMESPACE_TYPES[self.type]
+
+
+@dataclass
+class IDMapping:
+    container_id: int
+    host_id: int
+    size: int
+
+
+@dataclass
+class Device:
+    path: str
+    type: str
+    major: int = 0
+    minor: int = 0
+    file_mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+
+
+@dataclass
+class Hook:
+    path: str
+    args: list[str] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)
+    timeout: int | None = None
+    json_path: str = ""  # e.g. hooks.prestart[0], for error messages
+
+
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+
+
+@dataclass
+class Linux:
+    namespaces: list[Namespace] = field(default_factory=list)
+    uid_mappings: list[IDMapping] = field(default_factory=list)
+    gid_mappings: list[IDMapping] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    cgroups_path: str = ""
+    resources: dict = field(default_factory=dict)
+    sysctl: dict[str, str] = field(default_factory=dict)
+    masked_paths: list[str] = field(default_factory=list)
+    readonly_paths: list[str] = field(default_factory=list)
+    rootfs_propagation: str = ""
+    mount_label: str = ""
+    personality: dict | None = None
+    time_offsets: dict[str, dict] = field(default_factory=dict)
+    seccomp: dict | None = None
+    intel_rdt: dict | None = None
+    net_devices: dict[str, dict] = field(default_factory=dict)
+
+    def namespace(self, ns_type: str) -> Namespace | None:
+        for ns in self.namespaces:
+            if ns.type == ns_type:
+                return ns
+        return None
+
+
+@dataclass
+class Config:
+    oci_version: str
+    root_path: str              # absolute, resolved against the bundle
+    root_readonly: bool
+    process: Process | None
+    mounts: list[Mount]
+    hostname: str | None
+    domainname: str | None
+    hooks: dict[str, list[Hook]]
+    annotations: dict[str, str]
+    linux: Linux
+    bundle: str
+    raw: dict
+
+    def has_new_namespace(self, ns_type: str) -> bool:
+        ns = self.linux.namespace(ns_type)
+        return ns is not None and not ns.path
+
+
+# --------------------------------------------------------------------------- parsers
+
+def parse_user(d: dict, path: str) -> User:
+    return User(
+        uid=_uint(d, "uid", path, 0),
+        gid=_uint(d, "gid", path, 0),
+        umask=_uint(d, "umask", path),
+        additional_gids=[_check_uint(g, f"{path}.additionalGids[{i}]")
+                         for i, g in enumerate(_get(d, "additionalGids", path, list, []))],
+    )
+
+
+def _check_uint(v, path: str, bits=32) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(path, f"must be an integer, not {_type_name(v)}")
+    if not 0 <= v < (1 << bits):
+        raise ConfigError(path, f"{v} is out of range")
+    return v
+
+
+def parse_capabilities(d: dict, path: str) -> Capabilities:
+    from .capabilities import check_names  # small module, no heavy imports
+    caps = Capabilities()
+    for s in ("bounding", "effective", "inheritable", "permitted", "ambient"):
+        names = _str_list(d, s, path)
+        check_names(names, f"{path}.{s}")
+        setattr(caps, s, names)
+    return caps
+
+
+def parse_process(d: dict, path: str = "process", need_args=True) -> Process:
+    args = _str_list(d, "args", path)
+    if need_args and not args and "commandLine" not in d:
+        raise ConfigError(f"{path}.args", "must not be empty")
+    cwd = _get(d, "cwd", path, str, "/", required=False) or "/"
+    if not cwd.startswith("/"):
+        raise ConfigError(f"{path}.cwd", f"{cwd!r} must be an absolute path")
+    size = _get(d, "consoleSize", path, dict)
+    rlimits = []
+    seen = set()
+    for i, r in enumerate(_get(d, "rlimits", path, list, [])):
+        rp = f"{path}.rlimits[{i}]"
+        if not isinstance(r, dict):
+            raise ConfigError(rp, "must be an object")
+        t = _get(r, "type", rp, str, required=True)
+        if t not in RLIMITS:
+            raise ConfigError(f"{rp}.type", f"unknown rlimit {t!r}")
+        if t in seen:
+            raise ConfigError(f"{rp}.type", f"duplicate rlimit {t}")
+        seen.add(t)
+        rlimits.append(Rlimit(t, RLIMITS[t], _uint(r, "soft", rp, required=True, bits=64),
+                              _uint(r, "hard", rp, required=True, bits=64)))
+    oom = _get(d, "oomScoreAdj", path, int)
+    if oom is not None and not -1000 <= oom <= 1000:
+        raise ConfigError(f"{path}.oomScoreAdj", f"{oom} is out of range (-1000..1000)")
+    for i, e in enumerate(_str_list(d, "env", path)):
+        if "=" not in e:
+            raise ConfigError(f"{path}.env[{i}]", f"{e!r} is not of the form KEY=value")
+    return Process(
+        args=args,
+        env=_str_list(d, "env", path),
+        cwd=cwd,
+        terminal=_get(d, "terminal", path, bool, False),
+        console_size=(_uint(size, "height", f"{path}.consoleSize", 0),
+                      _uint(size, "width", f"{path}.consoleSize", 0)) if size else None,
+        user=parse_user(_get(d, "user", path, dict, {}), f"{path}.user"),
+        capabilities=parse_capabilities(d["capabilities"], f"{path}.capabilities")
+        if isinstance(_get(d, "capabilities", path, dict), dict) else None,
+        rlimits=rlimits,
+        no_new_privileges=_get(d, "noNewPrivileges", path, bool, False),
+        oom_score_adj=oom,
+        apparmor_profile=_get(d, "apparmorProfile", path, str, ""),
+        selinux_label=_get(d, "selinuxLabel", path, str, ""),
+        io_priority=_get(d, "ioPriority", path, dict),
+        scheduler=_get(d, "scheduler", path, dict),
+        exec_cpu_affinity=_get(d, "execCPUAffinity", path, dict),
+    )
+
+
+def _parse_mounts(doc: dict) -> list[Mount]:
+    mounts = []
+    for i, m in enumerate(_get(doc, "mounts", "", list, [])):
+        p = f"mounts[{i}]"
+        if not isinstance(m, dict):
+            raise ConfigError(p, "must be an object")
+        dest = _get(m, "destination", p, str, required=True)
+        if not dest.startswith("/"):
+            # runc accepts relative destinations (relative to /) with a warning; the spec
+            # says absolute.  We are strict: engines always send absolute ones.
+            raise ConfigError(f"{p}.destination", f"{dest!r} must be an absolute path")
+        mounts.append(Mount(
+            destination=os.path.normpath(dest),
+            type=_get(m, "type", p, str, ""),
+            source=_get(m, "source", p, str, ""),
+            options=_str_list(m, "options", p),
+            uid_mappings=_get(m, "uidMappings", p, list, []),
+            gid_mappings=_get(m, "gidMappings", p, list, []),
+        ))
+    return mounts
+
+
+def _parse_idmaps(lin: dict, key: str) -> list[IDMapping]:
+    out = []
+    for i, m in enumerate(_get(lin, key, "linux", list, [])):
+        p = f"linux.{key}[{i}]"
+        if not isinstance(m, dict):
+            raise ConfigError(p, "must be an object")
+        out.append(IDMapping(_uint(m, "containerID", p, required=True),
+                             _uint(m, "hostID", p, required=True),
+                             _uint(m, "size", p, required=True)))
+    return out
+
+
+def _parse_namespaces(lin: dict) -> list[Namespace]:
+    out, seen = [], set()
+    for i, n in enumerate(_get(lin, "namespaces", "linux", list, [])):
+        p = f"linux.namespaces[{i}]"
+        if not isinstance(n, dict):
+            raise ConfigError(p, "must be an object")
+        t = _get(n, "type", p, str, required=True)
+        if t not in NAMESPACE_TYPES:
+            raise ConfigError(f"{p}.type", f"unknown namespace type {t!r}")
+        if t in seen:
+            raise ConfigError(f"{p}.type", f"duplicate namespace type {t!r}")
+        seen.add(t)
+        nspath = _get(n, "path", p, str, "")
+        if nspath and not nspath.startswith("/"):
+            raise ConfigError(f"{p}.path", f"{nspath!r} must be an absolute path")
+        out.append(Namespace(t, nspath))
+    return out
+
+
+_DEV_TYPES = {"c", "u", "b", "p"}
+
+
+def _parse_devices(lin: dict) -> list[Device]:
+    out = []
+    for i, d in enumerate(_get(lin, "devices", "linux", list, [])):
+        p = f"linux.devices[{i}]"
+        if not isinstance(d, dict):
+            raise ConfigError(p, "must be an object")
+        dpath = _get(d, "path", p, str, required=True)
+        if not dpath.startswith("/"):
+            raise ConfigError(f"{p}.path", f"{dpath!r} must be an absolute path")
+        t = _get(d, "type", p, str, required=True)
+        if t not in _DEV_TYPES:
+            raise ConfigError(f"{p}.type", f"unknown device type {t!r} (want c, b, u or p)")
+        dev = Device(os.path.normpath(dpath), t,
+                     _get(d, "major", p, int, 0), _get(d, "minor", p, int, 0),
+                     _uint(d, "fileMode", p), _uint(d, "uid", p), _uint(d, "gid", p))
+        if t != "p" and ("major" not in d or "minor" not in d):
+            raise ConfigError(p, "major and minor are required for character and block devices")
+        out.append(dev)
+    return out
+
+
+def _parse_hooks(doc: dict) -> dict[str, list[Hook]]:
+    hooks_d = _get(doc, "hooks", "", dict, {})
+    out: dict[str, list[Hook]] = {}
+    for kind in HOOK_KINDS:
+        lst = []
+        for i, h in enumerate(_get(hooks_d, kind, "hooks", list, [])):
+            p = f"hooks.{kind}[{i}]"
+            if not isinstance(h, dict):
+                raise ConfigError(p, "must be an object")
+            hp = _get(h, "path", p, str, required=True)
+            if not hp.startswith("/"):
+                raise ConfigError(f"{p}.path", f"{hp!r} must be an absolute path")
+            timeout = _get(h, "timeout", p, int)
+            if timeout is not None and timeout <= 0:
+                raise ConfigError(f"{p}.timeout", "must be greater than zero")
+            lst.append(Hook(hp, _str_list(h, "args", p), _str_list(h, "env", p), timeout, p))
+        if lst:
+            out[kind] = lst
+    return out
+
+
+def _parse_linux(doc: dict) -> Linux:
+    lin = _get(doc, "linux", "", dict, {})
+    sysctl = _get(lin, "sysctl", "linux", dict, {})
+    for k, v in sysctl.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"linux.sysctl.{k}", f"must be a string, not {_type_name(v)}")
+    prop = _get(lin, "rootfsPropagation", "linux", str, "")
+    if prop and prop not in ("shared", "slave", "private", "unbindable", "rshared", "rslave",
+                             "rprivate", "runbindable"):
+        raise ConfigError("linux.rootfsPropagation", f"unknown propagation {prop!r}")
+    cg = _get(lin, "cgroupsPath", "linux", str, "")
+    return Linux(
+        namespaces=_parse_namespaces(lin),
+        uid_mappings=_parse_idmaps(lin, "uidMappings"),
+        gid_mappings=_parse_idmaps(lin, "gidMappings"),
+        devices=_parse_devices(lin),
+        cgroups_path=cg,
+        resources=_get(lin, "resources", "linux", dict, {}),
+        sysctl=dict(sysctl),
+        masked_paths=_str_list(lin, "maskedPaths", "linux"),
+        readonly_paths=_str_list(lin, "readonlyPaths", "linux"),
+        rootfs_propagation=prop,
+        mount_label=_get(lin, "mountLabel", "linux", str, ""),
+        personality=_get(lin, "personality", "linux", dict),
+        time_offsets=_get(lin, "timeOffsets", "linux", dict, {}),
+        seccomp=_get(lin, "seccomp", "linux", dict),
+        intel_rdt=_get(lin, "intelRdt", "linux", dict),
+        net_devices=_get(lin, "netDevices", "linux", dict, {}),
+    )
+
+
+def _check_linux_consistency(cfg: Config) -> None:
+    """Cross-field rules of config-linux.md that the schema cannot express."""
+    lin = cfg.linux
+    userns = lin.namespace("user")
+    if (lin.uid_mappings or lin.gid_mappings) and userns is None:
+        raise ConfigError("linux.uidMappings", "id mappings need a user namespace in linux.namespaces")
+    if userns and not userns.path and not (lin.uid_mappings and lin.gid_mappings):
+        raise ConfigError("linux.namespaces", "a new user namespace needs linux.uidMappings and linux.gidMappings")
+    if cfg.hostname and lin.namespace("uts") is None:
+        raise ConfigError("hostname", "setting the hostname needs a new uts namespace")
+    if cfg.domainname and lin.namespace("uts") is None:
+        raise ConfigError("domainname", "setting the domainname needs a new uts namespace")
+    if lin.time_offsets and not cfg.has_new_namespace("time"):
+        raise ConfigError("linux.timeOffsets", "time offsets need a new time namespace")
+    if lin.net_devices and lin.namespace("network") is None:
+        raise ConfigError("linux.netDevices", "moving network devices needs a network namespace")
+
+
+def parse_config(doc: Any, bundle: str) -> Config:
+    if not isinstance(doc, dict):
+        raise ConfigError("", "config.json: the document must be a JSON object")
+    oci_version = _get(doc, "ociVersion", "", str, required=True)
+    root = _get(doc, "root", "", dict, required=True)
+    root_path = _get(root, "path", "root", str, required=True)
+    if not os.path.isabs(root_path):
+        root_path = os.path.join(bundle, root_path)
+    proc = _get(doc, "process", "", dict)
+    cfg = Config(
+        oci_version=oci_version,
+        root_path=os.path.normpath(root_path),
+        root_readonly=_get(root, "readonly", "root", bool, False),
+        process=parse_process(proc) if proc is not None else None,
+        mounts=_parse_mounts(doc),
+        hostname=_get(doc, "hostname", "", str),
+        domainname=_get(doc, "domainname", "", str),
+        hooks=_parse_hooks(doc),
+        annotations=_get(doc, "annotations", "", dict, {}),
+        linux=_parse_linux(doc),
+        bundle=bundle,
+        raw=doc,
+    )
+    _check_linux_consistency(cfg)
+    return cfg
+
+
+def read_json(path: str, what: str = "config.json") -> Any:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise OCIError(f"{what}: {path}: no such file or directory") from None
+    except OSError as e:
+        raise OCIError(f"{what}: {path}: {e.strerror.lower()}") from None
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise OCIError(f"{what}: invalid JSON: {e}") from None
+
+
+def load_bundle(bundle: str, validate: bool = True) -> Config:
+    """Read, schema-check and parse `<bundle>/config.json`."""
+    bundle = os.path.abspath(bundle)
+    if not os.path.isdir(bundle):
+        raise OCIError(f"bundle {bundle}: no such directory")
+    doc = read_json(os.path.join(bundle, "config.json"))
+    if validate:
+        from .schema import validate_config
+        validate_config(doc)
+    cfg = parse_config(doc, bundle)
+    if not os.path.isdir(cfg.root_path):
+        raise ConfigError("root.path", f"{cfg.root_path}: no such directory")
+    return cfg

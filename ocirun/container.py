@@ -1,0 +1,419 @@
+"""The library API: create, start, state, kill, delete — used by the CLI and by tests.
+
+Each operation takes the state root and an id, holds the container's lock for its whole run,
+and raises `OCIError` with a one-line message for anything the user should see.
+"""
+from __future__ import annotations
+
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass
+
+from . import SPEC_VERSION
+from . import log as _log
+from .config import Config, _parse_hooks, load_bundle
+from .errors import ConfigError, OCIError, os_error
+from .state import StateDir, pid_alive, proc_start_time, utc_now, write_pid_file
+
+
+@dataclass
+class CreateOptions:
+    bundle: str = "."
+    console_socket: str | None = None
+    pid_file: str | None = None
+    no_pivot: bool = False
+    no_new_keyring: bool = False
+    preserve_fds: int = 0
+    console_fd: int = -1    # `run -t` without --console-socket: our own socketpair end
+
+
+# ============================================================================ create
+
+def create(root: str, cid: str, opts: CreateOptions) -> int:
+    """Create the container; return the init's host pid.  The init waits on the exec fifo."""
+    from .process import parent
+    from .process.context import LaunchContext
+
+    cfg = load_bundle(opts.bundle)
+    _check_before_fork(cfg)
+    sd = StateDir.new(root, cid)
+    cgroup = None
+    ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
+                        no_new_keyring=opts.no_new_keyring)
+    pid = 0
+    try:
+        cgroup = _cgroup_manager(cid, cfg)
+        st = _initial_state(cid, cfg, cgroup)
+        sd.write(st)
+        if cgroup is not None:
+            cgroup.create()
+            cgroup.apply_resources()
+        _open_launch_fds(ctx, sd, opts)
+        _compile_seccomp(ctx)
+        hook_state = lambda pid, status="creating": _hook_state(cid, cfg, pid, status)  # noqa: E731
+        pid, ch = parent.spawn(ctx, cgroup, hook_state, lambda s: _run_runtime_hooks(cfg, s))
+        ch.close()
+        st["pid"] = pid
+        st["start_time"] = proc_start_time(pid)
+        sd.write(st)
+        if opts.pid_file:
+            write_pid_file(opts.pid_file, pid)
+        return pid
+    except BaseException:
+        _undo_create(sd, cgroup, pid)
+        raise
+    finally:
+        _close_launch_fds(ctx)
+        sd.unlock()
+
+
+def _check_before_fork(cfg: Config) -> None:
+    """Everything we can refuse on the host, before any process or cgroup exists."""
+    from . import sysctl
+    if cfg.process is None:
+        raise ConfigError("process", "is required to create a container")
+    if not cfg.has_new_namespace("mount"):
+        raise ConfigError("linux.namespaces", "a new mount namespace is required")
+    sysctl.validate(cfg)
+    from . import limits
+    limits.validate_process(cfg)
+
+
+def _cgroup_manager(cid: str, cfg: Config):
+    from .cgroups import manager_for
+    return manager_for(cid, cfg.linux.cgroups_path, cfg.linux.resources)
+
+
+def _initial_state(cid: str, cfg: Config, cgroup) -> dict:
+    hooks = cfg.raw.get("hooks") or {}
+    return {
+        "ociVersion": SPEC_VERSION,
+        "id": cid,
+        "pid": 0,
+        "start_time": None,
+        "bundle": cfg.bundle,
+        "rootfs": cfg.root_path,
+        "created": utc_now(),
+        "owner": "",
+        "annotations": cfg.annotations,
+        "hooks": {k: hooks[k] for k in ("poststart", "poststop") if hooks.get(k)},
+        "cgroup": cgroup.to_state() if cgroup is not None else None,
+        "shared_pid_ns": not cfg.has_new_namespace("pid"),
+    }
+
+
+def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:
+    from . import namespaces
+    ctx.fifo_fd = os.open(sd.make_fifo(), os.O_PATH | os.O_CLOEXEC)
+    ctx.ns_fds = namespaces.open_namespace_paths(ctx.cfg)
+    if opts.console_fd >= 0:
+        ctx.console_fd = opts.console_fd
+    elif opts.console_socket:
+        from . import console
+        ctx.console_fd = console.connect_console_socket(opts.console_socket)
+    elif ctx.cfg.process.terminal:
+        raise OCIError("process.terminal is true: --console-socket is required")
+    listen = os.environ.get("LISTEN_FDS", "")
+    ctx.listen_fds = int(listen) if listen.isdigit() else 0
+    ctx.preserve_fds = ctx.listen_fds + opts.preserve_fds
+
+
+def _compile_seccomp(ctx) -> None:
+    if ctx.cfg.linux.seccomp:
+        try:
+            from . import seccomp
+        except ImportError:
+            _log.get().warn("linux.seccomp is not supported yet: the container runs without a seccomp filter")
+            return
+        ctx.seccomp_filter = seccomp.compile_filter(ctx.cfg.linux.seccomp)
+
+
+def _close_launch_fds(ctx) -> None:
+    fds = [ctx.fifo_fd, *ctx.ns_fds.values()]
+    if ctx.console_fd >= 0 and ctx.console_fd is not None:
+        fds.append(ctx.console_fd)
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _undo_create(sd: StateDir, cgroup, pid: int) -> None:
+    if pid:
+        _kill_and_wait(pid, None)
+    if cgroup is not None:
+        try:
+            cgroup.destroy()
+        except OCIError as e:
+            _log.get().warn(f"cleanup after failed create: {e}")
+    sd.remove()
+
+
+def _hook_state(cid: str, cfg: Config, pid: int, status: str) -> dict:
+    return {"ociVersion": SPEC_VERSION, "id": cid, "status": status, "pid": pid,
+            "bundle": cfg.bundle, "annotations": cfg.annotations}
+
+
+def _run_runtime_hooks(cfg: Config, state: dict) -> None:
+    from . import hooks
+    hooks.run_hooks("prestart", cfg.hooks.get("prestart", []), state)
+    hooks.run_hooks("createRuntime", cfg.hooks.get("createRuntime", []), state)
+
+
+# ============================================================================ status
+
+def _load_cgroup(st: dict):
+    if not st.get("cgroup"):
+        return None
+    from .cgroups import load_manager
+    return load_manager(st["cgroup"])
+
+
+def status_of(sd: StateDir, st: dict) -> str:
+    if not st.get("pid") or not pid_alive(st["pid"], st.get("start_time")):
+        return "stopped"
+    if sd.has_fifo():
+        return "created"
+    cg = _load_cgroup(st)
+    if cg is not None and cg.state() == "paused":
+        return "paused"
+    return "running"
+
+
+def public_state(sd: StateDir, st: dict) -> dict:
+    """The runtime-spec state (plus runc's extra fields), as `state` and `list` print it."""
+    status = status_of(sd, st)
+    out = {
+        "ociVersion": st["ociVersion"],
+        "id": st["id"],
+        "pid": st["pid"] if status != "stopped" else 0,
+        "status": status,
+        "bundle": st["bundle"],
+        "rootfs": st["rootfs"],
+        "created": st["created"],
+        "owner": st.get("owner", ""),
+    }
+    if st.get("annotations"):
+        out["annotations"] = st["annotations"]
+    return out
+
+
+def state(root: str, cid: str) -> dict:
+    sd = StateDir.open(root, cid, lock=False)
+    return public_state(sd, sd.read())
+
+
+# ============================================================================ start
+
+def start(root: str, cid: str) -> None:
+    sd = StateDir.open(root, cid)
+    try:
+        st = sd.read()
+        status = status_of(sd, st)
+        if status != "created":
+            raise OCIError({"running": "cannot start an already running container",
+                            "paused": "cannot start an already running container",
+                            "stopped": "cannot start a container that has stopped"}[status])
+        _release_init(sd, st)
+        hooks = _stored_hooks(st, "poststart")
+        if hooks:
+            from . import hooks as _hooks
+            _hooks.run_hooks("poststart", hooks, _stored_hook_state(st, "running"), warn_only=True,
+                             log=_log.get().log)
+    finally:
+        sd.unlock()
+
+
+def _release_init(sd: StateDir, st: dict) -> None:
+    """Open the exec fifo for reading: the init, blocked opening it for writing, goes on."""
+    try:
+        fd = os.open(sd.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OCIError("cannot start an already running container") from None
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], 0.1)
+            if ready:
+                data = os.read(fd, 1)
+                if data == b"0":
+                    break
+            if not pid_alive(st["pid"], st.get("start_time")):
+                raise OCIError("cannot start a container that has stopped")
+    finally:
+        os.close(fd)
+    os.unlink(sd.fifo_path)
+
+
+def _stored_hooks(st: dict, kind: str):
+    raw = (st.get("hooks") or {}).get(kind)
+    if not raw:
+        return []
+    return _parse_hooks({"hooks": {kind: raw}}).get(kind, [])
+
+
+def _stored_hook_state(st: dict, status: str) -> dict:
+    return {"ociVersion": st["ociVersion"], "id": st["id"], "status": status,
+            "pid": st["pid"] if status != "stopped" else 0, "bundle": st["bundle"],
+            "annotations": st.get("annotations") or {}}
+
+
+# ============================================================================ kill
+
+SIGNALS = {name[3:]: int(getattr(signal, name)) for name in dir(signal)
+           if name.startswith("SIG") and not name.startswith("SIG_") and name.isupper()}
+
+
+def parse_signal(text: str) -> int:
+    """`KILL`, `SIGKILL`, `9`, `sigkill` — runc accepts all of them."""
+    t = text.strip()
+    if t.isdigit():
+        n = int(t)
+        if 0 < n < 65:
+            return n
+    else:
+        name = t.upper()
+        name = name[3:] if name.startswith("SIG") else name
+        if name in SIGNALS:
+            return SIGNALS[name]
+        if name.startswith("RTMIN+") and name[6:].isdigit():
+            return int(signal.SIGRTMIN) + int(name[6:])
+    raise OCIError(f"unknown signal {text!r}")
+
+
+def kill(root: str, cid: str, sig: int, all_procs: bool = False) -> None:
+    sd = StateDir.open(root, cid)
+    try:
+        st = sd.read()
+        status = status_of(sd, st)
+        if all_procs:
+            cg = _load_cgroup(st)
+            if cg is not None:
+                cg.kill_all(sig)
+                return
+        if status == "stopped":
+            raise OCIError("container not running")
+        _signal(st["pid"], sig)
+    finally:
+        sd.unlock()
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        raise OCIError("container not running") from None
+    except OSError as e:
+        raise os_error(f"kill {pid}", e) from None
+
+
+# ============================================================================ delete
+
+def delete(root: str, cid: str, force: bool = False) -> None:
+    from .state import validate_id
+    validate_id(cid)
+    path = os.path.join(root, cid)
+    if not os.path.isdir(path):
+        if force:
+            return
+        raise OCIError(f"container does not exist: {cid}")
+    if not os.path.exists(os.path.join(path, "state.json")):
+        # A create that was killed before it wrote anything: nothing but the directory exists.
+        if force:
+            StateDir(root, cid).remove()
+            return
+        raise OCIError(f"container does not exist: {cid}")
+    sd = StateDir.open(root, cid)
+    try:
+        st = sd.read()
+        status = status_of(sd, st)
+        if status in ("running", "paused") and not force:
+            raise OCIError(f"cannot delete container {cid} that is not stopped: {status}")
+        cg = _load_cgroup(st)
+        if status != "stopped" or st.get("shared_pid_ns"):
+            if cg is not None and status == "paused":
+                cg.kill_all(signal.SIGKILL)
+                cg.thaw()
+            _kill_and_wait(st["pid"], st.get("start_time"))
+        if cg is not None:
+            cg.destroy()
+        hooks = _stored_hooks(st, "poststop")
+        if hooks:
+            from . import hooks as _hooks
+            _hooks.run_hooks("poststop", hooks, _stored_hook_state(st, "stopped"), warn_only=True,
+                             log=_log.get().log)
+        sd.remove()
+    finally:
+        sd.unlock()
+
+
+def _kill_and_wait(pid: int, start_time, timeout: float = 10.0) -> None:
+    if not pid or not pid_alive(pid, start_time):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:  # our own child (`run`, failed create): reap it
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        except ChildProcessError:
+            pass
+        if not pid_alive(pid, start_time):
+            return
+        time.sleep(0.005)
+    raise OCIError(f"container init {pid} did not die after SIGKILL")
+
+
+# ============================================================================ list
+
+def list_all(root: str) -> list[dict]:
+    from .state import list_ids
+    out = []
+    for cid in list_ids(root):
+        sd = StateDir(root, cid)
+        try:
+            out.append(public_state(sd, sd.read()))
+        except OCIError:
+            continue
+    return out
+
+
+# ============================================================================ pause / ps
+
+def pause(root: str, cid: str) -> None:
+    _freeze(root, cid, True)
+
+
+def resume(root: str, cid: str) -> None:
+    _freeze(root, cid, False)
+
+
+def _freeze(root: str, cid: str, frozen: bool) -> None:
+    sd = StateDir.open(root, cid)
+    try:
+        st = sd.read()
+        status = status_of(sd, st)
+        want = "running" if frozen else "paused"
+        if status != want:
+            raise OCIError(f"container not {want}" if not frozen else "container not running")
+        cg = _load_cgroup(st)
+        if cg is None:
+            raise OCIError("the container has no cgroup: cannot pause or resume it")
+        cg.freeze() if frozen else cg.thaw()
+    finally:
+        sd.unlock()
+
+
+def processes(root: str, cid: str) -> list[int]:
+    sd = StateDir.open(root, cid, lock=False)
+    st = sd.read()
+    cg = _load_cgroup(st)
+    if cg is not None:
+        return sorted(cg.pids())
+    return [st["pid"]] if status_of(sd, st) != "stopped" else []

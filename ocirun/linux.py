@@ -1,0 +1,249 @@
+"""ctypes wrappers for the Linux syscalls Python 3.11's `os` lacks.
+
+Each wrapper raises `OSError(errno, strerror)` like `os` does, so callers can wrap it with
+`errors.os_error("what we tried", e)`.  Syscall numbers are x86_64 / aarch64 (the new mount
+API and openat2 share numbers across architectures since 5.x).
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+_MACHINE = platform.machine()
+_X86 = _MACHINE in ("x86_64", "AMD64")
+
+# Syscalls that differ between architectures.
+NR_PIVOT_ROOT = 155 if _X86 else 41
+NR_SETNS = 308 if _X86 else 268
+NR_UNSHARE = 272 if _X86 else 97
+NR_KEYCTL = 250 if _X86 else 219
+NR_IOPRIO_SET = 251 if _X86 else 30
+NR_CAPSET = 126 if _X86 else 91
+NR_CAPGET = 125 if _X86 else 90
+NR_SCHED_SETATTR = 314 if _X86 else 274
+NR_PERSONALITY = 135 if _X86 else 92
+NR_SECCOMP = 317 if _X86 else 277
+NR_BPF = 321 if _X86 else 280
+NR_MEMFD_CREATE = 319 if _X86 else 279
+# Unified numbers (asm-generic, since 5.1).
+NR_PIDFD_SEND_SIGNAL = 424
+NR_OPEN_TREE = 428
+NR_MOVE_MOUNT = 429
+NR_FSOPEN = 430
+NR_PIDFD_OPEN = 434
+NR_CLOSE_RANGE = 436
+NR_OPENAT2 = 437
+NR_MOUNT_SETATTR = 442
+
+# clone / unshare flags
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+
+MNT_DETACH = 2
+
+# openat2 resolve flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# mount_setattr / open_tree
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
+# keyctl
+KEYCTL_JOIN_SESSION_KEYRING = 1
+
+# prctl
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+
+def _check(ret: int, *what) -> int:
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), *what)
+    return ret
+
+
+def _c(s: str | bytes | None):
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+def unshare(flags: int) -> None:
+    _check(_syscall(NR_UNSHARE, ctypes.c_int(flags)))
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    _check(_syscall(NR_SETNS, ctypes.c_int(fd), ctypes.c_int(nstype)))
+
+
+_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+
+def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
+    _check(_libc.mount(_c(source), _c(target), _c(fstype), flags, _c(data)), target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_c(target), flags), target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_syscall(NR_PIVOT_ROOT, _c(new_root), _c(put_old)))
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    return _check(_syscall(NR_OPENAT2, ctypes.c_int(dirfd), _c(path), ctypes.byref(how),
+                           ctypes.c_size_t(ctypes.sizeof(how))), path)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0,
+                  propagation: int = 0, userns_fd: int = 0) -> None:
+    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
+    _check(_syscall(NR_MOUNT_SETATTR, ctypes.c_int(dirfd), _c(path), ctypes.c_uint(flags),
+                    ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))), path)
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    return _check(_syscall(NR_OPEN_TREE, ctypes.c_int(dirfd), _c(path), ctypes.c_uint(flags)), path)
+
+
+def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
+    _check(_syscall(NR_MOVE_MOUNT, ctypes.c_int(from_dirfd), _c(from_path), ctypes.c_int(to_dirfd),
+                    _c(to_path), ctypes.c_uint(flags)), to_path)
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    _check(_syscall(NR_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)))
+
+
+def pidfd_open(pid: int) -> int:
+    return _check(_syscall(NR_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0)))
+
+
+def keyctl_join_session_keyring(name: str | None) -> int:
+    return _check(_syscall(NR_KEYCTL, ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), _c(name)))
+
+
+def ioprio_set(which: int, who: int, ioprio: int) -> None:
+    _check(_syscall(NR_IOPRIO_SET, ctypes.c_int(which), ctypes.c_int(who), ctypes.c_int(ioprio)))
+
+
+def personality(persona: int) -> int:
+    return _check(_syscall(NR_PERSONALITY, ctypes.c_ulong(persona)))
+
+
+_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+
+
+def setdomainname(name: str) -> None:
+    b = _c(name)
+    _check(_libc.setdomainname(b, len(b)))
+
+
+_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+
+def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+    return _check(_libc.prctl(option, a2, a3, a4, a5))
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                ("inheritable", ctypes.c_uint32)]
+
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the three per-thread capability sets (64-bit masks) in one call."""
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_syscall(NR_CAPSET, ctypes.byref(hdr), data))
+
+
+def capget() -> tuple[int, int, int]:
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_syscall(NR_CAPGET, ctypes.byref(hdr), data))
+    join = lambda f: getattr(data[0], f) | (getattr(data[1], f) << 32)  # noqa: E731
+    return join("effective"), join("permitted"), join("inheritable")
+
+
+def memfd_create(name: str, flags: int) -> int:
+    return _check(_syscall(NR_MEMFD_CREATE, _c(name), ctypes.c_uint(flags)))

@@ -1,0 +1,76 @@
+"""runc-compatible logging: `--log FILE --log-format text|json`, `--debug`.
+
+Engines read our errors from the log file: containerd's shim takes the *last* line with
+`"level":"error"`, podman shows the `msg` of the JSON line.  So every failure appends one fresh
+error line, and the same message goes to stderr as one line for people.  Text lines look like
+logrus's: `time="..." level=error msg="..."`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+_LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3}
+
+
+class Logger:
+    def __init__(self, path: str | None = None, fmt: str = "text", debug: bool = False):
+        self.path = path or None
+        self.fmt = fmt
+        self.debug_enabled = debug
+
+    def _stamp(self) -> str:
+        t = time.time()
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+    def _line(self, level: str, msg: str) -> str:
+        if self.fmt == "json":
+            return json.dumps({"level": level, "msg": msg, "time": self._stamp()})
+        return f'time="{self._stamp()}" level={level} msg={json.dumps(msg)}'
+
+    def log(self, level: str, msg: str) -> None:
+        if level == "debug" and not self.debug_enabled:
+            return
+        if self.path:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    os.write(fd, (self._line(level, msg) + "\n").encode())
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass  # a broken log file must not hide the real error
+        elif level in ("warning", "debug"):
+            sys.stderr.write(self._line(level, msg) + "\n")
+            sys.stderr.flush()
+
+    def debug(self, msg: str) -> None:
+        self.log("debug", msg)
+
+    def warn(self, msg: str) -> None:
+        self.log("warning", msg)
+
+    def error(self, msg: str) -> None:
+        """The one-line error for people (stderr) and engines (log file)."""
+        self.log("error", msg)
+        try:
+            sys.stderr.write(msg + "\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+
+
+# The process-wide logger; the CLI replaces it after parsing the global flags.
+LOG = Logger()
+
+
+def configure(path: str | None, fmt: str, debug: bool) -> Logger:
+    global LOG
+    LOG = Logger(path, fmt, debug)
+    return LOG
+
+
+def get() -> Logger:
+    return LOG

@@ -1,0 +1,92 @@
+"""The channel between the runtime process and its children, and every message on it.
+
+One SOCK_SEQPACKET socketpair, made by the runtime before the first fork; the intermediate and
+then the init inherit the child end.  SEQPACKET keeps message boundaries, so each message is one
+JSON object: {"type": ..., ...}.  Reading end-of-file means every child end is closed: the
+children died without saying why.
+
+The whole conversation of `create`, in order (P = runtime/parent, M = intermediate, I = init):
+
+  P → M  go            P has put M in the container's cgroup; M may start.
+  M → P  userns        (only with a new user namespace) M has unshared it; P writes
+                       /proc/M/{uid_map,gid_map}.
+  P → M  userns_done   maps written; M becomes root inside and carries on.
+  M → P  init_pid      {"pid": host pid of I}; M exits right after.
+  I → P  mounts_done   (only if prestart/createRuntime hooks exist) the container's mounts are in
+                       place, pivot_root not done yet.  P runs prestart + createRuntime hooks.
+  P → I  hooks_done    {"state": {...}} hooks ran; I runs createContainer hooks and pivots.
+  I → P  ready         I is fully set up and blocks on the exec fifo; P writes state.json and the
+                       pid file and exits (or, for `run`, starts it).
+  I → P  error         {"msg": "..."} at any point before ready; I exits 1 and P cleans up.
+
+After `ready` the init has no one to talk to: `start` releases it through the exec fifo.
+startContainer hooks need the container state, which I got in `hooks_done` or `ready_ack`:
+
+  P → I  state         {"state": {...}} sent right after `ready` is read so I can pass it to
+                       startContainer hooks (only when such hooks exist).
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+from ..errors import OCIError
+
+
+class ChildDied(OCIError):
+    pass
+
+
+class Channel:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+
+    @classmethod
+    def pair(cls) -> tuple["Channel", "Channel"]:
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        return cls(a), cls(b)
+
+    def send(self, mtype: str, **fields) -> None:
+        fields["type"] = mtype
+        self.sock.send(json.dumps(fields).encode())
+
+    def recv(self) -> dict:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ChildDied("container init exited before it was ready")
+        return json.loads(data)
+
+    def expect(self, mtype: str) -> dict:
+        """Read one message; an `error` message becomes the OCIError it describes."""
+        msg = self.recv()
+        if msg["type"] == "error":
+            raise OCIError(msg["msg"])
+        if msg["type"] != mtype:
+            raise OCIError(f"internal error: expected {mtype!r} from the container process, got {msg['type']!r}")
+        return msg
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def detach_fd(self) -> int:
+        return self.sock.detach()
+
+
+def report_error_and_exit(ch: Channel, err: BaseException) -> None:
+    """Child side: tell the parent what went wrong in one line, then exit without cleanup."""
+    try:
+        if isinstance(err, OCIError):
+            msg = str(err)
+        elif isinstance(err, OSError):
+            msg = f"{err.strerror or err}".lower()
+            if err.filename:
+                msg = f"{err.filename}: {msg}"
+        else:
+            msg = f"internal error: {type(err).__name__}: {err}"
+        ch.send("error", msg=msg)
+    finally:
+        os._exit(1)

@@ -1,0 +1,49 @@
+"""The intermediate process: enters or creates the namespaces, then forks the init.
+
+It exists because a new pid (and time) namespace applies only to the children of the process that
+unshared it: the init must be forked *after* the unshare.  It talks to the parent (see channel.py)
+and exits as soon as the init is born, so the init is re-parented to the nearest subreaper
+(`run`: ocirun itself; `create`: the engine's shim/conmon).
+"""
+from __future__ import annotations
+
+import os
+
+from .. import namespaces
+from ..linux import CLONE_NEWTIME
+from .channel import Channel, report_error_and_exit
+from .context import LaunchContext
+
+
+def main(ctx: LaunchContext, ch: Channel) -> None:
+    """Runs in the forked child; never returns."""
+    try:
+        _enter_namespaces(ctx, ch)
+        pid = os.fork()
+        if pid == 0:
+            from . import init
+            init.main(ctx, ch)
+        ch.send("init_pid", pid=pid)
+        os._exit(0)
+    except BaseException as e:  # noqa: BLE001 — every failure goes to the parent as one line
+        report_error_and_exit(ch, e)
+
+
+def _enter_namespaces(ctx: LaunchContext, ch: Channel) -> None:
+    ch.expect("go")  # the parent has placed us in the container's cgroup
+    cfg = ctx.cfg
+    namespaces.join_user_namespace(ctx.ns_fds)
+    if ctx.new_userns:
+        namespaces.unshare(namespaces.NAMESPACE_TYPES["user"])
+        ch.send("userns")
+        ch.expect("userns_done")
+    if ctx.in_userns:
+        namespaces.become_root_in_userns()
+    namespaces.join_namespaces(ctx.ns_fds)
+    flags = namespaces.new_namespace_flags(cfg)
+    namespaces.unshare(flags)
+    if flags & CLONE_NEWTIME:
+        namespaces.write_time_offsets(cfg)
+    for fd in ctx.ns_fds.values():
+        os.close(fd)
+    ctx.ns_fds = {}

@@ -1,0 +1,119 @@
+"""The runtime side of `create`: fork the intermediate and drive the conversation in channel.py.
+
+`spawn(ctx, cgroup, on_hooks)` returns the host pid of the container's init once the init is
+ready and blocked on the exec fifo.  On any failure it kills what it started and raises; the
+caller (container.py) removes the cgroup and the state directory.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+from .. import namespaces
+from ..errors import OCIError
+from . import init as _init  # noqa: F401 — imported now: the init cannot import after pivot_root
+from . import intermediate
+from .channel import Channel, ChildDied
+from .context import LaunchContext
+
+
+class Spawned:
+    """What the parent knows about the children while `create` runs."""
+
+    def __init__(self) -> None:
+        self.intermediate_pid = 0
+        self.init_pid = 0
+
+    def kill(self) -> None:
+        for pid in (self.init_pid, self.intermediate_pid):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.reap()
+
+    def reap(self) -> None:
+        for attr in ("intermediate_pid", "init_pid"):
+            pid = getattr(self, attr)
+            if pid:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass  # not our child (the init belongs to a subreaper) or already reaped
+                if attr == "intermediate_pid":
+                    self.intermediate_pid = 0
+
+
+def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tuple[int, Channel]:
+    """Start the container's processes; return (init host pid, channel to the init).
+
+    `state_for_hooks(pid)` builds the runtime-spec state; `run_runtime_hooks(state)` runs the
+    prestart and createRuntime hooks in the runtime's namespaces.
+    """
+    ours, theirs = Channel.pair()
+    proc = Spawned()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ours.close()
+            _reset_child_signals()
+            intermediate.main(ctx, theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    proc.intermediate_pid = pid
+    try:
+        if cgroup is not None:
+            cgroup.add_pid(pid)
+        ours.send("go")
+        _converse(ctx, ours, proc, state_for_hooks, run_runtime_hooks)
+    except ChildDied:
+        proc.kill()
+        raise OCIError("container init exited before it was ready") from None
+    except BaseException:
+        proc.kill()
+        raise
+    proc.reap()  # the intermediate has exited; the init is ours only if we are its subreaper
+    return proc.init_pid, ours
+
+
+def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, run_runtime_hooks) -> None:
+    while True:
+        msg = ch.recv()
+        t = msg["type"]
+        if t == "error":
+            raise OCIError(msg["msg"])
+        if t == "userns":
+            namespaces.write_id_maps(proc.intermediate_pid, ctx.cfg)
+            ch.send("userns_done")
+        elif t == "init_pid":
+            _got_init_pid(proc, msg)
+        elif t == "mounts_done":
+            if not proc.init_pid:  # the two children share the socket: order is not guaranteed
+                _got_init_pid(proc, ch.expect("init_pid"))
+            state = state_for_hooks(proc.init_pid)
+            run_runtime_hooks(state)
+            ch.send("hooks_done", state=state)
+        elif t == "ready":
+            if ctx.cfg.hooks.get("startContainer"):
+                ch.send("state", state=state_for_hooks(proc.init_pid, "created"))
+            return
+        else:
+            raise OCIError(f"internal error: unexpected message {t!r} from the container process")
+
+
+def _got_init_pid(proc: Spawned, msg: dict) -> None:
+    proc.init_pid = msg["pid"]
+    try:
+        os.waitpid(proc.intermediate_pid, 0)
+    except ChildProcessError:
+        pass
+    proc.intermediate_pid = 0
+
+
+def _reset_child_signals() -> None:
+    # `run` forwards signals with Python handlers; a child must not run them.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
