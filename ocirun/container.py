@@ -50,6 +50,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         if cgroup is not None:
             cgroup.create()
             cgroup.apply_resources()
+        ctx.lock_fd = sd._lock_fd if sd._lock_fd is not None else -1
         _open_launch_fds(ctx, sd, opts)
         _compile_seccomp(ctx)
         hook_state = lambda pid, status="creating": _hook_state(cid, cfg, pid, status)  # noqa: E731
@@ -77,8 +78,12 @@ def _check_before_fork(cfg: Config) -> None:
     if not cfg.has_new_namespace("mount"):
         raise ConfigError("linux.namespaces", "a new mount namespace is required")
     sysctl.validate(cfg)
-    from . import limits
-    limits.validate_process(cfg)
+    from . import capabilities, limits
+    capabilities.last_cap()  # cached now: the init reads it after pivot_root, where /proc may differ
+    limits.validate_rlimits(cfg.process.rlimits)
+    limits.validate_io_priority(cfg.process.io_priority)
+    limits.validate_scheduler(cfg.process.scheduler)
+    limits.validate_personality(cfg.linux.personality)
 
 
 def _cgroup_manager(cid: str, cfg: Config):

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine
 _X86 = _MACHINE in ("x86_64", "AMD64")
 
 # Syscalls that differ between architectures.

@@ -87,6 +87,10 @@ def report_error_and_exit(ch: Channel, err: BaseException) -> None:
                 msg = f"{err.filename}: {msg}"
         else:
             msg = f"internal error: {type(err).__name__}: {err}"
-        ch.send("error", msg=msg)
+        try:
+            ch.send("error", msg=msg)
+        except OSError:
+            # After `ready` nobody listens any more: the container's stderr is all we have.
+            os.write(2, f"ocirun: {msg}\n".encode())
     finally:
         os._exit(1)

@@ -11,6 +11,7 @@ class LaunchContext:
     cfg: Config
     id: str
     state_dir: str
+    lock_fd: int = -1                 # the state dir's flock: children must not hold it
     fifo_fd: int = -1                 # O_PATH fd of <state>/exec.fifo; reopened for writing by the init
     console_fd: int = -1              # connected --console-socket (or our own socketpair end for `run -t`)
     ns_fds: dict[str, int] = field(default_factory=dict)   # namespaces to join, by type

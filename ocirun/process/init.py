@@ -64,9 +64,10 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     enter_rootfs(cfg, ctx.no_pivot)
 
     if proc is not None and proc.terminal:
-        console.setup_console_in_container(ctx.console_fd, proc.console_size)
-    if ctx.console_fd >= 0:
+        console.setup_console_in_container(ctx.console_fd, proc.console_size, mount=True)
+    elif ctx.console_fd >= 0:
         os.close(ctx.console_fd)
+    ctx.console_fd = -1
     _set_names(cfg)
     sysctl.apply(cfg.linux.sysctl)
     finalize_rootfs(cfg)
@@ -77,6 +78,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     _apply_process_attrs(cfg)
     _close_host_fds(ctx, ch)
 
+    user.fix_stdio_permissions(proc.user.uid, proc.user.gid)
     capabilities.apply_bounding(proc.capabilities)
     user.switch_user(proc.user)
     capabilities.apply_caps(proc.capabilities)
@@ -179,6 +181,14 @@ def _wait_for_start(fifo_fd: int) -> None:
     os.close(fifo_fd)
 
 
+def _env_dict(env: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for entry in env:
+        key, _, value = entry.partition("=")
+        out[key] = value
+    return out
+
+
 def _exec(ctx: LaunchContext, path: str, args: list[str], env: list[str]) -> None:
     for sig in _RESET_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
@@ -187,7 +197,7 @@ def _exec(ctx: LaunchContext, path: str, args: list[str], env: list[str]) -> Non
     if ctx.seccomp_filter is not None:
         ctx.seccomp_filter.load()
     try:
-        os.execve(path, args, env)
+        os.execve(path, args, _env_dict(env))
     except OSError as e:
         # After `start` there is nobody to report to but the container's stderr.
         os.write(2, f"ocirun: exec {path}: {e.strerror.lower()}\n".encode())

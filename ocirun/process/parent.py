@@ -57,6 +57,8 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
     if pid == 0:
         try:
             ours.close()
+            if ctx.lock_fd >= 0:
+                os.close(ctx.lock_fd)  # else the init would hold the container's lock until exec
             _reset_child_signals()
             intermediate.main(ctx, theirs)
         finally:
@@ -74,7 +76,6 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
     except BaseException:
         proc.kill()
         raise
-    proc.reap()  # the intermediate has exited; the init is ours only if we are its subreaper
     return proc.init_pid, ours
 
 

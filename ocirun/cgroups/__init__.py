@@ -1,0 +1,18 @@
+"""The container's cgroups (cgroupfs driver; v1, hybrid and unified hosts).
+
+    m = manager_for(container_id, linux.cgroupsPath, linux.resources)   # paths only
+    m.create(); m.apply_resources(); m.add_pid(pid)
+    m.pids(); m.kill_all(sig); m.freeze(); m.thaw(); m.state(); m.destroy()
+    load_manager(m.to_state())                                         # in a later process
+
+detect.py   which layout the host has, where the hierarchies are, our own cgroup
+paths.py    linux.cgroupsPath -> one directory per hierarchy (runc's cgroupfs rules)
+fs.py       cgroupfs file helpers (writes that name the config field on failure)
+v1.py       v1 resource files, cpuset preparation, v1 freezer
+v2.py       v2 controller enabling, resource files (with v1->v2 conversions), freeze, kill
+manager.py  the Manager tying them together, its state for state.json
+"""
+from .detect import cgroup_mode
+from .manager import Manager, load_manager, manager_for
+
+__all__ = ["Manager", "cgroup_mode", "load_manager", "manager_for"]

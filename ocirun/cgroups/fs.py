@@ -1,0 +1,104 @@
+"""Small cgroupfs file operations shared by the v1 and v2 code.
+
+Every function here raises plain `OSError`; the callers know which config field or action was
+meant and turn it into an `OCIError` with the kernel's words (`field_error`).  Directory walks
+use os.scandir: cgroupfs directories have a link count that fools find(1)'s leaf optimisation.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+from ..errors import ConfigError, OCIError
+
+
+def write(path: str, value: str) -> None:
+    """One write(2) of `value`: cgroupfs parses each write as one request."""
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def read(path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = []
+        while True:
+            b = os.read(fd, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode().strip()
+
+
+def kernel_words(e: OSError) -> str:
+    reason = e.strerror or str(e)
+    return reason[:1].lower() + reason[1:]
+
+
+def write_field(field: str, directory: str, filename: str, value: str) -> None:
+    """Write a resource value; a refusal names the config field, the file and the kernel's words."""
+    path = f"{directory}/{filename}"
+    try:
+        write(path, value)
+    except FileNotFoundError:
+        raise ConfigError(field, f"{path} does not exist (not supported by this kernel or controller)") from None
+    except OSError as e:
+        raise OCIError(f"{field}: writing {value!r} to {path}: {kernel_words(e)}") from None
+
+
+def subdirs_bottom_up(top: str) -> list[str]:
+    """Every directory below `top`, deepest first (children before parents), `top` excluded."""
+    out: list[str] = []
+    try:
+        entries = list(os.scandir(top))
+    except OSError:
+        return out
+    for ent in entries:
+        if ent.is_dir(follow_symlinks=False):
+            out.extend(subdirs_bottom_up(ent.path))
+            out.append(ent.path)
+    return out
+
+
+def procs(directory: str, recursive: bool = True) -> list[int]:
+    """Pids in cgroup.procs of `directory` (and of every cgroup below it)."""
+    dirs = [directory] + (subdirs_bottom_up(directory) if recursive else [])
+    pids: list[int] = []
+    for d in dirs:
+        try:
+            text = read(d + "/cgroup.procs")
+        except OSError:
+            continue  # vanished meanwhile, or not a cgroup
+        pids.extend(int(x) for x in text.split())
+    return pids
+
+
+def mkdirs(mountpoint: str, target: str, created: list[str]) -> None:
+    """mkdir every missing directory from `mountpoint` down to `target`; record what we made."""
+    rel = target[len(mountpoint):].strip("/")
+    path = mountpoint
+    for comp in rel.split("/") if rel else ():
+        path = f"{path}/{comp}"
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            continue
+        created.append(path)
+
+
+def rmdir(path: str) -> bool:
+    """rmdir, tolerating a directory that is already gone; False if it is still busy."""
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        if e.errno in (errno.EBUSY, errno.ENOTEMPTY):
+            return False
+        raise
+    return True

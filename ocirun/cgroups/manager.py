@@ -1,0 +1,305 @@
+"""The container's cgroup across every hierarchy: create, limit, join, signal, freeze, remove.
+
+One `Manager` covers the three host layouts, because they differ only in which directories
+exist and which files do the work:
+
+* legacy (v1 only): one directory per mounted hierarchy; limits and freezer in v1 files.
+* hybrid: the same, plus a directory in the cgroup2 tree (/sys/fs/cgroup/unified).  Limits
+  stay in v1 (the cgroup2 tree has no v1 controllers); pause, resume and SIGKILL use the
+  cgroup2 directory (cgroup.freeze / cgroup.kill), which are race-free where v1's are not.
+* unified (v2 only): one directory; controllers enabled down the tree; everything in v2 files.
+
+What we created is remembered (`created`), and `to_state()` / `load_manager()` carry it to a
+later `kill` / `delete` process: `destroy()` removes the container's own directory and
+everything below it, and of its ancestors only those this runtime made.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+from ..errors import ConfigError, OCIError
+from . import fs, v1, v2
+from .detect import CGROUP_ROOT, UNIFIED_KEY, cgroup_mode, hierarchies
+from .paths import container_dirs, inner_path
+
+SIGKILL = 9  # not via the signal module: it imports enum, a few ms on the hot path
+STATE_VERSION = 1
+DESTROY_TIMEOUT_S = 10.0
+
+# Sections of linux.resources and the keys of each that this module writes; anything else
+# with a value is reported through `warn` (not silently dropped, not fatal).
+HANDLED = {
+    "memory": ("limit", "swap", "reservation"),
+    "pids": ("limit",),
+    "cpu": ("shares", "quota", "period", "cpus", "mems"),
+}
+STRING_KEYS = {"cpus", "mems"}
+
+
+class Manager:
+    def __init__(self, mode: str, paths: dict[str, str], mounts: dict[str, str],
+                 created: list[str] | None = None, resources: dict | None = None, warn=None):
+        self.mode = mode            # 'unified' | 'hybrid' | 'legacy'
+        self.paths = paths          # hierarchy key ("memory", "cpu,cpuacct", "" = cgroup2) -> container dir
+        self.mounts = mounts        # hierarchy key -> its mountpoint
+        self.created = created if created is not None else []  # dirs we made, in mkdir order
+        self.resources = resources or {}
+        self.warn = warn
+        self.refused = False        # create() found someone else's processes in our cgroup
+
+    # ------------------------------------------------------------------ lookups
+
+    def path(self, controller: str) -> str | None:
+        """The container's directory for a v1 controller (or "" for the cgroup2 one), or None."""
+        if controller in self.paths:
+            return self.paths[controller]
+        for key, p in self.paths.items():
+            if controller in key.split(","):
+                return p
+        return None
+
+    def _dir_for(self, controller: str, field: str) -> str:
+        if self.mode == "unified":
+            d = self.paths[UNIFIED_KEY]
+            if controller in v2.available(d):
+                return d
+        else:
+            d = self.path(controller)
+            if d is not None:
+                return d
+        raise ConfigError(field, f"the {controller} controller is not available")
+
+    def _freezer(self) -> tuple[str, str] | None:
+        """('v2', dir) when cgroup.freeze exists (unified, hybrid), else ('v1', dir), else None."""
+        d = self.paths.get(UNIFIED_KEY)
+        if d is not None and os.path.exists(f"{d}/cgroup.freeze"):
+            return "v2", d
+        d = self.path("freezer")
+        if d is not None and self.mode != "unified":
+            return "v1", d
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(self) -> None:
+        """mkdir the container's cgroup in every hierarchy; idempotent."""
+        self._refuse_busy()
+        for key, leaf in self.paths.items():
+            mount = self.mounts[key]
+            try:
+                fs.mkdirs(mount, leaf, self.created)
+            except OSError as e:
+                raise OCIError(f"cgroup: creating {leaf}: {fs.kernel_words(e)}") from None
+            if key != UNIFIED_KEY and "cpuset" in key.split(","):
+                v1.prepare_cpuset(mount, leaf)
+            if key == UNIFIED_KEY and self.mode == "unified":
+                v2.enable_controllers(mount, leaf)
+
+    def _refuse_busy(self) -> None:
+        """Refuse a pre-existing cgroup that holds processes: it is not the container's own, and
+        kill --all / delete would hit them.  Checked before any mkdir; a refused manager's
+        destroy() then touches nothing."""
+        for leaf in self.paths.values():
+            if leaf in self.created or not os.path.isdir(leaf):
+                continue
+            pids = fs.procs(leaf)
+            if pids:
+                self.refused = True
+                raise ConfigError("linux.cgroupsPath", f"cgroup {leaf} already holds {len(pids)} process(es); "
+                                  "a container needs a cgroup of its own")
+
+    def apply_resources(self) -> list[str]:
+        """Write linux.resources; returns (and passes to `warn`) the fields left unapplied."""
+        _check_types(self.resources)
+        impl = v2 if self.mode == "unified" else v1
+        skipped: list[str] = []
+        for section, value in self.resources.items():
+            if section not in HANDLED:
+                if _meaningful(value):
+                    skipped.append(f"linux.resources.{section}")
+                continue
+            if not isinstance(value, dict):
+                continue
+            skipped += [f"linux.resources.{section}.{k}" for k, v in value.items()
+                        if k not in HANDLED[section] and _meaningful(v)]
+            getattr(impl, f"apply_{section}")(value, self._dir_for)
+        if skipped and self.warn:
+            self.warn("cgroup: not applied (not supported yet): " + ", ".join(skipped))
+        return skipped
+
+    def add_pid(self, pid: int) -> None:
+        """Move `pid` into the container's cgroup in every hierarchy."""
+        for leaf in self.paths.values():
+            try:
+                fs.write(f"{leaf}/cgroup.procs", str(pid))
+            except OSError as e:
+                raise OCIError(f"cgroup: adding pid {pid} to {leaf}: {fs.kernel_words(e)}") from None
+
+    def pids(self) -> list[int]:
+        """Every pid in the container's cgroup tree, in any hierarchy (sorted, no duplicates)."""
+        seen: set[int] = set()
+        for leaf in self.paths.values():
+            seen.update(fs.procs(leaf))
+        return sorted(seen)
+
+    def kill_all(self, sig: int) -> None:
+        """Send `sig` to every process of the container."""
+        if sig == SIGKILL and UNIFIED_KEY in self.paths and os.path.isdir(self.paths[UNIFIED_KEY]):
+            v2.kill(self.paths[UNIFIED_KEY])  # atomic against forks; the loop below catches the rest
+        for pid in self.pids():
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+            except OSError as e:
+                raise OCIError(f"kill: pid {pid}: {fs.kernel_words(e)}") from None
+        if sig == SIGKILL and self.state() == "paused":
+            self.thaw()  # a v1-frozen task only dies once thawed
+
+    # ------------------------------------------------------------------ freezer
+
+    def freeze(self) -> None:
+        fz = self._freezer()
+        if fz is None:
+            raise OCIError("pause: no freezer cgroup is available")
+        if fz[0] == "v2":
+            v2.set_frozen(fz[1], True, "pause")
+        else:
+            v1.freeze(fz[1])
+
+    def thaw(self) -> None:
+        fz = self._freezer()
+        if fz is None:
+            raise OCIError("resume: no freezer cgroup is available")
+        if fz[0] == "v2":
+            v2.set_frozen(fz[1], False, "resume")
+        else:
+            v1.thaw(fz[1])
+
+    def state(self) -> str:
+        """'paused' if the freezer says the tree is frozen, else 'running' (also when it is gone)."""
+        fz = self._freezer()
+        if fz is None:
+            return "running"
+        frozen = v2.is_frozen(fz[1]) if fz[0] == "v2" else v1.frozen(fz[1])
+        return "paused" if frozen else "running"
+
+    # ------------------------------------------------------------------ removal
+
+    def destroy(self) -> None:
+        """SIGKILL what is left, wait for the tree to empty, rmdir it (and ancestors we made)."""
+        if self.refused:
+            return
+        if not any(os.path.isdir(p) for p in self.paths.values()) and not self._leftover_created():
+            return
+        deadline = time.monotonic() + DESTROY_TIMEOUT_S
+        self._kill_until_empty(deadline)
+        busy = self._remove_dirs(deadline)
+        if busy:
+            raise OCIError(f"delete: cgroup {busy} could not be removed (still busy; pids {self.pids()})")
+
+    def _leftover_created(self) -> bool:
+        return any(os.path.isdir(p) for p in self.created)
+
+    def _kill_until_empty(self, deadline: float) -> None:
+        delay = 0.001
+        while True:
+            if not self.pids():
+                return
+            self.kill_all(SIGKILL)
+            if time.monotonic() > deadline:
+                return  # _remove_dirs reports what is still there
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _remove_dirs(self, deadline: float) -> str | None:
+        """rmdir leaves' subtrees, leaves, then created ancestors; returns the first busy dir."""
+        order: list[str] = []
+        for leaf in self.paths.values():
+            order += fs.subdirs_bottom_up(leaf) + [leaf]
+        leaves = set(self.paths.values())
+        # Deepest first, so a created parent goes after its created children.
+        order += sorted((p for p in self.created if p not in leaves), key=lambda p: p.count("/"), reverse=True)
+        for d in order:
+            delay = 0.001
+            while not fs.rmdir(d):  # EBUSY right after the last task exits: the kernel lags a little
+                if time.monotonic() > deadline:
+                    return d
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        return None
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_state(self) -> dict:
+        return {"version": STATE_VERSION, "mode": self.mode, "paths": dict(self.paths),
+                "mounts": dict(self.mounts), "created": list(self.created), "refused": self.refused}
+
+    def __repr__(self) -> str:
+        return f"Manager({self.mode!r}, {self.paths!r})"
+
+
+def _meaningful(v) -> bool:
+    """A value that asks for something (engines send empty lists and false defaults)."""
+    return v not in (None, False, 0, "", [], {})
+
+
+def _check_types(resources: dict) -> None:
+    for section, keys in HANDLED.items():
+        sec = resources.get(section)
+        if sec is None:
+            continue
+        if not isinstance(sec, dict):
+            raise ConfigError(f"linux.resources.{section}", "must be an object")
+        for k in keys:
+            v = sec.get(k)
+            if v is None:
+                continue
+            if k in STRING_KEYS:
+                if not isinstance(v, str):
+                    raise ConfigError(f"linux.resources.{section}.{k}", "must be a string")
+            elif isinstance(v, bool) or not isinstance(v, int):
+                raise ConfigError(f"linux.resources.{section}.{k}", "must be an integer")
+
+
+def manager_for(container_id: str, cgroups_path: str, resources: dict | None, warn=None) -> Manager:
+    """A manager for the container's cgroup; computes paths only (no side effects).
+
+    `warn(msg)` (optional) receives a line about resources this module does not apply yet.
+    """
+    inner = inner_path(container_id, cgroups_path or "")
+    mode = cgroup_mode()
+    hier = hierarchies()
+    paths = container_dirs(inner, mode, hier)
+    if not paths:
+        raise OCIError(f"cgroup: no cgroup hierarchy is mounted under {CGROUP_ROOT}")
+    mounts = {k: hier[k].mountpoint for k in paths}
+    return Manager(mode, paths, mounts, [], dict(resources or {}), warn)
+
+
+def load_manager(d: dict, warn=None) -> Manager:
+    """Rebuild a manager from `to_state()` (for kill, pause, resume, delete in a later process)."""
+    try:
+        mode, paths, mounts, created = d["mode"], d["paths"], d["mounts"], d.get("created", [])
+        ok = (mode in ("unified", "hybrid", "legacy") and isinstance(paths, dict) and isinstance(mounts, dict)
+              and isinstance(created, list) and set(paths) <= set(mounts))
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise OCIError("state.json: the cgroup section is malformed")
+    # A tampered state file must not make delete rmdir (or kill) outside the cgroup trees.
+    for p in list(paths.values()) + list(created):
+        if not isinstance(p, str) or not _under_any(p, mounts.values()):
+            raise OCIError(f"state.json: cgroup path {p!r} is outside the cgroup mounts")
+    for m in mounts.values():
+        if not (m + "/").startswith(CGROUP_ROOT + "/"):
+            raise OCIError(f"state.json: cgroup mount {m!r} is outside {CGROUP_ROOT}")
+    m = Manager(mode, dict(paths), dict(mounts), list(created), {}, warn)
+    m.refused = bool(d.get("refused", False))
+    return m
+
+
+def _under_any(p: str, mounts) -> bool:
+    p = os.path.normpath(p)
+    return any(p.startswith(m.rstrip("/") + "/") for m in mounts)

@@ -1,0 +1,224 @@
+"""Per-process limits and scheduling: rlimits, oom_score_adj, I/O priority, CPU scheduler,
+personality.
+
+Two kinds of functions:
+- `validate_*` are pure: create calls them while parsing, before anything is forked, so a bad
+  value fails early with the JSON path of the field (ConfigError).  They return the value in the
+  form the matching `apply_*` takes, so nothing is parsed twice.
+- `apply_*` run in the init (or the exec'd process) just before exec and report the kernel's
+  words, naming the field at fault.
+
+All syscalls are plain ctypes through `ocirun.linux`'s libc handle; nothing heavy is imported.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from . import linux
+from .errors import ConfigError, OCIError
+
+# --------------------------------------------------------------------------- rlimits
+
+RLIM_INFINITY = (1 << 64) - 1
+
+
+class _Rlimit64(ctypes.Structure):
+    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
+
+
+_prlimit = linux._libc.prlimit64
+_prlimit.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+_prlimit.restype = ctypes.c_int
+
+
+def prlimit(pid: int, resource: int, soft: int, hard: int) -> None:
+    """setrlimit for any process (0 = ourselves) with full 64-bit values (os.setrlimit stops at 2**63)."""
+    new = _Rlimit64(soft, hard)
+    if _prlimit(pid, resource, ctypes.byref(new), None) < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def validate_rlimits(rlimits) -> None:
+    """Fail early on an entry the kernel would refuse whatever our privileges (soft above hard)."""
+    for i, r in enumerate(rlimits):
+        if r.soft > r.hard:
+            raise ConfigError(f"process.rlimits[{i}]", f"{r.type}: soft limit {r.soft} is above the hard limit {r.hard}")
+
+
+def apply_rlimits(rlimits, pid: int = 0) -> None:
+    """Set every process.rlimits entry (list of config.Rlimit) on `pid` (0: ourselves).
+
+    Raising a hard limit needs CAP_SYS_RESOURCE, which this machine's bounding set lacks: that
+    fails with EPERM and the message says which entry and values.
+    """
+    for i, r in enumerate(rlimits):
+        try:
+            prlimit(pid, r.resource, r.soft, r.hard)
+        except OSError as e:
+            raise OCIError(f"process.rlimits[{i}]: setrlimit {r.type} (soft {_lim(r.soft)}, "
+                           f"hard {_lim(r.hard)}): {_lower(e.strerror)}") from None
+
+
+def _lim(v: int) -> str:
+    return "unlimited" if v == RLIM_INFINITY else str(v)
+
+
+# --------------------------------------------------------------------------- oom_score_adj
+
+def apply_oom_score_adj(value: int | None, pid: int | str = "self") -> None:
+    """Write process.oomScoreAdj to /proc/<pid>/oom_score_adj (nothing for None).
+
+    Lowering it below the current value needs CAP_SYS_RESOURCE (EACCES otherwise).
+    """
+    if value is None:
+        return
+    try:
+        fd = os.open(f"/proc/{pid}/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise OCIError(f"process.oomScoreAdj: write {value} to /proc/{pid}/oom_score_adj: {_lower(e.strerror)}") from None
+
+
+# --------------------------------------------------------------------------- I/O priority
+
+IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+IOPRIO_CLASS_SHIFT = 13
+IOPRIO_WHO_PROCESS = 1
+
+
+def validate_io_priority(d: dict | None, path: str = "process.ioPriority") -> int | None:
+    """{"class": "IOPRIO_CLASS_BE", "priority": 4} -> the ioprio value for ioprio_set(2)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ConfigError(path, "must be an object")
+    cls = d.get("class")
+    if cls not in IOPRIO_CLASSES:
+        raise ConfigError(f"{path}.class", f"unknown class {cls!r} (want one of {', '.join(IOPRIO_CLASSES)})")
+    prio = d.get("priority", 0)
+    if isinstance(prio, bool) or not isinstance(prio, int) or not 0 <= prio <= 7:
+        raise ConfigError(f"{path}.priority", f"{prio!r} is out of range (0..7)")
+    return IOPRIO_CLASSES[cls] << IOPRIO_CLASS_SHIFT | prio
+
+
+def apply_io_priority(d: dict | None) -> None:
+    ioprio = validate_io_priority(d)
+    if ioprio is None:
+        return
+    try:
+        linux.ioprio_set(IOPRIO_WHO_PROCESS, 0, ioprio)
+    except OSError as e:
+        raise OCIError(f"process.ioPriority: ioprio_set {d.get('class')} {d.get('priority', 0)}: "
+                       f"{_lower(e.strerror)}") from None
+
+
+# --------------------------------------------------------------------------- scheduler
+
+SCHED_POLICIES = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
+                  "SCHED_ISO": 4, "SCHED_IDLE": 5, "SCHED_DEADLINE": 6}
+SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02,
+               "SCHED_FLAG_DL_OVERRUN": 0x04, "SCHED_FLAG_KEEP_POLICY": 0x08,
+               "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+               "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40}
+
+
+class SchedAttr(ctypes.Structure):
+    """struct sched_attr, version 0 (48 bytes): enough for every field process.scheduler has."""
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
+                ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
+                ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
+                ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64)]
+
+
+def _int_field(d: dict, key: str, path: str, lo: int, hi: int) -> int:
+    v = d.get(key, 0)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError(f"{path}.{key}", f"{v!r} is out of range ({lo}..{hi})")
+    return v
+
+
+def validate_scheduler(d: dict | None, path: str = "process.scheduler") -> SchedAttr | None:
+    """process.scheduler -> a filled struct sched_attr, with runc's consistency rules."""
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ConfigError(path, "must be an object")
+    policy = d.get("policy")
+    if policy not in SCHED_POLICIES:
+        raise ConfigError(f"{path}.policy", f"unknown policy {policy!r} (want one of {', '.join(SCHED_POLICIES)})")
+    u64 = (1 << 64) - 1
+    nice = _int_field(d, "nice", path, -20, 19)
+    prio = _int_field(d, "priority", path, 0, 99)
+    runtime = _int_field(d, "runtime", path, 0, u64)
+    deadline = _int_field(d, "deadline", path, 0, u64)
+    period = _int_field(d, "period", path, 0, u64)
+    if prio and policy not in ("SCHED_FIFO", "SCHED_RR"):
+        raise ConfigError(f"{path}.priority", "can only be set for SCHED_FIFO or SCHED_RR")
+    if (runtime or deadline or period) and policy != "SCHED_DEADLINE":
+        raise ConfigError(path, "runtime, deadline and period can only be set for SCHED_DEADLINE")
+    flags = 0
+    for i, f in enumerate(d.get("flags") or []):
+        if f not in SCHED_FLAGS:
+            raise ConfigError(f"{path}.flags[{i}]", f"unknown flag {f!r}")
+        flags |= SCHED_FLAGS[f]
+    return SchedAttr(ctypes.sizeof(SchedAttr), SCHED_POLICIES[policy], flags, nice, prio,
+                     runtime, deadline, period)
+
+
+def sched_setattr(pid: int, attr: SchedAttr, flags: int = 0) -> None:
+    if linux._syscall(linux.NR_SCHED_SETATTR, ctypes.c_int(pid), ctypes.byref(attr), ctypes.c_uint(flags)) < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
+def apply_scheduler(d: dict | None) -> None:
+    attr = validate_scheduler(d)
+    if attr is None:
+        return
+    try:
+        sched_setattr(0, attr)
+    except OSError as e:
+        raise OCIError(f"process.scheduler: sched_setattr {d.get('policy')}: {_lower(e.strerror)}") from None
+
+
+# --------------------------------------------------------------------------- personality
+
+PERSONALITY_DOMAINS = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def validate_personality(d: dict | None, path: str = "linux.personality") -> int | None:
+    """linux.personality -> the persona for personality(2).
+
+    The spec defines no flag values yet ("currently no flag values are supported"), so any flag
+    is refused rather than silently dropped.
+    """
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ConfigError(path, "must be an object")
+    domain = d.get("domain")
+    if domain not in PERSONALITY_DOMAINS:
+        raise ConfigError(f"{path}.domain", f"unknown domain {domain!r} (want LINUX or LINUX32)")
+    for i, f in enumerate(d.get("flags") or []):
+        raise ConfigError(f"{path}.flags[{i}]", f"unsupported personality flag {f!r}")
+    return PERSONALITY_DOMAINS[domain]
+
+
+def apply_personality(d: dict | None) -> None:
+    persona = validate_personality(d)
+    if persona is None:
+        return
+    try:
+        linux.personality(persona)
+    except OSError as e:
+        raise OCIError(f"linux.personality: personality {d.get('domain')}: {_lower(e.strerror)}") from None
+
+
+def _lower(s: str | None) -> str:
+    s = s or "unknown error"
+    return s[:1].lower() + s[1:]

@@ -1,0 +1,6 @@
+"""The processes of a container and the messages between them (see channel.py for the protocol).
+
+  parent.py        the runtime (`create`): forks, places in the cgroup, writes id maps, runs hooks
+  intermediate.py  joins/creates namespaces, forks the init (a new pid ns applies to children only)
+  init.py          PID 1: rootfs, pivot_root, privileges, waits on the exec fifo, execs
+"""

@@ -1,0 +1,91 @@
+"""The container's filesystem view, built by its init in three steps.
+
+    prepare_rootfs(cfg, in_userns)   just after unshare(CLONE_NEWNS), host paths still visible:
+                                     / made rslave (nothing reaches the host), rootfs bound onto
+                                     itself, cfg.mounts in order, devices and /dev symlinks
+    (createContainer hooks run here, by the caller)
+    enter_rootfs(cfg, no_pivot)      pivot_root (or MS_MOVE + chroot with --no-pivot)
+    finalize_rootfs(cfg)             rootfsPropagation, readonlyPaths, maskedPaths, ro /dev, ro root
+
+Every path inside the image is resolved inside it (paths.py).  Only os, stat and ctypes are
+used, so importing this package before forking is cheap and nothing is imported after pivot.
+"""
+from __future__ import annotations
+
+import os
+
+from .. import linux
+from ..errors import os_error
+from .devices import create_devices, dev_is_host_bind, devices_to_create, setup_dev_symlinks
+from .mounts import (PROPAGATION, MountOptions, _MountCtx, mask_path, mount_entry,
+                     parse_mount_options, readonly_path, remount_dev_readonly, remount_root_readonly)
+from .paths import fd_path, make_mount_target, mkdir_all_in_root, open_in_root
+from .pivot import enter
+
+__all__ = ["prepare_rootfs", "enter_rootfs", "finalize_rootfs", "parse_mount_options", "MountOptions",
+           "open_in_root", "mkdir_all_in_root", "make_mount_target"]
+
+_DEFAULT_ROOT_PROPAGATION = linux.MS_SLAVE | linux.MS_REC
+
+
+def prepare_rootfs(cfg, in_userns: bool) -> None:
+    """Build the rootfs from the host side.  Must run in the init's new mount namespace."""
+    root = cfg.root_path
+    prop = PROPAGATION.get(cfg.linux.rootfs_propagation, _DEFAULT_ROOT_PROPAGATION)
+    try:
+        linux.mount(None, "/", None, prop)
+        _make_parent_mount_private(root)
+        linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise os_error(f"prepare rootfs {root}", e) from None
+    try:
+        ctx = _MountCtx(root_fd, os.readlink(fd_path(root_fd)), cfg.bundle, in_userns,
+                        cgroupns=cfg.linux.namespace("cgroup") is not None)
+        for i, m in enumerate(cfg.mounts):
+            mount_entry(ctx, i, m)
+        if not dev_is_host_bind(cfg.mounts):
+            create_devices(root_fd, devices_to_create(cfg.linux.devices), in_userns)
+            setup_dev_symlinks(root_fd)
+    finally:
+        os.close(root_fd)
+
+
+def _make_parent_mount_private(root: str) -> None:
+    """pivot_root refuses a new root whose parent mount is shared, and a shared parent would
+    also carry our bind of the rootfs to its peers: make just that one mount private."""
+    real = os.path.realpath(root)
+    best, shared = "", False
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left = line.partition(" - ")[0].split()
+            mp = left[4].replace("\\040", " ")
+            if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+                best, shared = mp, any(opt.startswith("shared:") for opt in left[6:])
+    if best and shared:
+        linux.mount(None, best, None, linux.MS_PRIVATE)
+
+
+def enter_rootfs(cfg, no_pivot: bool) -> None:
+    """Make cfg.root_path the init's /; the host's tree is gone afterwards."""
+    enter(cfg.root_path, no_pivot)
+
+
+def finalize_rootfs(cfg) -> None:
+    """The steps that need the container's own view (after enter_rootfs)."""
+    root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if cfg.linux.rootfs_propagation:
+            try:
+                linux.mount(None, "/", None, PROPAGATION[cfg.linux.rootfs_propagation])
+            except OSError as e:
+                raise os_error(f"set rootfs propagation {cfg.linux.rootfs_propagation}", e) from None
+        for path in cfg.linux.readonly_paths:
+            readonly_path(root_fd, path)
+        for path in cfg.linux.masked_paths:
+            mask_path(root_fd, path)
+        remount_dev_readonly(cfg.mounts)
+        if cfg.root_readonly:
+            remount_root_readonly()
+    finally:
+        os.close(root_fd)

@@ -1,0 +1,138 @@
+"""Device nodes and the /dev symlinks inside the rootfs (config-linux.md "Devices" and
+"Default Devices").
+
+The six default devices plus `linux.devices` are made with mknod; in a user namespace (where
+mknod is refused) the host's node is bind-mounted onto an empty file instead, as runc does.
+Everything is created through paths.py, inside the rootfs: an image that ships `dev -> /`
+cannot make us create nodes on the host.  /dev/console belongs to the console module.
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+from .. import linux
+from ..config import Device
+from ..errors import OCIError, os_error
+from .paths import fd_path, make_mount_target, mkdir_all_in_root, split_parent
+
+DEFAULT_DEVICES = (
+    Device("/dev/null", "c", 1, 3, 0o666, 0, 0),
+    Device("/dev/zero", "c", 1, 5, 0o666, 0, 0),
+    Device("/dev/full", "c", 1, 7, 0o666, 0, 0),
+    Device("/dev/random", "c", 1, 8, 0o666, 0, 0),
+    Device("/dev/urandom", "c", 1, 9, 0o666, 0, 0),
+    Device("/dev/tty", "c", 5, 0, 0o666, 0, 0),
+)
+
+_TYPE_BITS = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+
+# (link name in /dev, target); /dev/core is added when the kernel has /proc/kcore.
+_DEV_SYMLINKS = (
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+)
+
+
+def dev_is_host_bind(mounts) -> bool:
+    """runc leaves /dev alone when the config bind-mounts something (the host's /dev) there."""
+    for m in mounts:
+        if m.destination == "/dev" and (m.type == "bind" or "bind" in m.options or "rbind" in m.options):
+            return True
+    return False
+
+
+def devices_to_create(config_devices: list[Device]) -> list[Device]:
+    """The defaults, minus those linux.devices redefines, then linux.devices in order."""
+    given = {d.path for d in config_devices}
+    return [d for d in DEFAULT_DEVICES if d.path not in given] + list(config_devices)
+
+
+def create_devices(root_fd: int, devices: list[Device], in_userns: bool) -> None:
+    old_umask = os.umask(0)  # fileMode is exact, as in runc
+    try:
+        for dev in devices:
+            try:
+                _create_device(root_fd, dev, in_userns)
+            except OCIError:
+                raise
+            except OSError as e:
+                raise os_error(f"create device {dev.path}", e) from None
+    finally:
+        os.umask(old_umask)
+
+
+def _create_device(root_fd: int, dev: Device, in_userns: bool) -> None:
+    if dev.path == "/" or dev.path.rstrip("/") == "":
+        raise OCIError(f"device path {dev.path!r}: cannot create a device on the rootfs")
+    if in_userns:
+        _bind_host_node(root_fd, dev)
+        return
+    parent, name = split_parent(dev.path)
+    dir_fd = mkdir_all_in_root(root_fd, parent)
+    try:
+        mode = (dev.file_mode if dev.file_mode is not None else 0o666) & 0o7777
+        rdev = os.makedev(dev.major, dev.minor) if dev.type != "p" else 0
+        try:
+            os.mknod(name, mode | _TYPE_BITS[dev.type], rdev, dir_fd=dir_fd)
+        except FileExistsError:
+            return  # like runc: what the image or a mount already put there stays
+        except PermissionError:
+            _bind_host_node(root_fd, dev)  # mknod not allowed (e.g. restricted by a LSM)
+            return
+        os.chown(name, dev.uid or 0, dev.gid or 0, dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        os.close(dir_fd)
+
+
+def _bind_host_node(root_fd: int, dev: Device) -> None:
+    try:
+        src = os.open(dev.path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OCIError(f"device {dev.path}: not present on the host to bind-mount "
+                       "(mknod is not allowed in a user namespace)") from None
+    try:
+        dst = make_mount_target(root_fd, dev.path, is_dir=False)
+        try:
+            linux.mount(fd_path(src), fd_path(dst), None, linux.MS_BIND)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
+def setup_dev_symlinks(root_fd: int) -> None:
+    """/dev/{fd,stdin,stdout,stderr,core}, /dev/ptmx -> pts/ptmx, and /dev/pts, /dev/shm dirs."""
+    dev = mkdir_all_in_root(root_fd, "/dev")
+    try:
+        links = list(_DEV_SYMLINKS)
+        if os.path.exists("/proc/kcore"):
+            links.append(("core", "/proc/kcore"))
+        for name, target in links:
+            _symlink(target, name, dev)
+        # The devpts instance's ptmx: a node from the image or the host's ptmx must not stay.
+        try:
+            os.unlink("ptmx", dir_fd=dev)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            raise OCIError("/dev/ptmx is a directory") from None
+        _symlink("pts/ptmx", "ptmx", dev)
+        for d in ("pts", "shm"):
+            try:
+                os.mkdir(d, 0o755, dir_fd=dev)
+            except FileExistsError:
+                pass
+    except OSError as e:
+        raise os_error("set up /dev", e) from None
+    finally:
+        os.close(dev)
+
+
+def _symlink(target: str, name: str, dir_fd: int) -> None:
+    try:
+        os.symlink(target, name, dir_fd=dir_fd)
+    except FileExistsError:
+        pass

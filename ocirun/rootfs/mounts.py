@@ -1,0 +1,624 @@
+"""config.json `mounts` -> mount(2) calls inside the rootfs, plus the post-pivot path masks.
+
+What this module owns:
+  * `parse_mount_options`: the pure translation of a mount's `options` list (runc's vocabulary)
+    into MS_* flags, propagation changes, recursive mount_setattr attributes and fs data;
+  * `mount_entry`: one `mounts[i]`, its destination resolved *inside* the rootfs (paths.py)
+    and mounted through /proc/self/fd/N, so an image symlink can never redirect it;
+  * maskedPaths / readonlyPaths / read-only root, which run after pivot_root.
+
+Every failure is an OCIError naming the `mounts[i]` entry.  Only os/stat and our ctypes
+wrappers are used: this runs in the container's init, after fork, before pivot_root.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+
+from .. import linux
+from ..errors import OCIError, os_error
+from .paths import fd_path, make_mount_target, mkdir_all_in_root, open_in_root
+
+MS_POSIXACL = 1 << 16
+MS_I_VERSION = 1 << 23
+
+# option -> (clear?, MS_* flag).  "clear" options undo an earlier or inherited flag.
+_FLAGS: dict[str, tuple[bool, int]] = {
+    "defaults": (False, 0),
+    "ro": (False, linux.MS_RDONLY), "rw": (True, linux.MS_RDONLY),
+    "nosuid": (False, linux.MS_NOSUID), "suid": (True, linux.MS_NOSUID),
+    "nodev": (False, linux.MS_NODEV), "dev": (True, linux.MS_NODEV),
+    "noexec": (False, linux.MS_NOEXEC), "exec": (True, linux.MS_NOEXEC),
+    "sync": (False, linux.MS_SYNCHRONOUS), "async": (True, linux.MS_SYNCHRONOUS),
+    "dirsync": (False, linux.MS_DIRSYNC),
+    "remount": (False, linux.MS_REMOUNT),
+    "mand": (False, linux.MS_MANDLOCK), "nomand": (True, linux.MS_MANDLOCK),
+    "noatime": (False, linux.MS_NOATIME), "atime": (True, linux.MS_NOATIME),
+    "nodiratime": (False, linux.MS_NODIRATIME), "diratime": (True, linux.MS_NODIRATIME),
+    "relatime": (False, linux.MS_RELATIME), "norelatime": (True, linux.MS_RELATIME),
+    "strictatime": (False, linux.MS_STRICTATIME), "nostrictatime": (True, linux.MS_STRICTATIME),
+    "lazytime": (False, linux.MS_LAZYTIME), "nolazytime": (True, linux.MS_LAZYTIME),
+    "nosymfollow": (False, linux.MS_NOSYMFOLLOW), "symfollow": (True, linux.MS_NOSYMFOLLOW),
+    "silent": (False, linux.MS_SILENT), "loud": (True, linux.MS_SILENT),
+    "acl": (False, MS_POSIXACL), "noacl": (True, MS_POSIXACL),
+    "iversion": (False, MS_I_VERSION), "noiversion": (True, MS_I_VERSION),
+}
+
+# Propagation names, shared with linux.rootfsPropagation.
+PROPAGATION: dict[str, int] = {
+    "private": linux.MS_PRIVATE, "rprivate": linux.MS_PRIVATE | linux.MS_REC,
+    "shared": linux.MS_SHARED, "rshared": linux.MS_SHARED | linux.MS_REC,
+    "slave": linux.MS_SLAVE, "rslave": linux.MS_SLAVE | linux.MS_REC,
+    "unbindable": linux.MS_UNBINDABLE, "runbindable": linux.MS_UNBINDABLE | linux.MS_REC,
+}
+
+# Recursive options (mount_setattr with AT_RECURSIVE): option -> (clear?, MOUNT_ATTR_*).
+_REC_ATTRS: dict[str, tuple[bool, int]] = {
+    "rro": (False, linux.MOUNT_ATTR_RDONLY), "rrw": (True, linux.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, linux.MOUNT_ATTR_NOSUID), "rsuid": (True, linux.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, linux.MOUNT_ATTR_NODEV), "rdev": (True, linux.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, linux.MOUNT_ATTR_NOEXEC), "rexec": (True, linux.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (False, linux.MOUNT_ATTR_NODIRATIME), "rdiratime": (True, linux.MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (False, linux.MOUNT_ATTR_NOSYMFOLLOW), "rsymfollow": (True, linux.MOUNT_ATTR_NOSYMFOLLOW),
+}
+# The atime mode is one 3-bit field: the kernel wants all of MOUNT_ATTR__ATIME cleared and the
+# new mode set.  "ratime" means "back to the default", which is relatime.
+_REC_ATIME: dict[str, int] = {
+    "rnoatime": linux.MOUNT_ATTR_NOATIME, "ratime": linux.MOUNT_ATTR_RELATIME,
+    "rrelatime": linux.MOUNT_ATTR_RELATIME, "rnorelatime": linux.MOUNT_ATTR_RELATIME,
+    "rstrictatime": linux.MOUNT_ATTR_STRICTATIME, "rnostrictatime": linux.MOUNT_ATTR_RELATIME,
+}
+
+# statvfs f_flag bits -> MS_* (ST_RELATIME differs from MS_RELATIME).
+_ST_TO_MS = ((1, linux.MS_RDONLY), (2, linux.MS_NOSUID), (4, linux.MS_NODEV), (8, linux.MS_NOEXEC),
+             (16, linux.MS_SYNCHRONOUS), (64, linux.MS_MANDLOCK), (1024, linux.MS_NOATIME),
+             (2048, linux.MS_NODIRATIME), (4096, linux.MS_RELATIME), (0x2000, linux.MS_NOSYMFOLLOW))
+_ATIME_FLAGS = linux.MS_NOATIME | linux.MS_RELATIME | linux.MS_STRICTATIME
+_NOT_REMOUNT_FLAGS = linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_SILENT
+
+
+@dataclass
+class MountOptions:
+    """A mount's `options` list, decoded.  Later options win over earlier ones (rw after ro)."""
+    flags: int = 0                  # MS_* to set (includes MS_BIND|MS_REC for bind/rbind)
+    clear_flags: int = 0            # MS_* explicitly turned off (rw, suid, dev, exec...)
+    propagation: list[int] = field(default_factory=list)  # MS_PRIVATE|MS_REC etc., in order
+    rec_attr_set: int = 0           # MOUNT_ATTR_* for mount_setattr(AT_RECURSIVE)
+    rec_attr_clr: int = 0
+    data: str = ""                  # filesystem options (mode=755,size=64k...), comma-joined
+    bind: bool = False
+    recursive: bool = False         # rbind
+    tmpcopyup: bool = False
+    idmap: bool = False             # idmap or ridmap asked (not supported yet)
+    recursive_idmap: bool = False
+
+    @property
+    def remount_flags(self) -> int:
+        """Flags a bind mount needs a second MS_REMOUNT|MS_BIND call for."""
+        return self.flags & ~_NOT_REMOUNT_FLAGS
+
+
+def parse_mount_options(options: list[str]) -> MountOptions:
+    """Translate runc's mount option vocabulary; unknown options go to the fs data string."""
+    o = MountOptions()
+    data: list[str] = []
+    for opt in options:
+        if opt in _FLAGS:
+            clear, flag = _FLAGS[opt]
+            if clear:
+                o.flags &= ~flag
+                o.clear_flags |= flag
+            else:
+                o.flags |= flag
+                o.clear_flags &= ~flag
+        elif opt in ("bind", "rbind"):
+            o.bind = True
+            o.flags |= linux.MS_BIND
+            if opt == "rbind":
+                o.recursive = True
+                o.flags |= linux.MS_REC
+        elif opt in PROPAGATION:
+            o.propagation.append(PROPAGATION[opt])
+        elif opt in _REC_ATTRS:
+            clear, attr = _REC_ATTRS[opt]
+            if clear:
+                o.rec_attr_set &= ~attr
+                o.rec_attr_clr |= attr
+            else:
+                o.rec_attr_set |= attr
+                o.rec_attr_clr &= ~attr
+        elif opt in _REC_ATIME:
+            o.rec_attr_set = (o.rec_attr_set & ~linux.MOUNT_ATTR__ATIME) | _REC_ATIME[opt]
+            o.rec_attr_clr |= linux.MOUNT_ATTR__ATIME
+        elif opt == "tmpcopyup":
+            o.tmpcopyup = True
+        elif opt in ("idmap", "ridmap"):
+            o.idmap = True
+            o.recursive_idmap = o.recursive_idmap or opt == "ridmap"
+        elif opt:
+            data.append(opt)
+    o.data = ",".join(data)
+    return o
+
+
+# --------------------------------------------------------------------------- flag helpers
+
+def current_mount_flags(fd_or_path) -> int:
+    """The MS_* flags the mount holding `fd_or_path` has now (for remounts that keep them)."""
+    f_flag = os.statvfs(fd_or_path).f_flag
+    return sum(ms for st, ms in _ST_TO_MS if f_flag & st)
+
+
+def _remount_bind(target: str, set_flags: int, clear_flags: int = 0) -> None:
+    """MS_REMOUNT|MS_BIND keeping the flags not asked to change: a remount sets *all* of them,
+    and in a user namespace dropping a locked one (nosuid on a host mount) fails with EPERM."""
+    keep = current_mount_flags(target) & ~clear_flags
+    if set_flags & _ATIME_FLAGS or clear_flags & _ATIME_FLAGS:
+        keep &= ~_ATIME_FLAGS
+    linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | keep | set_flags)
+
+
+def _apply_after(target: str, o: MountOptions) -> None:
+    """The parts of a mount that are separate calls: recursive attributes, then propagation."""
+    if o.rec_attr_set or o.rec_attr_clr:
+        fd = os.open(target, os.O_PATH | os.O_CLOEXEC)
+        try:
+            linux.mount_setattr(fd, "", linux.AT_EMPTY_PATH | linux.AT_RECURSIVE,
+                                o.rec_attr_set, o.rec_attr_clr)
+        finally:
+            os.close(fd)
+    for prop in o.propagation:
+        linux.mount(None, target, None, prop)
+
+
+# --------------------------------------------------------------------------- one mounts[i]
+
+class _MountCtx:
+    """What every mount of one container shares."""
+
+    def __init__(self, root_fd: int, root_path: str, bundle: str, in_userns: bool, cgroupns: bool):
+        self.root_fd = root_fd
+        self.root_path = root_path      # the real path of root_fd, for the /proc check
+        self.bundle = bundle
+        self.in_userns = in_userns
+        self.cgroupns = cgroupns
+
+
+def mount_entry(ctx: _MountCtx, index: int, m) -> None:
+    """Perform cfg.mounts[index]; errors name the entry."""
+    where = f"mounts[{index}]"
+    o = parse_mount_options(m.options)
+    if m.type == "bind":
+        o.bind = True
+        o.flags |= linux.MS_BIND
+    if o.idmap:
+        raise OCIError(f"{where}: idmapped mounts (idmap, ridmap) are not supported")
+    try:
+        if o.bind:
+            _mount_bind(ctx, where, m, o)
+        elif m.type in ("cgroup", "cgroup2"):
+            _mount_cgroup(ctx, m, o)
+        else:
+            _mount_fs(ctx, m, o)
+    except OCIError as e:
+        if str(e).startswith(where):
+            raise
+        raise OCIError(f"{where}: {e}") from None
+    except OSError as e:
+        raise os_error(f"{where}: mount {m.source or m.type} to {m.destination}", e) from None
+
+
+def _reopen(ctx: _MountCtx, dest: str) -> int:
+    """An O_PATH fd of what now sits at `dest`: the fd we mounted onto still names the
+    directory *under* the new mount, and remounts must reach the mount itself."""
+    return open_in_root(ctx.root_fd, dest, os.O_PATH)
+
+
+def _bind_source(ctx: _MountCtx, where: str, source: str) -> int:
+    path = source if os.path.isabs(source) else os.path.join(ctx.bundle, source)
+    try:
+        return os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise OCIError(f"{where}.source: {path}: no such file or directory") from None
+    except OSError as e:
+        raise os_error(f"{where}.source: {path}", e) from None
+
+
+def _mount_bind(ctx: _MountCtx, where: str, m, o: MountOptions) -> None:
+    src = _bind_source(ctx, where, m.source)
+    try:
+        is_dir = stat.S_ISDIR(os.fstat(src).st_mode)
+        dst = make_mount_target(ctx.root_fd, m.destination, is_dir)
+        try:
+            _check_proc_destination(ctx, dst, m)
+            linux.mount(fd_path(src), fd_path(dst), None, linux.MS_BIND | (linux.MS_REC if o.recursive else 0))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    _finish(ctx, m.destination, o, remount_bind=bool(o.remount_flags or o.clear_flags))
+
+
+def _finish(ctx: _MountCtx, dest: str, o: MountOptions, remount_bind: bool,
+            extra_flags: int = 0) -> None:
+    fd = _reopen(ctx, dest)
+    try:
+        target = fd_path(fd)
+        if remount_bind:
+            _remount_bind(target, o.remount_flags | extra_flags, o.clear_flags)
+        _apply_after(target, o)
+    finally:
+        os.close(fd)
+
+
+def _mount_fs(ctx: _MountCtx, m, o: MountOptions) -> None:
+    dest = m.destination
+    dst = make_mount_target(ctx.root_fd, dest, is_dir=True)
+    old_dir = -1
+    try:
+        before = os.fstat(dst)
+        _check_proc_destination(ctx, dst, m)
+        if m.type in ("proc", "sysfs"):
+            _check_ordinary_dir(ctx, dest, m.type)
+        flags = o.flags
+        # A read-only tmpfs that we still have to fill (tmpcopyup, or /dev with its device
+        # nodes) is mounted rw and turned ro later.
+        defer_ro = m.type == "tmpfs" and flags & linux.MS_RDONLY and (o.tmpcopyup or dest == "/dev")
+        if defer_ro:
+            flags &= ~linux.MS_RDONLY
+        if o.tmpcopyup and m.type == "tmpfs":
+            # Keep a handle on the image's directory: it stays reachable under the new mount.
+            old_dir = open_in_root(ctx.root_fd, dest, os.O_RDONLY | os.O_DIRECTORY)
+        _mount_fs_at(ctx, m, fd_path(dst), flags, o.data)
+    finally:
+        os.close(dst)
+    fd = _reopen(ctx, dest)
+    try:
+        target = fd_path(fd)
+        if m.type == "tmpfs":
+            if "mode=" not in o.data:
+                os.chmod(target, stat.S_IMODE(before.st_mode))  # keep the image's directory mode
+            if old_dir >= 0:
+                new_dir = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    copy_tree(old_dir, new_dir)
+                finally:
+                    os.close(new_dir)
+                if defer_ro and dest != "/dev":
+                    linux.mount(None, target, None, linux.MS_REMOUNT | o.flags, o.data or None)
+        _apply_after(target, o)
+    finally:
+        os.close(fd)
+        if old_dir >= 0:
+            os.close(old_dir)
+
+
+_USERNS_FALLBACK = {"sysfs": "/sys", "mqueue": "/dev/mqueue"}
+
+
+def _mount_fs_at(ctx: _MountCtx, m, target: str, flags: int, data: str) -> None:
+    source = m.source or m.type
+    try:
+        linux.mount(source, target, m.type, flags, data or None)
+    except OSError as e:
+        if m.type == "devpts" and e.errno == errno.EINVAL and "gid=" in data:
+            # In a user namespace without gid 5 mapped, devpts refuses gid=5: drop it (as crun does).
+            data = ",".join(d for d in data.split(",") if not d.startswith("gid="))
+            linux.mount(source, target, m.type, flags, data or None)
+        elif m.type in _USERNS_FALLBACK and e.errno == errno.EPERM and ctx.in_userns:
+            # A user namespace without its own network (sysfs) or IPC (mqueue) namespace may
+            # not mount a fresh instance: give it the host's, with the flags asked for (as runc).
+            linux.mount(_USERNS_FALLBACK[m.type], target, None, linux.MS_BIND | linux.MS_REC)
+            if flags & ~_NOT_REMOUNT_FLAGS:
+                _remount_bind(target, flags & ~_NOT_REMOUNT_FLAGS)
+        else:
+            raise
+
+
+# --------------------------------------------------------------------------- /proc guards
+
+# Files under /proc that lxcfs legitimately bind-mounts over (runc's allow-list).
+_PROC_ALLOWED = frozenset({
+    "cpuinfo", "diskstats", "meminfo", "stat", "swaps", "uptime", "loadavg", "slabinfo",
+    "net/dev", "sys/kernel/ns_last_pid", "sys/crypto/fips_enabled",
+})
+
+
+def _check_proc_destination(ctx: _MountCtx, dst_fd: int, m) -> None:
+    """Only a procfs may sit on /proc, and nothing but lxcfs-style files below it: a mount
+    there would hide the masks and read-only paths applied later (CVE-2019-16884 family)."""
+    real = os.readlink(fd_path(dst_fd))
+    proc = ctx.root_path.rstrip("/") + "/proc"
+    if real == proc:
+        if m.type != "proc":
+            raise OCIError(f"{m.destination} cannot be mounted because it is not of type proc")
+    elif real.startswith(proc + "/"):
+        if real[len(proc) + 1:] not in _PROC_ALLOWED:
+            raise OCIError(f"{m.destination} cannot be mounted because it is inside /proc")
+
+
+def _check_ordinary_dir(ctx: _MountCtx, dest: str, fstype: str) -> None:
+    """proc and sysfs go on a real directory, never through a final symlink (CVE-2019-19921)."""
+    fd = open_in_root(ctx.root_fd, dest, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OCIError(f"filesystem {fstype!r} must be mounted on ordinary directory ({dest})")
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- tmpcopyup
+
+def copy_tree(src_dir: int, dst_dir: int) -> None:
+    """Copy a directory's contents between two open directory fds, keeping type, mode,
+    owner and times (like `cp -a` without hard links and xattrs).  Nothing is followed."""
+    with os.scandir(src_dir) as it:
+        names = [e.name for e in it]
+    for name in names:
+        st = os.stat(name, dir_fd=src_dir, follow_symlinks=False)
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
+            os.mkdir(name, 0o700, dir_fd=dst_dir)
+            s = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+            d = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst_dir)
+            try:
+                copy_tree(s, d)
+            finally:
+                os.close(s)
+                os.close(d)
+        elif stat.S_ISREG(mode):
+            _copy_file(src_dir, dst_dir, name)
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(name, dir_fd=src_dir), name, dir_fd=dst_dir)
+        else:  # devices, fifos, sockets
+            os.mknod(name, mode, st.st_rdev, dir_fd=dst_dir)
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=dst_dir, follow_symlinks=False)
+        if not stat.S_ISLNK(mode):
+            os.chmod(name, stat.S_IMODE(mode), dir_fd=dst_dir)  # after chown, which drops setuid
+        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst_dir, follow_symlinks=False)
+
+
+def _copy_file(src_dir: int, dst_dir: int, name: str) -> None:
+    s = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir)
+    try:
+        d = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    0o600, dir_fd=dst_dir)
+        try:
+            while os.sendfile(d, s, None, 1 << 20) > 0:
+                pass
+        finally:
+            os.close(d)
+    finally:
+        os.close(s)
+
+
+# --------------------------------------------------------------------------- cgroup mounts
+
+CGROUP2_SUPER_MAGIC = 0x63677270
+
+
+def host_is_unified() -> bool:
+    """True on a pure cgroup v2 host (/sys/fs/cgroup is itself cgroup2)."""
+    try:
+        return _fs_magic("/sys/fs/cgroup") == CGROUP2_SUPER_MAGIC
+    except OSError:
+        return False
+
+
+def _fs_magic(path: str) -> int:
+    import ctypes  # already loaded by linux.py; kept local as only this needs statfs
+
+    class _Statfs(ctypes.Structure):
+        _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
+
+    buf = _Statfs()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+    return buf.f_type & 0xFFFFFFFF
+
+
+def _mount_cgroup(ctx: _MountCtx, m, o: MountOptions) -> None:
+    """cgroup2 (or "cgroup" on a pure v2 host): mount the fs.  "cgroup" on a v1/hybrid host:
+    a tmpfs with one entry per hierarchy, like runc.  Partial: no cgroup v1 'cgroup.clone_children'
+    tuning, no rootless EPERM fallbacks."""
+    if m.type == "cgroup2" or host_is_unified():
+        dst = make_mount_target(ctx.root_fd, m.destination, is_dir=True)
+        try:
+            linux.mount("cgroup2", fd_path(dst), "cgroup2", o.flags, o.data or None)
+        finally:
+            os.close(dst)
+        _finish(ctx, m.destination, o, remount_bind=False)
+        return
+    _mount_cgroup_v1(ctx, m, o)
+
+
+def _mount_cgroup_v1(ctx: _MountCtx, m, o: MountOptions) -> None:
+    dest = m.destination
+    dst = make_mount_target(ctx.root_fd, dest, is_dir=True)
+    try:
+        linux.mount("tmpfs", fd_path(dst), "tmpfs", o.flags & ~linux.MS_RDONLY, "mode=755")
+    finally:
+        os.close(dst)
+    attr_flags = o.flags & ~_NOT_REMOUNT_FLAGS
+    for name, host_dir, fstype, fsdata in cgroup_v1_hierarchies():
+        sub = mkdir_all_in_root(ctx.root_fd, f"{dest}/{name}")
+        try:
+            target = fd_path(sub)
+            if ctx.cgroupns:
+                # A fresh mount shows the cgroup namespace's root, i.e. the container's cgroup.
+                linux.mount("cgroup", target, fstype, attr_flags, fsdata or None)
+                continue
+            if not os.path.isdir(host_dir):
+                continue
+            linux.mount(host_dir, target, None, linux.MS_BIND)
+        finally:
+            os.close(sub)
+        if attr_flags:
+            fd = _reopen(ctx, f"{dest}/{name}")
+            try:
+                _remount_bind(fd_path(fd), attr_flags, o.clear_flags)
+            finally:
+                os.close(fd)
+    fd = _reopen(ctx, dest)
+    try:
+        _add_comount_links(fd)
+        if o.flags & linux.MS_RDONLY:
+            linux.mount(None, fd_path(fd), None, linux.MS_REMOUNT | attr_flags, "mode=755")
+        _apply_after(fd_path(fd), o)
+    finally:
+        os.close(fd)
+
+
+def _add_comount_links(dir_fd: int) -> None:
+    """cpu -> cpu,cpuacct for co-mounted controllers, as every v1 distro lays them out."""
+    names = os.listdir(fd_path(dir_fd))
+    for name in names:
+        if "," not in name:
+            continue
+        for ctrl in name.split(","):
+            if ctrl not in names:
+                os.symlink(name, ctrl, dir_fd=dir_fd)  # O_PATH dir fds work for *at()
+
+
+def cgroup_v1_hierarchies() -> list[tuple[str, str, str, str]]:
+    """(dir name, host dir of our cgroup, fstype, mount data) per hierarchy we are in.
+
+    Read from /proc/self/cgroup and /proc/self/mountinfo: the init has already joined the
+    container's cgroups, so its own paths are the container's.
+    """
+    mounts = _cgroup_mounts()
+    out = []
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hid, ctrls, path = line.rstrip("\n").split(":", 2)
+            if hid == "0":
+                key, fstype, data = "", "cgroup2", ""
+            else:
+                key, fstype, data = ctrls, "cgroup", ctrls
+            mnt = mounts.get((fstype, key))
+            if mnt is None:
+                continue
+            root, mountpoint = mnt
+            rel = os.path.relpath(path, root) if path.startswith(root) else None
+            if rel is None or rel.startswith(".."):
+                continue
+            name = os.path.basename(mountpoint)
+            out.append((name, os.path.normpath(os.path.join(mountpoint, rel)), fstype, data))
+    return out
+
+
+def _cgroup_mounts() -> dict[tuple[str, str], tuple[str, str]]:
+    """(fstype, sorted controllers) -> (mount root, mount point) of the host's cgroup mounts."""
+    found: dict[tuple[str, str], tuple[str, str]] = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, rfields = left.split(), right.split()
+            if len(rfields) < 3 or rfields[0] not in ("cgroup", "cgroup2"):
+                continue
+            if rfields[0] == "cgroup2":
+                key = ""
+            else:
+                opts = rfields[2].split(",")
+                key = ",".join(o for o in opts if o not in _CGROUP_NON_CONTROLLER_OPTS
+                               and not o.startswith("release_agent="))
+            found.setdefault((rfields[0], key), (_unescape(fields[3]), _unescape(fields[4])))
+    return {(t, _sorted_ctrls(k)): v for (t, k), v in found.items()}
+
+
+_CGROUP_NON_CONTROLLER_OPTS = {"rw", "ro", "noprefix", "clone_children", "xattr", "cpuset_v2_mode",
+                               "nosuid", "nodev", "noexec", "relatime", "favordynmods"}
+
+
+def _sorted_ctrls(key: str) -> str:
+    return ",".join(sorted(key.split(","))) if key else key
+
+
+def _unescape(s: str) -> str:
+    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
+
+
+# --------------------------------------------------------------------------- after pivot_root
+
+def _fd_or_path(fd: int, path: str) -> str:
+    """/proc/self/fd/N when the container has a /proc, else the path (we are already chrooted
+    in the container, where no symlink can reach the host)."""
+    target = fd_path(fd)
+    return target if os.path.exists(target) else path
+
+
+def mask_path(root_fd: int, path: str) -> None:
+    """Hide `path`: /dev/null over a file, an empty read-only tmpfs over a directory."""
+    try:
+        fd = open_in_root(root_fd, path, os.O_PATH)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        target = _fd_or_path(fd, path)
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            linux.mount("tmpfs", target, "tmpfs", linux.MS_RDONLY)
+            return
+        null = _open_real_dev_null(root_fd)
+        try:
+            linux.mount(_fd_or_path(null, "/dev/null"), target, None, linux.MS_BIND)
+        finally:
+            os.close(null)
+    except OSError as e:
+        raise os_error(f"mask {path}", e) from None
+    finally:
+        os.close(fd)
+
+
+def _open_real_dev_null(root_fd: int) -> int:
+    """/dev/null, checked to be the 1:3 device: an image could plant a symlink or a file there
+    to turn every mask into a bind of something writable (CVE-2025-31133)."""
+    fd = open_in_root(root_fd, "/dev/null", os.O_PATH | os.O_NOFOLLOW)
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or os.minor(st.st_rdev) != 3:
+        os.close(fd)
+        raise OCIError("mask paths: /dev/null is not the null device")
+    return fd
+
+
+def readonly_path(root_fd: int, path: str) -> None:
+    """Bind `path` onto itself and make that bind read-only, keeping nosuid/nodev/noexec."""
+    try:
+        fd = open_in_root(root_fd, path, os.O_PATH)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        target = _fd_or_path(fd, path)
+        linux.mount(target, target, None, linux.MS_BIND | linux.MS_REC)
+        nfd = open_in_root(root_fd, path, os.O_PATH)
+        try:
+            _remount_bind(_fd_or_path(nfd, path), linux.MS_RDONLY)
+        finally:
+            os.close(nfd)
+    except OSError as e:
+        raise os_error(f"readonly path {path}", e) from None
+    finally:
+        os.close(fd)
+
+
+def remount_root_readonly() -> None:
+    try:
+        _remount_bind("/", linux.MS_RDONLY)
+    except OSError as e:
+        raise os_error("make the root read-only", e) from None
+
+
+def remount_dev_readonly(mounts) -> None:
+    """A read-only /dev tmpfs was mounted rw so the device nodes could be made; close it now."""
+    for m in mounts:
+        if m.destination == "/dev" and m.type == "tmpfs":
+            o = parse_mount_options(m.options)
+            if o.flags & linux.MS_RDONLY:
+                try:
+                    linux.mount(None, "/dev", None, linux.MS_REMOUNT | (o.flags & ~_NOT_REMOUNT_FLAGS),
+                                o.data or None)
+                except OSError as e:
+                    raise os_error("remount /dev read-only", e) from None

@@ -1,0 +1,75 @@
+"""Switching the init's root to the container's rootfs.
+
+pivot_root (the default) leaves no path back to the host: the old root is detached.  With
+--no-pivot (rootfs on a ramfs/initramfs, where pivot_root is impossible) the rootfs is moved
+onto / and we chroot into it; the host's procfs/sysfs mounts are removed first, because a
+chroot can be escaped through them (runc's msMoveRoot does the same).
+"""
+from __future__ import annotations
+
+import os
+
+from .. import linux
+from ..errors import os_error
+
+
+def pivot_into(root_path: str) -> None:
+    """pivot_root(".", ".") with the fd trick: no temporary put_old directory in the image."""
+    old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    new_root = os.open(root_path, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fchdir(new_root)
+        linux.pivot_root(".", ".")
+        # The old root now sits under the new one, on the same mount point ".".
+        os.fchdir(old_root)
+        # Make sure the unmount does not propagate to the host (its mounts may be shared).
+        linux.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)
+        linux.umount2(".", linux.MNT_DETACH)
+        os.chdir("/")
+    finally:
+        os.close(old_root)
+        os.close(new_root)
+
+
+def move_root(root_path: str) -> None:
+    """MS_MOVE the rootfs onto / and chroot into it (runc --no-pivot)."""
+    _hide_host_proc_and_sys(root_path)
+    os.chdir(root_path)
+    linux.mount(root_path, "/", None, linux.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def _hide_host_proc_and_sys(root_path: str) -> None:
+    """Unmount (or cover with a tmpfs) every full procfs/sysfs outside the rootfs: the kernel's
+    "is there an unmasked proc already" check would otherwise allow new proc mounts."""
+    prefix = root_path.rstrip("/") + "/"
+    targets = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields, fstype = left.split(), right.split()[0]
+            mountpoint = fields[4].replace("\\040", " ")
+            if fields[3] != "/" or fstype not in ("proc", "sysfs") or mountpoint.startswith(prefix):
+                continue
+            targets.append(mountpoint)
+    gone: list[str] = []
+    for path in targets:
+        if any(path.startswith(g.rstrip("/") + "/") for g in gone):
+            continue  # went away with a lazily unmounted parent
+        linux.mount(None, path, None, linux.MS_SLAVE | linux.MS_REC)
+        try:
+            linux.umount2(path, linux.MNT_DETACH)
+        except OSError:
+            linux.mount("tmpfs", path, "tmpfs", 0)
+        gone.append(path)
+
+
+def enter(root_path: str, no_pivot: bool) -> None:
+    try:
+        if no_pivot:
+            move_root(root_path)
+        else:
+            pivot_into(root_path)
+    except OSError as e:
+        raise os_error(f"{'move' if no_pivot else 'pivot_root'} into {root_path}", e) from None

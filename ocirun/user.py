@@ -1,0 +1,122 @@
+"""Who the container process runs as: groups, gid, uid, umask, HOME.
+
+Called by the init inside the container (after pivot_root), between apply_bounding and
+apply_caps, in runc's order:
+
+    keepcaps on -> setgroups(additionalGids) -> setresgid -> setresuid -> keepcaps off
+
+keepcaps makes the kernel keep the permitted set across the switch to a non-zero uid, so
+apply_caps can still grant what config.json asks for afterwards.  Like runc, the supplementary
+groups are exactly process.user.additionalGids (runc always passes "uid:gid", so it never adds
+/etc/group memberships); an empty list clears the groups we inherited.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from . import linux
+from .errors import OCIError
+
+PR_SET_KEEPCAPS = 8
+DEFAULT_UMASK = 0o022  # runc's default when process.user.umask is absent
+
+
+def switch_user(user, keep_caps: bool = True) -> None:
+    """Become user.uid/user.gid with user.additional_gids as the supplementary groups."""
+    if keep_caps:
+        _keepcaps(True)
+    if _setgroups_allowed():
+        try:
+            os.setgroups(user.additional_gids)
+        except OSError as e:
+            raise _err("process.user.additionalGids", f"setgroups {user.additional_gids}", e) from None
+    try:
+        os.setresgid(user.gid, user.gid, user.gid)
+    except OSError as e:
+        raise _err("process.user.gid", f"setgid {user.gid}", e) from None
+    try:
+        os.setresuid(user.uid, user.uid, user.uid)
+    except OSError as e:
+        raise _err("process.user.uid", f"setuid {user.uid}", e) from None
+    if keep_caps:
+        _keepcaps(False)
+
+
+def _keepcaps(on: bool) -> None:
+    try:
+        linux.prctl(PR_SET_KEEPCAPS, 1 if on else 0)
+    except OSError as e:
+        raise _err("process.user", f"prctl(PR_SET_KEEPCAPS, {int(on)})", e) from None
+
+
+def _setgroups_allowed() -> bool:
+    """False in a user namespace whose setgroups is "deny" (setgroups(2) would fail with EPERM).
+
+    runc then silently leaves the groups alone: nobody asked for groups the namespace cannot have.
+    """
+    try:
+        with open("/proc/self/setgroups", "rb") as f:
+            return f.read().strip() != b"deny"
+    except OSError:
+        return True  # no /proc here, or a kernel without the file: try, and report a failure
+
+
+def set_umask(user) -> None:
+    os.umask(user.umask if user.umask is not None else DEFAULT_UMASK)
+
+
+def home_env(env: list[str], uid: int, passwd: str = "/etc/passwd") -> list[str]:
+    """`env` with HOME added when it is missing: the home of `uid` in the container's
+    /etc/passwd (we are already pivoted), or "/" when there is none (runc's default)."""
+    if any(e.startswith("HOME=") for e in env):
+        return env
+    return env + [f"HOME={lookup_home(uid, passwd)}"]
+
+
+def lookup_home(uid: int, passwd: str = "/etc/passwd") -> str:
+    try:
+        with open(passwd, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError:
+        return "/"
+    for line in data.decode("utf-8", "replace").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2].strip() == str(uid):
+            return fields[5] or "/"
+    return "/"
+
+
+def fix_stdio_permissions(uid: int, gid: int) -> None:
+    """Give our stdio to the container user, so it can reopen /dev/stdin, /proc/self/fd/1 etc.
+
+    What runc does before switching user: skip /dev/null (shared with everyone) and fds the user
+    already owns; a pipe or socket we may not chown (EINVAL/EPERM/EROFS) is left alone.
+    """
+    try:
+        null = os.stat("/dev/null")
+    except OSError:
+        null = None
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        is_null = null is not None and stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev
+        if st.st_uid == uid or is_null:
+            continue
+        try:
+            os.fchown(fd, uid, gid)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                raise OCIError(f"fchown stdio fd {fd} to {uid}:{gid}: {_lower(e.strerror)}") from None
+
+
+def _err(field: str, what: str, e: OSError) -> OCIError:
+    return OCIError(f"{field}: {what}: {_lower(e.strerror)}")
+
+
+def _lower(s: str | None) -> str:
+    s = s or "unknown error"
+    return s[:1].lower() + s[1:]
