@@ -23,21 +23,17 @@ A straight line, in the order runc's standard_init uses, each step for a reason:
 from __future__ import annotations
 
 import os
-import signal
 import socket
 
 import prctl
 
-from .. import capabilities, console, hooks, limits, sysctl, user
-from .. import linux
+from .. import console, hooks, linux, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
+from . import become
 from .channel import Channel, report_error_and_exit
 from .context import LaunchContext
 
-# Ignored signals stay ignored across execve; Python ignores these two for its own reasons.
-_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
-_CLOSE_RANGE_CLOEXEC = 4
 
 
 def main(ctx: LaunchContext, ch: Channel) -> None:
@@ -75,19 +71,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
         _join_session_keyring(ctx.id)
     if proc is None:
         raise OCIError("process: config.json has no process to run")
-    _apply_process_attrs(cfg)
-    _close_host_fds(ctx, ch)
-
-    user.fix_stdio_permissions(proc.user.uid, proc.user.gid)
-    capabilities.apply_bounding(proc.capabilities)
-    user.switch_user(proc.user)
-    capabilities.apply_caps(proc.capabilities)
-    _chdir(proc.cwd)
-    env = user.home_env(list(proc.env), proc.user.uid)
-    if ctx.listen_fds:
-        env = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
-        env += [f"LISTEN_FDS={ctx.listen_fds}", "LISTEN_PID=1"]
-    path = find_executable(proc.args[0], env)
+    path, env = become.drop_to_process(proc, cfg.linux.personality, ctx.preserve_fds, ctx.listen_fds)
 
     ch.send("ready")
     if cfg.hooks.get("startContainer"):
@@ -95,7 +79,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     _wait_for_start(ctx.fifo_fd)
     ch.close()
     hooks.run_hooks("startContainer", cfg.hooks.get("startContainer", []), state or {})
-    _exec(ctx, path, proc.args, env)
+    become.execute(proc, path, env, ctx.seccomp_filter)
 
 
 def _set_names(cfg) -> None:
@@ -118,61 +102,6 @@ def _join_session_keyring(cid: str) -> None:
             raise os_error("join session keyring", e) from None
 
 
-def _apply_process_attrs(cfg) -> None:
-    proc = cfg.process
-    limits.apply_rlimits(proc.rlimits)
-    if proc.oom_score_adj is not None:
-        limits.apply_oom_score_adj(proc.oom_score_adj)
-    if proc.io_priority:
-        limits.apply_io_priority(proc.io_priority)
-    if proc.scheduler:
-        limits.apply_scheduler(proc.scheduler)
-    if cfg.linux.personality:
-        limits.apply_personality(cfg.linux.personality)
-    user.set_umask(proc.user)
-
-
-def _close_host_fds(ctx: LaunchContext, ch: Channel) -> None:
-    """Every fd above the preserved ones closes on exec; preserved ones must survive it."""
-    first_private = 3 + ctx.preserve_fds
-    linux.close_range(first_private, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC)
-    for fd in range(3, first_private):
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            pass  # the caller promised the fd; if it is not open there is nothing to pass
-
-
-def _chdir(cwd: str) -> None:
-    try:
-        os.chdir(cwd)
-    except OSError as e:
-        raise OCIError(f"process.cwd: chdir to {cwd}: {e.strerror.lower()}") from None
-
-
-def find_executable(name: str, env: list[str]) -> str:
-    """Resolve args[0] as execve will, inside the container; errors read like runc's."""
-    if "/" in name:
-        _check_executable(name, name)
-        return name
-    search = next((e[5:] for e in env if e.startswith("PATH=")), "")
-    for d in search.split(":"):
-        cand = os.path.join(d or ".", name)
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    raise OCIError(f'exec: "{name}": executable file not found in $PATH')
-
-
-def _check_executable(name: str, path: str) -> None:
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise OCIError(f'exec: "{name}": stat {path}: {e.strerror.lower()}') from None
-    if not os.path.isfile(path) or not os.access(path, os.X_OK):
-        raise OCIError(f'exec: "{name}": permission denied')
-    del st
-
-
 def _wait_for_start(fifo_fd: int) -> None:
     # Opening the fifo for writing blocks until `start` opens it for reading.
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -180,25 +109,3 @@ def _wait_for_start(fifo_fd: int) -> None:
     os.close(fd)
     os.close(fifo_fd)
 
-
-def _env_dict(env: list[str]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for entry in env:
-        key, _, value = entry.partition("=")
-        out[key] = value
-    return out
-
-
-def _exec(ctx: LaunchContext, path: str, args: list[str], env: list[str]) -> None:
-    for sig in _RESET_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
-    if ctx.cfg.process.no_new_privileges:
-        prctl.set_no_new_privs(True)
-    if ctx.seccomp_filter is not None:
-        ctx.seccomp_filter.load()
-    try:
-        os.execve(path, args, _env_dict(env))
-    except OSError as e:
-        # After `start` there is nobody to report to but the container's stderr.
-        os.write(2, f"ocirun: exec {path}: {e.strerror.lower()}\n".encode())
-        os._exit(127)

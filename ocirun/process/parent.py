@@ -114,7 +114,12 @@ def _got_init_pid(proc: Spawned, msg: dict) -> None:
 
 
 def _reset_child_signals() -> None:
-    # `run` forwards signals with Python handlers; a child must not run them.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
-                signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
+    """`run` and `exec` forward signals with Python handlers; a child must not run them."""
+    for sig in signal.Signals:
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass

@@ -1,0 +1,200 @@
+"""`ocirun exec`: run a new process inside a running container (library side).
+
+The process is described by `--process FILE` (a runtime-spec `process` object, as engines send)
+or built from the container's own `process` plus the command line, as runc does.  It joins every
+namespace the container has, its cgroup, and gets its own user, capabilities, rlimits and the
+container's seccomp profile.  Detached, the caller's subreaper inherits it and `--pid-file` holds
+its host pid; otherwise we wait and return its exit status.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import socket
+from dataclasses import dataclass, field
+
+from . import log as _log
+from .config import parse_process, read_json
+from .errors import ConfigError, OCIError
+from .state import StateDir, write_pid_file
+
+
+@dataclass
+class ExecOptions:
+    args: list[str] = field(default_factory=list)
+    process_file: str | None = None
+    tty: bool = False
+    console_socket: str | None = None
+    detach: bool = False
+    pid_file: str | None = None
+    env: list[str] = field(default_factory=list)
+    cwd: str | None = None
+    user: str | None = None
+    additional_gids: list[int] = field(default_factory=list)
+    caps: list[str] = field(default_factory=list)
+    no_new_privs: bool = False
+    apparmor: str | None = None
+    process_label: str | None = None
+    preserve_fds: int = 0
+    ignore_paused: bool = False
+    cgroup: str | None = None
+
+
+def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
+    from .container import _load_cgroup, status_of
+    from .process import joiner, parent as _parent  # noqa: F401 — loads every module the child needs
+
+    sd = StateDir.open(root, cid, lock=False)
+    st = sd.read()
+    status = status_of(sd, st)
+    if status == "stopped":
+        raise OCIError("cannot exec in a stopped container")
+    if status == "paused" and not opts.ignore_paused:
+        raise OCIError("cannot exec in a paused container (use --ignore-paused)")
+    if opts.cgroup:
+        raise OCIError("--cgroup: exec into a sub-cgroup is not supported yet")
+    doc = _container_config(st)
+    proc = build_process(opts, doc)
+    lin = doc.get("linux") or {}
+    ctx = joiner.ExecContext(process=proc, preserve_fds=opts.preserve_fds,
+                             personality=lin.get("personality"))
+    own_console = None
+    try:
+        ctx.ns_fds = joiner.container_namespace_fds(st["pid"], [n.get("type") for n in lin.get("namespaces", [])])
+        ctx.seccomp_filter = _compile_seccomp(lin.get("seccomp"))
+        if proc.terminal:
+            if opts.console_socket:
+                from .console import connect_console_socket
+                ctx.console_fd = connect_console_socket(opts.console_socket)
+            elif opts.detach:
+                raise OCIError("--detach with a terminal needs --console-socket")
+            else:
+                own_console, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                ctx.console_fd = theirs.detach()
+        if not opts.detach:
+            import prctl
+            prctl.set_child_subreaper(True)
+        pid = _spawn(ctx, _load_cgroup(st))
+    finally:
+        for fd in [*ctx.ns_fds.values(), ctx.console_fd]:
+            if fd >= 0:
+                os.close(fd)
+    if opts.pid_file:
+        write_pid_file(opts.pid_file, pid)
+    if opts.detach:
+        return 0
+    from .run import _install_resize, _SignalRelay, _wait_for
+    master = -1
+    if own_console is not None:
+        from .console import recv_console_fd, relay_terminal
+        master = recv_console_fd(own_console.fileno())
+        own_console.close()
+    _SignalRelay().attach(pid)
+    _install_resize(master)
+    if master >= 0:
+        relay_terminal(master, pid)
+    return _wait_for(pid)
+
+
+def _spawn(ctx, cgroup) -> int:
+    from .process import joiner, parent as _parent
+    from .process.channel import Channel, ChildDied
+    ours, theirs = Channel.pair()
+    child = os.fork()
+    if child == 0:
+        try:
+            ours.close()
+            _parent._reset_child_signals()
+            joiner.main(ctx, theirs)
+        finally:
+            os._exit(1)
+    theirs.close()
+    try:
+        if cgroup is not None:
+            cgroup.add_pid(child)
+        ours.send("go")
+        pid = ours.expect("exec_pid")["pid"]
+        os.waitpid(child, 0)
+        try:
+            msg = ours.recv()  # EOF (ChildDied) here means execve succeeded
+        except ChildDied:
+            return pid
+        if msg.get("type") == "error":
+            _reap(pid)
+            raise OCIError(msg["msg"])
+        raise OCIError(f"internal error: unexpected message {msg.get('type')!r} from the exec'd process")
+    except ChildDied:
+        _reap(child)
+        raise OCIError("the exec'd process died before it started") from None
+    finally:
+        ours.close()
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _container_config(st: dict) -> dict:
+    if isinstance(st.get("config"), dict):
+        return st["config"]
+    doc = read_json(os.path.join(st["bundle"], "config.json"))
+    return doc if isinstance(doc, dict) else {}
+
+
+def _compile_seccomp(profile):
+    if not profile:
+        return None
+    try:
+        from . import seccomp
+    except ImportError:
+        _log.get().warn("linux.seccomp is not supported yet: the exec'd process runs without a seccomp filter")
+        return None
+    return seccomp.compile_filter(profile)
+
+
+def build_process(opts: ExecOptions, container_doc: dict):
+    """The runtime-spec process to run, as runc builds it for `exec`."""
+    if opts.process_file:
+        doc = read_json(opts.process_file, what="--process")
+        if not isinstance(doc, dict):
+            raise ConfigError("process", "must be a JSON object")
+        return parse_process(doc)
+    if not opts.args:
+        raise OCIError("exec: no command given (arguments or --process are required)")
+    base = copy.deepcopy(container_doc.get("process") or {})
+    base["args"] = list(opts.args)
+    base["terminal"] = opts.tty
+    base.pop("consoleSize", None)
+    if opts.env:
+        base["env"] = list(base.get("env") or []) + list(opts.env)
+    if opts.cwd:
+        base["cwd"] = opts.cwd
+    if opts.user:
+        base["user"] = _parse_user_flag(opts.user, base.get("user") or {})
+    if opts.additional_gids:
+        base.setdefault("user", {})["additionalGids"] = list(opts.additional_gids)
+    if opts.caps:
+        caps = base.setdefault("capabilities", {})
+        for s in ("bounding", "effective", "permitted", "ambient"):
+            caps[s] = list(dict.fromkeys(list(caps.get(s) or []) + list(opts.caps)))
+    if opts.no_new_privs:
+        base["noNewPrivileges"] = True
+    if opts.apparmor:
+        base["apparmorProfile"] = opts.apparmor
+    if opts.process_label:
+        base["selinuxLabel"] = opts.process_label
+    return parse_process(base)
+
+
+def _parse_user_flag(text: str, old: dict) -> dict:
+    uid, _, gid = text.partition(":")
+    try:
+        new = {"uid": int(uid), "gid": int(gid) if gid else 0}
+    except ValueError:
+        raise OCIError(f"--user {text!r}: want uid[:gid] (numbers)") from None
+    if "umask" in old:
+        new["umask"] = old["umask"]
+    return new

@@ -1,0 +1,112 @@
+"""Becoming the container's process: the steps shared by the init and by `exec`.
+
+`drop_to_process` runs as root inside the container (rootfs entered, namespaces joined) and ends as
+the configured user with the configured capabilities, in `cwd`, knowing which file it will exec.
+`execute` is the very end: no_new_privs, the seccomp filter (last: from then on only the syscalls
+the profile allows may run) and execve.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import prctl
+
+from .. import capabilities, limits, linux, user
+from ..errors import OCIError
+
+# Ignored signals stay ignored across execve; Python ignores these two for its own reasons.
+_RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+_CLOSE_RANGE_CLOEXEC = 4
+
+
+def drop_to_process(proc, personality, preserve_fds: int, listen_fds: int) -> tuple[str, list[str]]:
+    """Apply process attributes and drop privileges; return (executable path, environment)."""
+    _apply_process_attrs(proc, personality)
+    _close_host_fds(preserve_fds)
+    user.fix_stdio_permissions(proc.user.uid, proc.user.gid)
+    capabilities.apply_bounding(proc.capabilities)
+    user.switch_user(proc.user)
+    capabilities.apply_caps(proc.capabilities)
+    _chdir(proc.cwd)
+    env = user.home_env(list(proc.env), proc.user.uid)
+    if listen_fds:
+        env = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
+        env += [f"LISTEN_FDS={listen_fds}", "LISTEN_PID=1"]
+    return find_executable(proc.args[0], env), env
+
+
+def _apply_process_attrs(proc, personality) -> None:
+    limits.apply_rlimits(proc.rlimits)
+    if proc.oom_score_adj is not None:
+        limits.apply_oom_score_adj(proc.oom_score_adj)
+    if proc.io_priority:
+        limits.apply_io_priority(proc.io_priority)
+    if proc.scheduler:
+        limits.apply_scheduler(proc.scheduler)
+    if personality:
+        limits.apply_personality(personality)
+    user.set_umask(proc.user)
+
+
+def _close_host_fds(preserve_fds: int) -> None:
+    """Every fd above the preserved ones closes on exec; preserved ones must survive it."""
+    first_private = 3 + preserve_fds
+    linux.close_range(first_private, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC)
+    for fd in range(3, first_private):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass  # the caller promised the fd; if it is not open there is nothing to pass
+
+
+def _chdir(cwd: str) -> None:
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise OCIError(f"process.cwd: chdir to {cwd}: {e.strerror.lower()}") from None
+
+
+def find_executable(name: str, env: list[str]) -> str:
+    """Resolve args[0] as execve will, inside the container; errors read like runc's."""
+    if "/" in name:
+        _check_executable(name, name)
+        return name
+    search = next((e[5:] for e in env if e.startswith("PATH=")), "")
+    for d in search.split(":"):
+        cand = os.path.join(d or ".", name)
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    raise OCIError(f'exec: "{name}": executable file not found in $PATH')
+
+
+def _check_executable(name: str, path: str) -> None:
+    try:
+        os.stat(path)
+    except OSError as e:
+        raise OCIError(f'exec: "{name}": stat {path}: {e.strerror.lower()}') from None
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        raise OCIError(f'exec: "{name}": permission denied')
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for entry in env:
+        key, _, value = entry.partition("=")
+        out[key] = value
+    return out
+
+
+def execute(proc, path: str, env: list[str], seccomp_filter=None) -> None:
+    for sig in _RESET_SIGNALS:
+        signal.signal(sig, signal.SIG_DFL)
+    if proc.no_new_privileges:
+        prctl.set_no_new_privs(True)
+    if seccomp_filter is not None:
+        seccomp_filter.load()
+    try:
+        os.execve(path, proc.args, _env_dict(env))
+    except OSError as e:
+        # After `start` there is nobody to report to but the container's stderr.
+        os.write(2, f"ocirun: exec {path}: {e.strerror.lower()}\n".encode())
+        os._exit(127)
