@@ -17,7 +17,7 @@ import os
 from .. import linux
 from ..errors import os_error
 from .devices import create_devices, dev_is_host_bind, devices_to_create, setup_dev_symlinks
-from .mounts import (PROPAGATION, MountOptions, _MountCtx, mask_path, mount_entry,
+from .mounts import (PROPAGATION, MountOptions, MountContext, mask_path, mount_entry,
                      parse_mount_options, readonly_path, remount_dev_readonly, remount_root_readonly)
 from .paths import fd_path, make_mount_target, mkdir_all_in_root, open_in_root
 from .pivot import enter
@@ -40,7 +40,7 @@ def prepare_rootfs(cfg, in_userns: bool) -> None:
     except OSError as e:
         raise os_error(f"prepare rootfs {root}", e) from None
     try:
-        ctx = _MountCtx(root_fd, os.readlink(fd_path(root_fd)), cfg.bundle, in_userns,
+        ctx = MountContext(root_fd, os.readlink(fd_path(root_fd)), cfg.bundle, in_userns,
                         cgroupns=cfg.linux.namespace("cgroup") is not None)
         for i, m in enumerate(cfg.mounts):
             mount_entry(ctx, i, m)

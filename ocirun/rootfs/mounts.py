@@ -175,7 +175,7 @@ def _apply_after(target: str, o: MountOptions) -> None:
 
 # --------------------------------------------------------------------------- one mounts[i]
 
-class _MountCtx:
+class MountContext:
     """What every mount of one container shares."""
 
     def __init__(self, root_fd: int, root_path: str, bundle: str, in_userns: bool, cgroupns: bool):
@@ -186,7 +186,7 @@ class _MountCtx:
         self.cgroupns = cgroupns
 
 
-def mount_entry(ctx: _MountCtx, index: int, m) -> None:
+def mount_entry(ctx: MountContext, index: int, m) -> None:
     """Perform cfg.mounts[index]; errors name the entry."""
     where = f"mounts[{index}]"
     o = parse_mount_options(m.options)
@@ -210,13 +210,13 @@ def mount_entry(ctx: _MountCtx, index: int, m) -> None:
         raise os_error(f"{where}: mount {m.source or m.type} to {m.destination}", e) from None
 
 
-def _reopen(ctx: _MountCtx, dest: str) -> int:
+def _reopen(ctx: MountContext, dest: str) -> int:
     """An O_PATH fd of what now sits at `dest`: the fd we mounted onto still names the
     directory *under* the new mount, and remounts must reach the mount itself."""
     return open_in_root(ctx.root_fd, dest, os.O_PATH)
 
 
-def _bind_source(ctx: _MountCtx, where: str, source: str) -> int:
+def _bind_source(ctx: MountContext, where: str, source: str) -> int:
     path = source if os.path.isabs(source) else os.path.join(ctx.bundle, source)
     try:
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -226,7 +226,7 @@ def _bind_source(ctx: _MountCtx, where: str, source: str) -> int:
         raise os_error(f"{where}.source: {path}", e) from None
 
 
-def _mount_bind(ctx: _MountCtx, where: str, m, o: MountOptions) -> None:
+def _mount_bind(ctx: MountContext, where: str, m, o: MountOptions) -> None:
     src = _bind_source(ctx, where, m.source)
     try:
         is_dir = stat.S_ISDIR(os.fstat(src).st_mode)
@@ -238,22 +238,22 @@ def _mount_bind(ctx: _MountCtx, where: str, m, o: MountOptions) -> None:
             os.close(dst)
     finally:
         os.close(src)
-    _finish(ctx, m.destination, o, remount_bind=bool(o.remount_flags or o.clear_flags))
+    # Like runc: only flags to *set* warrant the remount ("rw" alone leaves the bind as it is).
+    _finish(ctx, m.destination, o, remount_bind=bool(o.remount_flags))
 
 
-def _finish(ctx: _MountCtx, dest: str, o: MountOptions, remount_bind: bool,
-            extra_flags: int = 0) -> None:
+def _finish(ctx: MountContext, dest: str, o: MountOptions, remount_bind: bool) -> None:
     fd = _reopen(ctx, dest)
     try:
         target = fd_path(fd)
         if remount_bind:
-            _remount_bind(target, o.remount_flags | extra_flags, o.clear_flags)
+            _remount_bind(target, o.remount_flags, o.clear_flags)
         _apply_after(target, o)
     finally:
         os.close(fd)
 
 
-def _mount_fs(ctx: _MountCtx, m, o: MountOptions) -> None:
+def _mount_fs(ctx: MountContext, m, o: MountOptions) -> None:
     dest = m.destination
     dst = make_mount_target(ctx.root_fd, dest, is_dir=True)
     old_dir = -1
@@ -271,12 +271,14 @@ def _mount_fs(ctx: _MountCtx, m, o: MountOptions) -> None:
         if o.tmpcopyup and m.type == "tmpfs":
             # Keep a handle on the image's directory: it stays reachable under the new mount.
             old_dir = open_in_root(ctx.root_fd, dest, os.O_RDONLY | os.O_DIRECTORY)
-        _mount_fs_at(ctx, m, fd_path(dst), flags, o.data)
+        was_bound = _mount_fs_at(ctx, m, fd_path(dst), flags, o.data)
     finally:
         os.close(dst)
     fd = _reopen(ctx, dest)
     try:
         target = fd_path(fd)
+        if was_bound and o.remount_flags:
+            _remount_bind(target, o.remount_flags, o.clear_flags)
         if m.type == "tmpfs":
             if "mode=" not in o.data:
                 os.chmod(target, stat.S_IMODE(before.st_mode))  # keep the image's directory mode
@@ -298,7 +300,8 @@ def _mount_fs(ctx: _MountCtx, m, o: MountOptions) -> None:
 _USERNS_FALLBACK = {"sysfs": "/sys", "mqueue": "/dev/mqueue"}
 
 
-def _mount_fs_at(ctx: _MountCtx, m, target: str, flags: int, data: str) -> None:
+def _mount_fs_at(ctx: MountContext, m, target: str, flags: int, data: str) -> bool:
+    """mount(2) the filesystem; True when it had to bind the host's instance instead."""
     source = m.source or m.type
     try:
         linux.mount(source, target, m.type, flags, data or None)
@@ -307,14 +310,15 @@ def _mount_fs_at(ctx: _MountCtx, m, target: str, flags: int, data: str) -> None:
             # In a user namespace without gid 5 mapped, devpts refuses gid=5: drop it (as crun does).
             data = ",".join(d for d in data.split(",") if not d.startswith("gid="))
             linux.mount(source, target, m.type, flags, data or None)
-        elif m.type in _USERNS_FALLBACK and e.errno == errno.EPERM and ctx.in_userns:
+        elif (m.type in _USERNS_FALLBACK and e.errno == errno.EPERM and ctx.in_userns
+              and os.path.isdir(_USERNS_FALLBACK[m.type])):
             # A user namespace without its own network (sysfs) or IPC (mqueue) namespace may
             # not mount a fresh instance: give it the host's, with the flags asked for (as runc).
             linux.mount(_USERNS_FALLBACK[m.type], target, None, linux.MS_BIND | linux.MS_REC)
-            if flags & ~_NOT_REMOUNT_FLAGS:
-                _remount_bind(target, flags & ~_NOT_REMOUNT_FLAGS)
+            return True
         else:
             raise
+    return False
 
 
 # --------------------------------------------------------------------------- /proc guards
@@ -326,7 +330,7 @@ _PROC_ALLOWED = frozenset({
 })
 
 
-def _check_proc_destination(ctx: _MountCtx, dst_fd: int, m) -> None:
+def _check_proc_destination(ctx: MountContext, dst_fd: int, m) -> None:
     """Only a procfs may sit on /proc, and nothing but lxcfs-style files below it: a mount
     there would hide the masks and read-only paths applied later (CVE-2019-16884 family)."""
     real = os.readlink(fd_path(dst_fd))
@@ -339,7 +343,7 @@ def _check_proc_destination(ctx: _MountCtx, dst_fd: int, m) -> None:
             raise OCIError(f"{m.destination} cannot be mounted because it is inside /proc")
 
 
-def _check_ordinary_dir(ctx: _MountCtx, dest: str, fstype: str) -> None:
+def _check_ordinary_dir(ctx: MountContext, dest: str, fstype: str) -> None:
     """proc and sysfs go on a real directory, never through a final symlink (CVE-2019-19921)."""
     fd = open_in_root(ctx.root_fd, dest, os.O_PATH | os.O_NOFOLLOW)
     try:
@@ -421,7 +425,7 @@ def _fs_magic(path: str) -> int:
     return buf.f_type & 0xFFFFFFFF
 
 
-def _mount_cgroup(ctx: _MountCtx, m, o: MountOptions) -> None:
+def _mount_cgroup(ctx: MountContext, m, o: MountOptions) -> None:
     """cgroup2 (or "cgroup" on a pure v2 host): mount the fs.  "cgroup" on a v1/hybrid host:
     a tmpfs with one entry per hierarchy, like runc.  Partial: no cgroup v1 'cgroup.clone_children'
     tuning, no rootless EPERM fallbacks."""
@@ -436,7 +440,7 @@ def _mount_cgroup(ctx: _MountCtx, m, o: MountOptions) -> None:
     _mount_cgroup_v1(ctx, m, o)
 
 
-def _mount_cgroup_v1(ctx: _MountCtx, m, o: MountOptions) -> None:
+def _mount_cgroup_v1(ctx: MountContext, m, o: MountOptions) -> None:
     dest = m.destination
     dst = make_mount_target(ctx.root_fd, dest, is_dir=True)
     try:

@@ -27,15 +27,25 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount nam
 
 # --------------------------------------------------------------------------- harness
 
-def run_isolated(fn, pidns: bool = False) -> dict:
-    """Run fn() in a child with its own mount namespace (+ pid namespace, fn as pid 1)."""
+def run_isolated(fn, pidns: bool = False, userns: bool = False) -> dict:
+    """Run fn() in a child with its own mount namespace (+ pid namespace, fn as pid 1;
+    + a user namespace mapping ids 0-65535 to themselves, and an ipc namespace)."""
     r, w = os.pipe()
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         os.close(r)
+        os.close(go_w)
         code = 1
         try:
-            linux.unshare(linux.CLONE_NEWNS | (linux.CLONE_NEWPID if pidns else 0))
+            if userns:
+                linux.unshare(linux.CLONE_NEWUSER)
+                os.write(w, b"u")
+                os.read(go_r, 1)  # the parent wrote our id maps
+                os.setresgid(0, 0, 0)
+                os.setresuid(0, 0, 0)
+            extra = (linux.CLONE_NEWPID if pidns else 0) | (linux.CLONE_NEWIPC if userns else 0)
+            linux.unshare(linux.CLONE_NEWNS | extra)
             linux.mount(None, "/", None, linux.MS_PRIVATE | linux.MS_REC)
             if pidns:
                 inner = os.fork()
@@ -48,6 +58,13 @@ def run_isolated(fn, pidns: bool = False) -> dict:
         finally:
             os._exit(code)
     os.close(w)
+    os.close(go_r)
+    if userns:
+        assert os.read(r, 1) == b"u"
+        for name in ("uid_map", "gid_map"):
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write("0 0 65536")
+    os.close(go_w)
     with os.fdopen(r, "rb") as f:
         data = f.read()
     _, st = os.waitpid(pid, 0)
@@ -314,6 +331,28 @@ def test_userns_devices_are_bind_mounts(world):
     for name in ("null", "zero", "full", "random", "urandom", "tty"):
         assert out["mi"]["/dev/" + name]["fstype"] == "devtmpfs"
     assert out["null"] == "c1:3:0o666"
+
+
+def test_in_a_real_user_namespace(world):
+    """mknod is refused there (nodes are host binds), sysfs needs a netns (host /sys is bound),
+    locked flags (nosuid on host mounts) must survive every remount."""
+    mounts = STD_MOUNTS + [{"destination": "/etc/hostname", "type": "bind", "source": world["hostfile"],
+                            "options": ["bind", "ro"]}]
+    cfg = make_cfg(world, mounts, readonly=True, maskedPaths=["/proc/keys", "/proc/acpi"],
+                   readonlyPaths=["/proc/sys"])
+
+    def child():
+        prepare_rootfs(cfg, in_userns=True)
+        enter_rootfs(cfg, False)
+        finalize_rootfs(cfg)
+        mi = mountinfo()
+        return {"mi": mi, "null": ftype("/dev/null"), "ls": sorted(os.listdir("/"))}
+
+    out = result_of(run_isolated(child, pidns=True, userns=True))
+    mi = out["mi"]
+    assert out["null"] == "c1:3:0o666" and mi["/dev/null"]["fstype"] == "devtmpfs"
+    assert "ro" in mi["/"]["opts"] and "ro" in mi["/sys"]["opts"] and "ro" in mi["/etc/hostname"]["opts"]
+    assert "ro" in mi["/proc/sys"]["opts"] and mi["/proc/acpi"]["fstype"] == "tmpfs"
 
 
 def test_dev_bind_skips_device_setup(world):
