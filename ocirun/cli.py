@@ -74,6 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", "-b", default=".")
     p.add_argument("--rootless", action="store_true")
 
+    p = sub.add_parser("exec", help="run a new process inside a running container")
+    p.add_argument("--process", "-p", dest="process_file", help="runtime-spec process JSON")
+    p.add_argument("--tty", "-t", action="store_true")
+    p.add_argument("--console-socket")
+    p.add_argument("--detach", "-d", action="store_true")
+    p.add_argument("--pid-file")
+    p.add_argument("--env", "-e", action="append", default=[])
+    p.add_argument("--cwd")
+    p.add_argument("--user", "-u")
+    p.add_argument("--additional-gids", "-g", action="append", type=int, default=[])
+    p.add_argument("--cap", "-c", action="append", default=[])
+    p.add_argument("--no-new-privs", action="store_true")
+    p.add_argument("--apparmor")
+    p.add_argument("--process-label")
+    p.add_argument("--preserve-fds", type=int, default=0)
+    p.add_argument("--ignore-paused", action="store_true")
+    p.add_argument("--cgroup")
+    p.add_argument("id")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
     sub.add_parser("features", help="print what this runtime supports (JSON)")
     return ap
 
@@ -87,8 +107,21 @@ def _create_opts(a):
                          preserve_fds=a.preserve_fds)
 
 
+def _unwind_on_termination() -> None:
+    """SIGTERM or SIGHUP during `create` unwinds like Ctrl-C, so the half-made container is removed
+    instead of left for `delete --force`.  (The children reset these signals after fork.)"""
+    import signal
+
+    def interrupt(_sig, _frame):
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
+
+
 def cmd_create(a) -> int:
     from .container import create
+    _unwind_on_termination()
     create(a.root, a.id, _create_opts(a))
     return 0
 
@@ -101,6 +134,8 @@ def cmd_start(a) -> int:
 
 def cmd_run(a) -> int:
     from .run import run
+    if a.detach:
+        _unwind_on_termination()  # without --detach, run forwards every signal to the container
     return run(a.root, a.id, _create_opts(a), detach=a.detach, keep=a.keep)
 
 
@@ -186,6 +221,17 @@ def cmd_spec(a) -> int:
     return 0
 
 
+def cmd_exec(a) -> int:
+    from .exec_process import ExecOptions, exec_in_container
+    args = a.args[1:] if a.args[:1] == ["--"] else a.args
+    opts = ExecOptions(args=args, process_file=a.process_file, tty=a.tty, console_socket=a.console_socket,
+                       detach=a.detach, pid_file=a.pid_file, env=a.env, cwd=a.cwd, user=a.user,
+                       additional_gids=a.additional_gids, caps=a.cap, no_new_privs=a.no_new_privs,
+                       apparmor=a.apparmor, process_label=a.process_label, preserve_fds=a.preserve_fds,
+                       ignore_paused=a.ignore_paused, cgroup=a.cgroup)
+    return exec_in_container(a.root, a.id, opts)
+
+
 def cmd_features(a) -> int:
     from .defaults import features
     print(json.dumps(features(), indent=4))
@@ -195,7 +241,7 @@ def cmd_features(a) -> int:
 COMMANDS = {
     "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
     "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "spec": cmd_spec, "features": cmd_features,
-    "pause": cmd_pause, "resume": cmd_resume,
+    "pause": cmd_pause, "resume": cmd_resume, "exec": cmd_exec,
 }
 
 

@@ -112,6 +112,8 @@ def _initial_state(cid: str, cfg: Config, cgroup) -> dict:
 def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:
     from . import namespaces
     ctx.fifo_fd = os.open(sd.make_fifo(), os.O_PATH | os.O_CLOEXEC)
+    from .exechelper import sealed_stub_fd
+    ctx.exec_stub_fd = sealed_stub_fd()
     ctx.ns_fds = namespaces.open_namespace_paths(ctx.cfg)
     if opts.console_fd >= 0:
         ctx.console_fd = opts.console_fd
@@ -120,23 +122,37 @@ def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:
         ctx.console_fd = console.connect_console_socket(opts.console_socket)
     elif ctx.cfg.process.terminal:
         raise OCIError("process.terminal is true: --console-socket is required")
-    listen = os.environ.get("LISTEN_FDS", "")
-    ctx.listen_fds = int(listen) if listen.isdigit() else 0
+    ctx.listen_fds = _systemd_listen_fds()
     ctx.preserve_fds = ctx.listen_fds + opts.preserve_fds
 
 
+def _systemd_listen_fds() -> int:
+    """How many fds from 3 on systemd socket activation gave *us* (sd_listen_fds(3), as runc).
+
+    LISTEN_FDS counts only when LISTEN_PID is our own pid: the variables are inherited by
+    processes they were not meant for, and their fd 3 (containerd's shim socket) must not
+    reach the container.
+    """
+    count = os.environ.get("LISTEN_FDS", "")
+    if not count.isdigit() or os.environ.get("LISTEN_PID", "") != str(os.getpid()):
+        return 0
+    return int(count)
+
+
 def _compile_seccomp(ctx) -> None:
+    """Compile (or fetch from the cache) the filter now; the init only loads it, last."""
     if ctx.cfg.linux.seccomp:
-        try:
-            from . import seccomp
-        except ImportError:
-            _log.get().warn("linux.seccomp is not supported yet: the container runs without a seccomp filter")
-            return
-        ctx.seccomp_filter = seccomp.compile_filter(ctx.cfg.linux.seccomp)
+        from . import seccomp
+        from .process.become import SeccompStep
+        flt = seccomp.compile_filter(ctx.cfg.linux.seccomp)
+        sock = seccomp.connect_listener(flt.listener_path) if flt.uses_notify and flt.listener_path else -1
+        ctx.seccomp_filter = SeccompStep(flt, sock)
 
 
 def _close_launch_fds(ctx) -> None:
-    fds = [ctx.fifo_fd, *ctx.ns_fds.values()]
+    fds = [ctx.fifo_fd, ctx.exec_stub_fd, *ctx.ns_fds.values()]
+    if ctx.seccomp_filter is not None:
+        fds.append(ctx.seccomp_filter.listener_sock)
     if ctx.console_fd >= 0 and ctx.console_fd is not None:
         fds.append(ctx.console_fd)
     for fd in fds:
@@ -149,6 +165,8 @@ def _close_launch_fds(ctx) -> None:
 
 def _undo_create(sd: StateDir, cgroup, pid: int) -> None:
     if pid:
+        from . import network
+        network.return_devices(sd.path, pid, restore_up=True)
         _kill_and_wait(pid, None)
     if cgroup is not None:
         try:
@@ -273,11 +291,11 @@ SIGNALS = {name[3:]: int(getattr(signal, name)) for name in dir(signal)
 
 
 def parse_signal(text: str) -> int:
-    """`KILL`, `SIGKILL`, `9`, `sigkill` — runc accepts all of them."""
+    """`KILL`, `SIGKILL`, `9`, `sigkill` — runc accepts all of them; `0` only probes (as kill(2))."""
     t = text.strip()
     if t.isdigit():
         n = int(t)
-        if 0 < n < 65:
+        if 0 <= n < 65:
             return n
     else:
         name = t.upper()
@@ -320,24 +338,30 @@ def _signal(pid: int, sig: int) -> None:
 def delete(root: str, cid: str, force: bool = False) -> None:
     from .state import validate_id
     validate_id(cid)
-    path = os.path.join(root, cid)
-    if not os.path.isdir(path):
-        if force:
-            return
-        raise OCIError(f"container does not exist: {cid}")
-    if not os.path.exists(os.path.join(path, "state.json")):
-        # A create that was killed before it wrote anything: nothing but the directory exists.
-        if force:
-            StateDir(root, cid).remove()
-            return
-        raise OCIError(f"container does not exist: {cid}")
-    sd = StateDir.open(root, cid)
+    sd = StateDir(root, cid)
     try:
+        # Lock before looking: a `create` still running holds the lock, and its half-written
+        # directory must not be removed under it.
+        sd.lock()
+    except FileNotFoundError:
+        if force:
+            return
+        raise OCIError(f"container does not exist: {cid}") from None
+    try:
+        if not os.path.exists(os.path.join(sd.path, "state.json")):
+            # A create killed before it wrote anything (only the directory exists), or a
+            # concurrent delete that removed it while we waited for the lock.
+            if force:
+                sd.remove()
+                return
+            raise OCIError(f"container does not exist: {cid}")
         st = sd.read()
         status = status_of(sd, st)
         if status in ("running", "paused") and not force:
             raise OCIError(f"cannot delete container {cid} that is not stopped: {status}")
         cg = _load_cgroup(st)
+        from . import network  # light; pyroute2 loads only if this container moved devices
+        network.return_devices(sd.path, st["pid"] if status != "stopped" else 0)
         if status != "stopped" or st.get("shared_pid_ns"):
             if cg is not None and status == "paused":
                 cg.kill_all(signal.SIGKILL)

@@ -56,6 +56,11 @@ MOUNT_OPTIONS = [
 ]
 
 
+def _seccomp_features() -> dict:
+    from . import seccomp
+    return seccomp.features()
+
+
 def features() -> dict:
     from .capabilities import CAPS
     return {
@@ -67,11 +72,12 @@ def features() -> dict:
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": sorted(CAPS, key=CAPS.get),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False, "rdma": False},
-            "seccomp": {"enabled": False},
+            "seccomp": _seccomp_features(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
+            "netDevices": {"enabled": True},
         },
         "annotations": {"io.github.ocirun.version": __version__},
     }

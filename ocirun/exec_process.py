@@ -62,6 +62,8 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     try:
         ctx.ns_fds = joiner.container_namespace_fds(st["pid"], [n.get("type") for n in lin.get("namespaces", [])])
         ctx.seccomp_filter = _compile_seccomp(lin.get("seccomp"))
+        from .exechelper import sealed_stub_fd
+        ctx.exec_stub_fd = sealed_stub_fd()
         if proc.terminal:
             if opts.console_socket:
                 from .console import connect_console_socket
@@ -76,7 +78,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
             prctl.set_child_subreaper(True)
         pid = _spawn(ctx, _load_cgroup(st))
     finally:
-        for fd in [*ctx.ns_fds.values(), ctx.console_fd]:
+        for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd]:
             if fd >= 0:
                 os.close(fd)
     if opts.pid_file:
@@ -147,12 +149,13 @@ def _container_config(st: dict) -> dict:
 def _compile_seccomp(profile):
     if not profile:
         return None
-    try:
-        from . import seccomp
-    except ImportError:
-        _log.get().warn("linux.seccomp is not supported yet: the exec'd process runs without a seccomp filter")
-        return None
-    return seccomp.compile_filter(profile)
+    from . import seccomp
+    from .process.become import SeccompStep
+    flt = seccomp.compile_filter(profile)
+    if flt.uses_notify and flt.listener_path:
+        _log.get().warn("linux.seccomp.listenerPath: not sent for exec'd processes yet; "
+                        "notified syscalls of this process fail with ENOSYS")
+    return SeccompStep(flt)
 
 
 def build_process(opts: ExecOptions, container_doc: dict):

@@ -90,7 +90,11 @@ def run_hook(hook, stdin_data: bytes) -> None:
             reason = os.strerror(failed_errno)
             raise HookFailed(f"fork/exec {hook.path}: {reason[:1].lower()}{reason[1:]}")
         in_fd, in_w = in_w, -1  # _communicate owns and closes it
-        out, err, status = _communicate(pid, in_fd, out_r, err_r, stdin_data, hook.timeout)
+        try:
+            out, err, status = _communicate(pid, in_fd, out_r, err_r, stdin_data, hook.timeout)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM unwinding): take the hook with us
+            _kill(pid)
+            raise
     finally:
         for fd in (in_w, out_r, err_r, exec_r):
             if fd >= 0:

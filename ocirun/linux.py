@@ -246,3 +246,20 @@ def capget() -> tuple[int, int, int]:
 
 def memfd_create(name: str, flags: int) -> int:
     return _check(_syscall(NR_MEMFD_CREATE, _c(name), ctypes.c_uint(flags)))
+
+
+NR_EXECVEAT = 322 if _X86 else 281
+
+
+def _cstr_array(items) -> "ctypes.Array":
+    arr = (ctypes.c_char_p * (len(items) + 1))()
+    arr[:-1] = [_c(s) for s in items]
+    arr[-1] = None
+    return arr
+
+
+def execveat(dirfd: int, path: str, argv: list[str], env: dict[str, str], flags: int = 0) -> None:
+    """execveat(2); returns only on failure (raises OSError)."""
+    c_argv = _cstr_array(argv)
+    c_env = _cstr_array([f"{k}={v}" for k, v in env.items()])
+    _check(_syscall(NR_EXECVEAT, ctypes.c_int(dirfd), _c(path), c_argv, c_env, ctypes.c_int(flags)), path)

@@ -27,7 +27,8 @@ class Logger:
 
     def _line(self, level: str, msg: str) -> str:
         if self.fmt == "json":
-            return json.dumps({"level": level, "msg": msg, "time": self._stamp()})
+            # Compact, as logrus writes it: tools match the literal `"level":"error"`.
+            return json.dumps({"level": level, "msg": msg, "time": self._stamp()}, separators=(",", ":"))
         return f'time="{self._stamp()}" level={level} msg={json.dumps(msg)}'
 
     def log(self, level: str, msg: str) -> None:

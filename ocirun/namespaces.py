@@ -20,9 +20,6 @@ from .errors import ConfigError, OCIError
 # Join order for namespaces given by path (user handled separately, before all others).
 JOIN_ORDER = ("ipc", "uts", "network", "pid", "cgroup", "time", "mount")
 
-_PROC_NS_NAME = {"user": "user", "pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts",
-                 "mount": "mnt", "cgroup": "cgroup", "time": "time"}
-
 
 def open_namespace_paths(cfg: Config) -> dict[str, int]:
     """Open every `namespaces[].path` now, on the host, before anything moves: {type: fd}."""
@@ -44,14 +41,18 @@ def open_namespace_paths(cfg: Config) -> dict[str, int]:
 
 
 def _check_ns_kind(fd: int, ns_type: str, json_path: str, path: str) -> None:
-    """A path to a namespace of another kind is a config error, not an EINVAL from setns."""
+    """A path to a namespace of another kind is a config error, not an EINVAL from setns.
+
+    NS_GET_NSTYPE rather than readlink: a bind-mounted namespace (`ip netns add`) reads back as
+    its path, not as `net:[...]`.
+    """
+    import fcntl
     try:
-        target = os.readlink(f"/proc/self/fd/{fd}")
+        kind = fcntl.ioctl(fd, 0xB703)  # NS_GET_NSTYPE -> its CLONE_NEW* flag (Linux 4.11)
     except OSError:
-        return
-    want = _PROC_NS_NAME[ns_type] + ":["
-    if not target.startswith(want):
-        raise ConfigError(json_path, f"{path} is not a {ns_type} namespace ({target})")
+        raise ConfigError(json_path, f"{path} is not a namespace") from None
+    if kind != NAMESPACE_TYPES[ns_type]:
+        raise ConfigError(json_path, f"{path} is not a {ns_type} namespace")
 
 
 def new_namespace_flags(cfg: Config) -> int:

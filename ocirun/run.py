@@ -1,8 +1,10 @@
 """`ocirun run`: create + start, then (unless --detach) wait, relay and return the exit status.
 
 Without --detach we are a child subreaper, so the init is re-parented to us when the
-intermediate exits and we can wait for it.  Signals we receive are forwarded to the init (like
-runc's signal handler); the exit status is the init's, or 128+signal when a signal killed it.
+intermediate exits and we can wait for it.  Signals we receive, from before `create` on, are
+forwarded to the init (like runc's signal handler: none kills us half-way and leaves the
+container behind); the exit status is the init's, or 128+signal when a signal killed it.
+With --detach, SIGTERM/SIGHUP during create unwind it (cli.py) like Ctrl-C.
 With `process.terminal` and no --console-socket we receive the pty master ourselves and relay
 it to our own terminal.
 """
@@ -18,13 +20,21 @@ from . import container
 from . import log as _log
 from .container import CreateOptions
 
-_FORWARDED = [s for s in signal.Signals
-              if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH)]
+# Every signal a user can send is relayed, except: those that cannot be caught; SIGCHLD and
+# SIGWINCH, which are about us; SIGPIPE and SIGURG, which our own I/O raises; and the fault
+# signals, which a Python-level handler would turn into an endless loop on a real fault.
+_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE,
+                  signal.SIGURG, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
+                  signal.SIGTRAP, signal.SIGSYS}
+_FORWARDED = [s for s in signal.Signals if s not in _NOT_FORWARDED]
 
 
 def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
+    relay = None
     if not detach:
         prctl.set_child_subreaper(True)
+        # From the first moment, so that no signal kills us half-way and leaves the container.
+        relay = _SignalRelay()
     own_console = _needs_own_console(opts)
     console_peer = None
     if own_console:
@@ -38,18 +48,54 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
         container.start(root, cid)
         if detach:
             return 0
-        _install_forwarders(pid, master)
+        relay.attach(pid)
+        _install_resize(master)
         if master >= 0:
             from . import console
             console.relay_terminal(master, pid)
         status = _wait_for(pid)
     except BaseException:
-        if not detach:
-            _cleanup(root, cid)
+        # Also with --detach: a container that never started is no use to anyone (runc too).
+        _cleanup(root, cid)
         raise
     if not keep:
         _cleanup(root, cid)
     return status
+
+
+class _SignalRelay:
+    """Forwards every signal `ocirun run` receives to the container's init (like runc).
+
+    Installed before `create`; signals that arrive before the init runs the container's process
+    are held and delivered right after `start`, as runc's buffered signal channel does.
+    """
+
+    def __init__(self) -> None:
+        self.pid = 0
+        self.pending: list[int] = []
+        for sig in _FORWARDED:
+            try:
+                signal.signal(sig, self._on_signal)
+            except (OSError, ValueError):
+                pass
+
+    def _on_signal(self, sig, _frame) -> None:
+        if self.pid:
+            self._forward(sig)
+        elif len(self.pending) < 64:
+            self.pending.append(sig)
+
+    def _forward(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def attach(self, pid: int) -> None:
+        self.pid = pid
+        held, self.pending = self.pending, []
+        for sig in held:
+            self._forward(sig)
 
 
 def _needs_own_console(opts: CreateOptions) -> bool:
@@ -68,18 +114,8 @@ def _receive_master(peer: socket.socket) -> int:
     return fd
 
 
-def _install_forwarders(pid: int, master: int) -> None:
-    def forward(sig, _frame):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-    for sig in _FORWARDED:
-        try:
-            signal.signal(sig, forward)
-        except (OSError, ValueError):
-            pass
+def _install_resize(master: int) -> None:
+    """Keep the container's terminal the size of ours."""
     if master >= 0 and os.isatty(0):
         def resize(_sig, _frame):
             import fcntl

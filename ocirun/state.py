@@ -103,10 +103,18 @@ class StateDir:
 
     # ------------------------------------------------------------------ locking
     def lock(self) -> None:
-        if self._lock_fd is None:
+        """Take the directory's flock; FileNotFoundError if it is gone (also while we waited)."""
+        while self._lock_fd is None:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._lock_fd = fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                # The holder we waited for may have removed the directory (delete), and a new
+                # create may have made another one of the same name: our lock must be on it.
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    self._lock_fd, fd = fd, -1
+            finally:
+                if fd >= 0:
+                    os.close(fd)
 
     def unlock(self) -> None:
         if self._lock_fd is not None:

@@ -3,6 +3,8 @@
 A sysctl is only safe when it belongs to a namespace the container does not share with the host
 (runc's rule): kernel.msg*/sem/shm*/fs.mqueue.* need a new ipc namespace, net.* a new network
 namespace, kernel.hostname/domainname a new uts namespace.  Anything else would change the host.
+net.* is also allowed in a *joined* network namespace (`namespaces[].path`, e.g. `ip netns add`)
+unless that path is the runtime's own namespace — runc's rule too: the init writes it inside.
 """
 from __future__ import annotations
 
@@ -29,8 +31,18 @@ def validate(cfg: Config) -> None:
         where = f"linux.sysctl.{key}"
         if ns is None:
             raise ConfigError(where, "is not namespaced and would change the host; refused")
+        if ns == "network" and _joined_other_netns(cfg):
+            continue
         if not cfg.has_new_namespace(ns):
             raise ConfigError(where, f"needs a new {ns} namespace (it would change the host's)")
+
+
+def _joined_other_netns(cfg: Config) -> bool:
+    ns = cfg.linux.namespace("network")
+    if ns is None or not ns.path:
+        return False
+    from .network import is_runtime_netns
+    return not is_runtime_netns(ns.path)
 
 
 def apply(sysctls: dict[str, str]) -> None:

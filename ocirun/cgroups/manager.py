@@ -27,14 +27,25 @@ SIGKILL = 9  # not via the signal module: it imports enum, a few ms on the hot p
 STATE_VERSION = 1
 DESTROY_TIMEOUT_S = 10.0
 
-# Sections of linux.resources and the keys of each that this module writes; anything else
-# with a value is reported through `warn` (not silently dropped, not fatal).
-HANDLED = {
-    "memory": ("limit", "swap", "reservation"),
-    "pids": ("limit",),
-    "cpu": ("shares", "quota", "period", "cpus", "mems"),
+# Every field of linux.resources we know, with its JSON type (checked before anything is
+# written); an unknown one with a value is reported through `warn`, not silently dropped.
+FIELDS: dict[str, dict[str, str]] = {
+    "memory": {"limit": "int", "reservation": "int", "swap": "int", "kernel": "int", "kernelTCP": "int",
+               "swappiness": "int", "disableOOMKiller": "bool", "useHierarchy": "bool",
+               "checkBeforeUpdate": "bool"},
+    "cpu": {"shares": "int", "quota": "int", "burst": "int", "period": "int", "realtimeRuntime": "int",
+            "realtimePeriod": "int", "cpus": "str", "mems": "str", "idle": "int"},
+    "pids": {"limit": "int"},
+    "blockIO": {"weight": "int", "leafWeight": "int", "weightDevice": "list",
+                "throttleReadBpsDevice": "list", "throttleWriteBpsDevice": "list",
+                "throttleReadIOPSDevice": "list", "throttleWriteIOPSDevice": "list"},
+    "network": {"classID": "int", "priorities": "list"},
 }
-STRING_KEYS = {"cpus", "mems"}
+TOP_LEVEL = {"devices": list, "hugepageLimits": list, "rdma": dict, "unified": dict}
+# Sections whose controller, on a hybrid host, may live in the cgroup2 tree instead of v1.
+SECTION_CONTROLLER = {"memory": "memory", "cpu": "cpu", "pids": "pids", "blockIO": ("blkio", "io"),
+                      "hugepageLimits": "hugetlb", "rdma": "rdma", "network": None}
+_JSON_TYPES = {"int": (int,), "str": (str,), "bool": (bool,), "list": (list,)}
 
 
 class Manager:
@@ -60,14 +71,16 @@ class Manager:
         return None
 
     def _dir_for(self, controller: str, field: str) -> str:
-        if self.mode == "unified":
-            d = self.paths[UNIFIED_KEY]
-            if controller in v2.available(d):
-                return d
-        else:
+        """The directory whose files carry `controller` ("" = the cgroup2 directory itself)."""
+        u = self.paths.get(UNIFIED_KEY)
+        if controller == UNIFIED_KEY and u is not None:
+            return u
+        if self.mode != "unified":
             d = self.path(controller)
             if d is not None:
                 return d
+        if u is not None and controller in v2.available(u):
+            return u
         raise ConfigError(field, f"the {controller} controller is not available")
 
     def _freezer(self) -> tuple[str, str] | None:
@@ -109,24 +122,94 @@ class Manager:
                 raise ConfigError("linux.cgroupsPath", f"cgroup {leaf} already holds {len(pids)} process(es); "
                                   "a container needs a cgroup of its own")
 
-    def apply_resources(self) -> list[str]:
-        """Write linux.resources; returns (and passes to `warn`) the fields left unapplied."""
-        _check_types(self.resources)
-        impl = v2 if self.mode == "unified" else v1
-        skipped: list[str] = []
-        for section, value in self.resources.items():
-            if section not in HANDLED:
-                if _meaningful(value):
-                    skipped.append(f"linux.resources.{section}")
-                continue
-            if not isinstance(value, dict):
-                continue
-            skipped += [f"linux.resources.{section}.{k}" for k, v in value.items()
-                        if k not in HANDLED[section] and _meaningful(v)]
-            getattr(impl, f"apply_{section}")(value, self._dir_for)
-        if skipped and self.warn:
-            self.warn("cgroup: not applied (not supported yet): " + ", ".join(skipped))
+    def apply_resources(self, update: bool = False) -> list[str]:
+        """Write linux.resources; returns (and passes to `warn`) the fields left unapplied.
+
+        On create (`update=False`) the device policy is always written: with no rules at all
+        it is runc's (deny everything but the default devices).  On `update` only the sections
+        given are touched, and 0 means "leave as is" (what docker sends for unchanged values).
+        """
+        res = self.resources
+        check_types(res)
+        warn = self._warn
+        skipped = [f"linux.resources.{k}" for k, v in res.items()
+                   if k not in FIELDS and k not in TOP_LEVEL and _meaningful(v)]
+        for section, keys in FIELDS.items():
+            sec = res.get(section)
+            if sec:
+                skipped += [f"linux.resources.{section}.{k}" for k, v in sec.items()
+                            if k not in keys and _meaningful(v)]
+        if isinstance(res.get("memory"), dict):
+            self._apply_memory(res["memory"], update)
+        if isinstance(res.get("cpu"), dict):
+            self._impl("cpu").apply_cpu(res["cpu"], self._dir_for)
+        if isinstance(res.get("pids"), dict):
+            self._impl("pids").apply_pids(res["pids"], self._dir_for)
+        if res.get("blockIO"):
+            self._impl("blockIO").apply_block_io(res["blockIO"], self._dir_for, warn)
+        if res.get("hugepageLimits"):
+            self._impl("hugepageLimits").apply_hugetlb(res["hugepageLimits"], self._dir_for, warn)
+        if res.get("rdma"):
+            self._impl("rdma").apply_rdma(res["rdma"], self._dir_for, warn)
+        if res.get("network"):
+            (v2 if self.mode == "unified" else v1).apply_network(res["network"], self._dir_for, warn)
+        if not update or "devices" in res:
+            self._apply_devices(res.get("devices"))
+        if res.get("unified"):
+            self._apply_unified(res["unified"])
+        if skipped:
+            warn("cgroup: not applied (unknown fields): " + ", ".join(skipped))
         return skipped
+
+    def _warn(self, msg: str) -> None:
+        if self.warn is not None:
+            self.warn(msg)
+        else:
+            from .. import log
+            log.get().warn(msg)
+
+    def _impl(self, section: str):
+        """v2 on unified hosts; v1 elsewhere, except on a hybrid host for a controller that only the
+        cgroup2 tree offers (hugetlb on this kind of host)."""
+        if self.mode == "unified":
+            return v2
+        ctrl = SECTION_CONTROLLER.get(section)
+        v1_name, v2_name = ctrl if isinstance(ctrl, tuple) else (ctrl, ctrl)
+        if (self.mode == "hybrid" and v1_name and self.path(v1_name) is None
+                and v2_name in v2.available(self.paths.get(UNIFIED_KEY, ""))):
+            return v2
+        return v1
+
+    def _apply_memory(self, mem: dict, update: bool) -> None:
+        impl = self._impl("memory")
+        limit = mem.get("limit") or 0
+        if mem.get("checkBeforeUpdate") and limit > 0:
+            d = self._dir_for("memory", "linux.resources.memory.checkBeforeUpdate")
+            try:
+                usage = impl.memory_usage(d)
+            except (OSError, ValueError):
+                usage = 0
+            if usage > limit:
+                raise ConfigError("linux.resources.memory.limit",
+                                  f"rejecting memory limit {limit} below the current usage {usage} "
+                                  "(checkBeforeUpdate)")
+        impl.apply_memory(mem, self._dir_for)
+        impl.apply_memory_extras(mem, self._dir_for, self._warn)
+
+    def _apply_devices(self, rules) -> None:
+        from .devices import policy_for
+        policy = policy_for(rules)
+        if self.mode == "unified":
+            v2.apply_devices(policy, self._dir_for)
+        elif self.path("devices") is not None:
+            v1.apply_devices(policy, self._dir_for)
+        elif rules:
+            raise ConfigError("linux.resources.devices", "the devices controller is not available")
+
+    def _apply_unified(self, unified: dict) -> None:
+        if self.mode == "legacy" or UNIFIED_KEY not in self.paths:
+            raise ConfigError("linux.resources.unified", "cannot be used on a cgroup v1 host")
+        v2.apply_unified(unified, self.paths[UNIFIED_KEY])
 
     def add_pid(self, pid: int) -> None:
         """Move `pid` into the container's cgroup in every hierarchy."""
@@ -245,22 +328,27 @@ def _meaningful(v) -> bool:
     return v not in (None, False, 0, "", [], {})
 
 
-def _check_types(resources: dict) -> None:
-    for section, keys in HANDLED.items():
+def check_types(resources) -> None:
+    """Refuse a wrongly typed field before anything is written (the error names it)."""
+    if not isinstance(resources, dict):
+        raise ConfigError("linux.resources", "must be an object")
+    for section, keys in FIELDS.items():
         sec = resources.get(section)
         if sec is None:
             continue
         if not isinstance(sec, dict):
             raise ConfigError(f"linux.resources.{section}", "must be an object")
-        for k in keys:
+        for k, kind in keys.items():
             v = sec.get(k)
             if v is None:
                 continue
-            if k in STRING_KEYS:
-                if not isinstance(v, str):
-                    raise ConfigError(f"linux.resources.{section}.{k}", "must be a string")
-            elif isinstance(v, bool) or not isinstance(v, int):
-                raise ConfigError(f"linux.resources.{section}.{k}", "must be an integer")
+            if not isinstance(v, _JSON_TYPES[kind]) or (kind == "int" and isinstance(v, bool)):
+                raise ConfigError(f"linux.resources.{section}.{k}", f"must be {'an' if kind == 'int' else 'a'} "
+                                  f"{ {'int': 'integer', 'str': 'string', 'bool': 'boolean', 'list': 'array'}[kind]}")
+    for key, typ in TOP_LEVEL.items():
+        v = resources.get(key)
+        if v is not None and not isinstance(v, typ):
+            raise ConfigError(f"linux.resources.{key}", "must be an " + ("array" if typ is list else "object"))
 
 
 def manager_for(container_id: str, cgroups_path: str, resources: dict | None, warn=None) -> Manager:

@@ -13,6 +13,7 @@ memory.swap.max = swap - limit; cpu.shares becomes cpu.weight on the 1..10000 sc
 from __future__ import annotations
 
 import errno
+import os
 import time
 
 from ..errors import ConfigError, OCIError
@@ -98,6 +99,21 @@ def apply_memory(mem: dict, dir_for) -> None:
         fs.write_field("linux.resources.memory.reservation", d, "memory.low", _max(reservation))
 
 
+def apply_memory_extras(mem: dict, dir_for, warn) -> None:
+    """Fields with no cgroup v2 file: warned about and ignored, as runc ignores them."""
+    for key, why in (("kernel", "kernel memory limits are not supported any more"),
+                     ("kernelTCP", "cgroup v2 has no separate TCP memory limit"),
+                     ("disableOOMKiller", "cgroup v2 cannot disable the OOM killer"),
+                     ("swappiness", "cgroup v2 has no per-cgroup swappiness")):
+        v = mem.get(key)
+        if v not in (None, 0, False) and not (key == "swappiness" and v == -1):
+            warn(f"linux.resources.memory.{key}: {why}; ignored")
+
+
+def memory_usage(d: str) -> int:
+    return int(fs.read(f"{d}/memory.current"))
+
+
 def apply_pids(pids: dict, dir_for) -> None:
     limit = pids.get("limit") or 0
     if limit:
@@ -113,14 +129,129 @@ def apply_cpu(cpu: dict, dir_for) -> None:
     if quota or period:
         field = "linux.resources.cpu.quota" if quota else "linux.resources.cpu.period"
         d = dir_for("cpu", field)
-        value = _max(quota) if quota else "max"
+        # Without a quota keep the current one: an `update --cpu-period` must not lift the limit.
+        value = _max(quota) if quota else _current_quota(d)
         if period:
             value += f" {period}"
         fs.write_field(field, d, "cpu.max", value)
+    if cpu.get("burst") is not None:
+        d = dir_for("cpu", "linux.resources.cpu.burst")
+        fs.write_field("linux.resources.cpu.burst", d, "cpu.max.burst", str(cpu["burst"]))
+    if cpu.get("idle") is not None:
+        d = dir_for("cpu", "linux.resources.cpu.idle")
+        fs.write_field("linux.resources.cpu.idle", d, "cpu.idle", str(cpu["idle"]))
+    for key in ("realtimeRuntime", "realtimePeriod"):
+        if cpu.get(key):
+            raise ConfigError(f"linux.resources.cpu.{key}", "realtime scheduling limits are not supported by cgroup v2")
     for key in ("cpus", "mems"):
         if cpu.get(key):
             d = dir_for("cpuset", f"linux.resources.cpu.{key}")
             fs.write_field(f"linux.resources.cpu.{key}", d, f"cpuset.{key}", cpu[key])
+
+
+def _current_quota(d: str) -> str:
+    try:
+        return fs.read(f"{d}/cpu.max").split()[0]
+    except (OSError, IndexError):
+        return "max"
+
+
+def io_weight(blkio_weight: int) -> int:
+    """blkio.weight (10..1000) -> io.weight (1..10000), linear like runc."""
+    return 1 + (blkio_weight - 10) * 9999 // 990
+
+
+IO_MAX_KEYS = {
+    "throttleReadBpsDevice": "rbps",
+    "throttleWriteBpsDevice": "wbps",
+    "throttleReadIOPSDevice": "riops",
+    "throttleWriteIOPSDevice": "wiops",
+}
+
+
+def apply_block_io(bio: dict, dir_for, warn) -> None:
+    """io.bfq.weight when BFQ is there (same scale as blkio), else io.weight; io.max per device."""
+    from .v1 import device_number, rate
+    field = "linux.resources.blockIO"
+    if not any(bio.get(k) for k in ("weight", "leafWeight", "weightDevice", *IO_MAX_KEYS)):
+        return
+    d = dir_for("io", field)
+    bfq = os.path.exists(f"{d}/io.bfq.weight")
+    if bio.get("weight"):
+        w = bio["weight"]
+        if bfq:
+            fs.write_field(f"{field}.weight", d, "io.bfq.weight", str(w))
+        else:
+            fs.write_field(f"{field}.weight", d, "io.weight", str(io_weight(w)))
+    if bio.get("leafWeight"):
+        warn(f"{field}.leafWeight: cgroup v2 has no leaf weight; ignored")
+    for i, wd in enumerate(bio.get("weightDevice") or []):
+        f = f"{field}.weightDevice[{i}]"
+        dev = device_number(wd, f)
+        if not wd.get("weight"):
+            continue
+        if not bfq:
+            warn(f"{f}: per-device weights need the BFQ I/O scheduler (io.bfq.weight); ignored")
+            continue
+        fs.write_field(f + ".weight", d, "io.bfq.weight", f"{dev} {wd['weight']}")
+    for key, name in IO_MAX_KEYS.items():
+        for i, td in enumerate(bio.get(key) or []):
+            f = f"{field}.{key}[{i}]"
+            value = rate(td, f)
+            fs.write_field(f, d, "io.max", f"{device_number(td, f)} {name}={value if value else 'max'}")
+
+
+def apply_hugetlb(limits: list, dir_for, warn) -> None:
+    """hugetlb.<size>.max (and .rsvd.max where the kernel has it)."""
+    from .v1 import hugepage_entry, hugepage_sizes
+    for i, lim in enumerate(limits):
+        field = f"linux.resources.hugepageLimits[{i}]"
+        size, value = hugepage_entry(lim, field)
+        d = dir_for("hugetlb", field)
+        if not os.path.exists(f"{d}/hugetlb.{size}.max"):
+            raise ConfigError(f"{field}.pageSize", f"{size!r} is not a huge page size this kernel has "
+                              f"({', '.join(hugepage_sizes(d)) or 'none'})")
+        fs.write_field(f"{field}.limit", d, f"hugetlb.{size}.max", str(value))
+        if os.path.exists(f"{d}/hugetlb.{size}.rsvd.max"):
+            fs.write_field(f"{field}.limit", d, f"hugetlb.{size}.rsvd.max", str(value))
+
+
+def apply_network(net: dict, dir_for, warn) -> None:
+    if net.get("classID") or net.get("priorities"):
+        warn("linux.resources.network: net_cls and net_prio do not exist in cgroup v2; ignored")
+
+
+def apply_rdma(rdma: dict, dir_for, warn) -> None:
+    from .v1 import rdma_lines
+    for line, field in rdma_lines(rdma):
+        fs.write_field(field, dir_for("rdma", field), "rdma.max", line)
+
+
+def apply_devices(policy, dir_for, field: str = "linux.resources.devices") -> None:
+    from . import ebpf
+    ebpf.install(dir_for("", field), policy, field)
+
+
+# Files a `unified` entry may not write: they move or kill processes, they are not limits.
+UNIFIED_REFUSED = {"cgroup.procs", "cgroup.threads", "cgroup.kill", "cgroup.freeze", "cgroup.subtree_control"}
+
+
+def apply_unified(unified: dict, d: str) -> None:
+    """linux.resources.unified: each key names a file of the container's cgroup2 directory."""
+    ctrls = available(d)
+    for key, value in unified.items():
+        field = f"linux.resources.unified.{key}"
+        if not isinstance(value, str):
+            raise ConfigError(field, "must be a string")
+        if not key or "/" in key or key in (".", "..") or "." not in key.strip("."):
+            raise ConfigError(field, "must name a file of the cgroup (controller.file, no '/')")
+        if key in UNIFIED_REFUSED:
+            raise ConfigError(field, "is not a resource limit")
+        ctrl = key.split(".", 1)[0]
+        if ctrl != "cgroup" and ctrl not in ctrls:
+            raise ConfigError(field, f"the {ctrl} controller is not available in {d}"
+                              f" (available: {' '.join(sorted(ctrls)) or 'none'})")
+        fs.write_field(field, d, key, value)
 
 
 # --------------------------------------------------------------------------- freeze / kill

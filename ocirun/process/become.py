@@ -12,7 +12,7 @@ import signal
 
 import prctl
 
-from .. import capabilities, limits, linux, user
+from .. import capabilities, exechelper, limits, linux, user
 from ..errors import OCIError
 
 # Ignored signals stay ignored across execve; Python ignores these two for its own reasons.
@@ -20,10 +20,32 @@ _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 _CLOSE_RANGE_CLOEXEC = 4
 
 
-def drop_to_process(proc, personality, preserve_fds: int, listen_fds: int) -> tuple[str, list[str]]:
+class SeccompStep:
+    """A compiled filter and, with SCMP_ACT_NOTIFY + listenerPath, where its listener fd goes."""
+
+    def __init__(self, flt, listener_sock: int = -1):
+        self.filter = flt
+        self.listener_sock = listener_sock   # connected before fork: the path is on the host
+        self.payload: bytes = b""            # the spec's container process state, built before load
+        self.loaded = False
+
+    def load(self) -> None:
+        fd = self.filter.load()
+        self.loaded = True
+        if fd >= 0 and self.listener_sock >= 0:
+            from .. import seccomp
+            seccomp.send_listener_fd(self.listener_sock, fd, self.payload)
+
+
+def drop_to_process(proc, personality, preserve_fds: int, listen_fds: int,
+                    seccomp: SeccompStep | None = None) -> tuple[str, list[str]]:
     """Apply process attributes and drop privileges; return (executable path, environment)."""
     _apply_process_attrs(proc, personality)
     _close_host_fds(preserve_fds)
+    if seccomp is not None and not proc.no_new_privileges:
+        # Without no_new_privs the kernel wants CAP_SYS_ADMIN to load a filter, which we are
+        # about to drop: load it now, as runc does (the profile must then allow what follows).
+        seccomp.load()
     user.fix_stdio_permissions(proc.user.uid, proc.user.gid)
     capabilities.apply_bounding(proc.capabilities)
     user.switch_user(proc.user)
@@ -97,15 +119,19 @@ def _env_dict(env: list[str]) -> dict[str, str]:
     return out
 
 
-def execute(proc, path: str, env: list[str], seccomp_filter=None) -> None:
+def execute(proc, path: str, env: list[str], seccomp: SeccompStep | None = None, stub_fd: int = -1) -> None:
+    """The end of the line: no_new_privs, seccomp, execve (through the sealed stub, see exechelper)."""
     for sig in _RESET_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
+    env_map = _env_dict(env)  # as little Python as possible runs under the filter
     if proc.no_new_privileges:
         prctl.set_no_new_privs(True)
-    if seccomp_filter is not None:
-        seccomp_filter.load()
+    if seccomp is not None and not seccomp.loaded:
+        seccomp.load()
     try:
-        os.execve(path, proc.args, _env_dict(env))
+        if stub_fd >= 0:
+            exechelper.exec_through_stub(stub_fd, path, proc.args, env_map)
+        os.execve(path, proc.args, env_map)
     except OSError as e:
         # After `start` there is nobody to report to but the container's stderr.
         os.write(2, f"ocirun: exec {path}: {e.strerror.lower()}\n".encode())

@@ -12,18 +12,22 @@ The whole conversation of `create`, in order (P = runtime/parent, M = intermedia
                        /proc/M/{uid_map,gid_map}.
   P → M  userns_done   maps written; M becomes root inside and carries on.
   M → P  init_pid      {"pid": host pid of I}; M exits right after.
-  I → P  mounts_done   (only if prestart/createRuntime hooks exist) the container's mounts are in
+  P → I  netdevs_done  (only with linux.netDevices) P has moved the devices into I's network
+                       namespace (network.py); I waits for it right after bringing `lo` up, so
+                       hooks and net.* sysctls find them.  On failure P kills I instead.
+  I → P  mounts_done   (only if prestart/createRuntime/createContainer hooks exist) the container's mounts are in
                        place, pivot_root not done yet.  P runs prestart + createRuntime hooks.
   P → I  hooks_done    {"state": {...}} hooks ran; I runs createContainer hooks and pivots.
   I → P  ready         I is fully set up and blocks on the exec fifo; P writes state.json and the
                        pid file and exits (or, for `run`, starts it).
   I → P  error         {"msg": "..."} at any point before ready; I exits 1 and P cleans up.
 
-After `ready` the init has no one to talk to: `start` releases it through the exec fifo.
-startContainer hooks need the container state, which I got in `hooks_done` or `ready_ack`:
+  P → I  state         {"state": {...}} right after `ready`, only when I needs the state with
+                       its host pid later: for startContainer hooks, or for the seccomp
+                       listener payload (init.needs_state_after_ready decides for both sides).
 
-  P → I  state         {"state": {...}} sent right after `ready` is read so I can pass it to
-                       startContainer hooks (only when such hooks exist).
+After that the init has no one to talk to: `start` releases it through the exec fifo, and the
+channel is closed before the container's process runs.
 """
 from __future__ import annotations
 

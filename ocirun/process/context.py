@@ -19,7 +19,8 @@ class LaunchContext:
     no_new_keyring: bool = False
     preserve_fds: int = 0             # fds 3 .. 3+preserve_fds-1 go to the container (LISTEN_FDS included)
     listen_fds: int = 0               # systemd socket activation fds among them
-    seccomp_filter: object = None     # compiled filter (issue 3); loaded last, right before exec
+    seccomp_filter: object = None
+    exec_stub_fd: int = -1            # sealed memfd with the exec stub (CVE-2019-5736, exechelper.py)     # compiled filter (issue 3); loaded last, right before exec
 
     @property
     def new_userns(self) -> bool:

@@ -3,6 +3,8 @@
 A straight line, in the order runc's standard_init uses, each step for a reason:
 
   setsid                         the container gets its own session (and may get a controlling tty)
+  lo up, [netdevs_done]          a new netns gets loopback; linux.netDevices are moved in by the
+                                 parent before anything (hooks, net.* sysctls) may look for them
   prepare_rootfs                 mounts and devices, still able to see host paths (bind sources)
   [mounts_done / hooks_done]     prestart + createRuntime hooks run in the parent meanwhile
   createContainer hooks          in the container's namespaces, before pivot_root (spec)
@@ -23,11 +25,12 @@ A straight line, in the order runc's standard_init uses, each step for a reason:
 from __future__ import annotations
 
 import os
+import signal
 import socket
 
 import prctl
 
-from .. import console, hooks, linux, sysctl
+from .. import console, hooks, linux, network, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
 from . import become
@@ -50,6 +53,10 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     proc = cfg.process
     os.setsid()
     prctl.set_dumpable(False)  # the container must not ptrace us or read our /proc/<pid>/ before exec
+    if cfg.has_new_namespace("network"):
+        network.bring_up_loopback()
+    if cfg.linux.net_devices:
+        ch.expect("netdevs_done")  # the parent moves them in; hooks and sysctls may need them
 
     prepare_rootfs(cfg, ctx.in_userns)
     state = None
@@ -71,15 +78,30 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
         _join_session_keyring(ctx.id)
     if proc is None:
         raise OCIError("process: config.json has no process to run")
-    path, env = become.drop_to_process(proc, cfg.linux.personality, ctx.preserve_fds, ctx.listen_fds)
+    path, env = become.drop_to_process(proc, cfg.linux.personality, ctx.preserve_fds, ctx.listen_fds,
+                                       ctx.seccomp_filter)
 
     ch.send("ready")
-    if cfg.hooks.get("startContainer"):
+    if needs_state_after_ready(ctx):
         state = ch.expect("state")["state"]
+        if ctx.seccomp_filter is not None and ctx.seccomp_filter.listener_sock >= 0:
+            _prepare_listener_payload(ctx.seccomp_filter, state)
     _wait_for_start(ctx.fifo_fd)
     ch.close()
     hooks.run_hooks("startContainer", cfg.hooks.get("startContainer", []), state or {})
-    become.execute(proc, path, env, ctx.seccomp_filter)
+    become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
+
+
+def needs_state_after_ready(ctx: LaunchContext) -> bool:
+    """Whether the parent sends `state` after `ready` (see channel.py)."""
+    listener = ctx.seccomp_filter is not None and ctx.seccomp_filter.listener_sock >= 0
+    return bool(ctx.cfg.hooks.get("startContainer")) or listener
+
+
+def _prepare_listener_payload(step, state: dict) -> None:
+    from .. import SPEC_VERSION, seccomp
+    running = dict(state, status="running")
+    step.payload = seccomp.listener_payload(running, state["pid"], step.filter.listener_metadata, SPEC_VERSION)
 
 
 def _set_names(cfg) -> None:
@@ -102,7 +124,19 @@ def _join_session_keyring(cid: str) -> None:
             raise os_error("join session keyring", e) from None
 
 
+_STOP_WHILE_CREATED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                       signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+
+
+def _die_of(sig, _frame) -> None:
+    os._exit(128 + sig)
+
+
 def _wait_for_start(fifo_fd: int) -> None:
+    # As PID 1 of its namespace the init ignores signals it has no handler for, yet engines stop a
+    # created container with SIGTERM (runc's Go init dies of it): die of them until execve resets.
+    for sig in _STOP_WHILE_CREATED:
+        signal.signal(sig, _die_of)
     # Opening the fifo for writing blocks until `start` opens it for reading.
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")

@@ -29,6 +29,7 @@ class ExecContext:
     preserve_fds: int = 0
     personality: dict | None = None
     seccomp_filter: object = None
+    exec_stub_fd: int = -1
 
 
 def main(ctx: ExecContext, ch: Channel) -> None:
@@ -63,8 +64,8 @@ def _become(ctx: ExecContext, ch: Channel) -> None:
             console.setup_console_in_container(ctx.console_fd, proc.console_size)
         elif ctx.console_fd >= 0:
             os.close(ctx.console_fd)
-        path, env = become.drop_to_process(proc, ctx.personality, ctx.preserve_fds, 0)
-        become.execute(proc, path, env, ctx.seccomp_filter)
+        path, env = become.drop_to_process(proc, ctx.personality, ctx.preserve_fds, 0, ctx.seccomp_filter)
+        become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
     except BaseException as e:  # noqa: BLE001
         report_error_and_exit(ch, e)
 

@@ -23,6 +23,15 @@ class Spawned:
     def __init__(self) -> None:
         self.intermediate_pid = 0
         self.init_pid = 0
+        self.net_devices = None  # network.MovedDevices once linux.netDevices were moved
+
+    def release_devices(self, failed: bool) -> None:
+        """Close our hold on the container's netns; after a failure, first give the devices back."""
+        if self.net_devices is not None:
+            if failed:
+                self.net_devices.give_back()
+            self.net_devices.close()
+            self.net_devices = None
 
     def kill(self) -> None:
         for pid in (self.init_pid, self.intermediate_pid):
@@ -71,11 +80,14 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
         ours.send("go")
         _converse(ctx, ours, proc, state_for_hooks, run_runtime_hooks)
     except ChildDied:
+        proc.release_devices(failed=True)
         proc.kill()
         raise OCIError("container init exited before it was ready") from None
     except BaseException:
+        proc.release_devices(failed=True)
         proc.kill()
         raise
+    proc.release_devices(failed=False)
     return proc.init_pid, ours
 
 
@@ -90,6 +102,10 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             ch.send("userns_done")
         elif t == "init_pid":
             _got_init_pid(proc, msg)
+            if ctx.cfg.linux.net_devices:
+                from .. import network
+                proc.net_devices = network.move_devices(ctx.cfg, proc.init_pid, ctx.state_dir)
+                ch.send("netdevs_done")
         elif t == "mounts_done":
             if not proc.init_pid:  # the two children share the socket: order is not guaranteed
                 _got_init_pid(proc, ch.expect("init_pid"))
@@ -97,7 +113,7 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             run_runtime_hooks(state)
             ch.send("hooks_done", state=state)
         elif t == "ready":
-            if ctx.cfg.hooks.get("startContainer"):
+            if _init.needs_state_after_ready(ctx):
                 ch.send("state", state=state_for_hooks(proc.init_pid, "created"))
             return
         else:

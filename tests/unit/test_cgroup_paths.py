@@ -190,13 +190,18 @@ def test_wrong_type_names_the_field():
         m.apply_resources()
 
 
-def test_unsupported_resources_are_reported_not_fatal():
+def test_unknown_resources_are_reported_not_fatal():
     seen = []
-    m = fake_manager(resources={"devices": [{"allow": False, "access": "rwm"}],
-                                "memory": {"disableOOMKiller": False, "swappiness": 10},
+    m = fake_manager(resources={"futureThing": {"a": 1}, "memory": {"disableOOMKiller": False, "bogus": 10},
                                 "blockIO": {}}, warn=seen.append)
-    assert m.apply_resources() == ["linux.resources.devices", "linux.resources.memory.swappiness"]
-    assert len(seen) == 1 and "linux.resources.devices" in seen[0]
+    assert m.apply_resources() == ["linux.resources.futureThing", "linux.resources.memory.bogus"]
+    assert len(seen) == 1 and "linux.resources.memory.bogus" in seen[0]
+
+
+def test_devices_without_a_devices_controller_names_the_field():
+    m = fake_manager(resources={"devices": [{"allow": False, "access": "rwm"}]})
+    with pytest.raises(ConfigError, match=r"^linux.resources.devices: the devices controller is not available"):
+        m.apply_resources()
 
 
 def test_state_round_trip_through_json():

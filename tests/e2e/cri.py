@@ -1,0 +1,165 @@
+"""A minimal CRI (Kubernetes Container Runtime Interface, runtime.v1) client: what the kubelet says.
+
+Debian 12 packages no CRI client (no crictl), so this speaks the few RuntimeService calls the
+tests need over gRPC (grpcio) with hand-encoded protobuf messages.  A message is written as a
+list of `(field_number, value)` pairs: str/bytes are length-delimited, int/bool are varints and a
+list is a nested message.  Replies decode to `{field_number: [values]}` (bytes or int).
+Field numbers are those of k8s.io/cri-api pkg/apis/runtime/v1/api.proto.
+"""
+from __future__ import annotations
+
+import time
+
+SERVICE = "/runtime.v1.RuntimeService/"
+
+# ContainerState and NamespaceMode values from api.proto.
+CONTAINER_EXITED = 2
+NAMESPACE_NODE = 2
+
+
+# --------------------------------------------------------------------------- protobuf
+
+def encode(fields: list) -> bytes:
+    out = bytearray()
+    for number, value in fields:
+        if value is None:
+            continue
+        if isinstance(value, (bool, int)):
+            out += _varint(number << 3 | 0) + _varint(int(value))
+            continue
+        if isinstance(value, list):
+            value = encode(value)
+        elif isinstance(value, str):
+            value = value.encode()
+        out += _varint(number << 3 | 2) + _varint(len(value)) + value
+    return bytes(out)
+
+
+def decode(data: bytes) -> dict[int, list]:
+    fields: dict[int, list] = {}
+    pos = 0
+    while pos < len(data):
+        key, pos = _read_varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+        elif wire == 2:
+            size, pos = _read_varint(data, pos)
+            value, pos = data[pos:pos + size], pos + size
+        elif wire == 1:
+            value, pos = int.from_bytes(data[pos:pos + 8], "little"), pos + 8
+        elif wire == 5:
+            value, pos = int.from_bytes(data[pos:pos + 4], "little"), pos + 4
+        else:
+            raise ValueError(f"protobuf wire type {wire} not supported")
+        fields.setdefault(number, []).append(value)
+    return fields
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int32/int64 are sent as 64-bit two's complement
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return result, pos
+
+
+def first(fields: dict, number: int, default=None):
+    return fields.get(number, [default])[0]
+
+
+# --------------------------------------------------------------------------- the client
+
+class CRIClient:
+    """RuntimeService calls on a containerd socket; errors raise grpc.RpcError."""
+
+    def __init__(self, socket_path: str):
+        import grpc  # imported here: only the CRI tests need it
+        self._grpc = grpc
+        self.channel = grpc.insecure_channel(f"unix://{socket_path}")
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def call(self, method: str, fields: list, timeout: float = 60) -> dict:
+        stub = self.channel.unary_unary(SERVICE + method, request_serializer=None,
+                                        response_deserializer=None)
+        return decode(stub(encode(fields), timeout=timeout))
+
+    def version(self) -> str:
+        reply = self.call("Version", [(1, "v1")])
+        return first(reply, 2, b"").decode()
+
+    def run_pod_sandbox(self, config: list, runtime_handler: str) -> str:
+        reply = self.call("RunPodSandbox", [(1, config), (2, runtime_handler)])
+        return first(reply, 1).decode()
+
+    def stop_pod_sandbox(self, sandbox_id: str) -> None:
+        self.call("StopPodSandbox", [(1, sandbox_id)])
+
+    def remove_pod_sandbox(self, sandbox_id: str) -> None:
+        self.call("RemovePodSandbox", [(1, sandbox_id)])
+
+    def create_container(self, sandbox_id: str, config: list, sandbox_config: list) -> str:
+        reply = self.call("CreateContainer", [(1, sandbox_id), (2, config), (3, sandbox_config)])
+        return first(reply, 1).decode()
+
+    def start_container(self, container_id: str) -> None:
+        self.call("StartContainer", [(1, container_id)])
+
+    def remove_container(self, container_id: str) -> None:
+        self.call("RemoveContainer", [(1, container_id)])
+
+    def container_status(self, container_id: str) -> dict:
+        """The ContainerStatus message: state is field 3, exit_code 7, reason 10, message 11."""
+        reply = self.call("ContainerStatus", [(1, container_id)])
+        return decode(first(reply, 1, b""))
+
+    def wait_exited(self, container_id: str, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.container_status(container_id)
+            if first(status, 3, 0) == CONTAINER_EXITED:
+                return _int32(first(status, 7, 0))
+            time.sleep(0.1)
+        raise TimeoutError(f"container {container_id} did not exit in {timeout}s")
+
+    def exec_sync(self, container_id: str, cmd: list[str], timeout: int = 20
+                  ) -> tuple[int, bytes, bytes]:
+        """(exit code, stdout, stderr) of a command run in the container."""
+        reply = self.call("ExecSync", [(1, container_id), *[(2, c) for c in cmd], (3, timeout)],
+                          timeout=timeout + 10)
+        return _int32(first(reply, 3, 0)), first(reply, 1, b""), first(reply, 2, b"")
+
+
+def _int32(n: int) -> int:
+    n &= (1 << 32) - 1
+    return n - (1 << 32) if n & (1 << 31) else n
+
+
+# --------------------------------------------------------------------------- configs
+
+def sandbox_config(name: str, log_directory: str, cgroup_parent: str) -> list:
+    """A PodSandboxConfig on the host network (no CNI needed), like a hostNetwork pod."""
+    metadata = [(1, name), (2, f"uid-{name}"), (3, "default"), (4, 0)]
+    security = [(1, [(1, NAMESPACE_NODE)])]  # namespace_options.network = NODE
+    linux = [(1, cgroup_parent), (2, security)]
+    return [(1, metadata), (3, log_directory), (8, linux)]
+
+
+def container_config(name: str, image: str, command: list[str], log_path: str) -> list:
+    return [(1, [(1, name), (2, 0)]), (2, [(1, image)]), *[(3, c) for c in command],
+            (11, log_path)]

@@ -1,0 +1,208 @@
+"""What the CLI prints, as runc prints it: `state`, `list`, `ps`, `spec`, `features`, `--version`.
+
+Engines parse these outputs (containerd reads `ps --format json`, docker parses `--version`,
+podman's recovery reads `state`), so the shapes are asserted field by field.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+from helpers import make_bundle, run_ocirun
+from ocirun import schema
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+SLEEPER = ["sleep", "1000"]
+
+
+def ok(*args, root=None, **kw):
+    r = run_ocirun(*args, root=root, **kw)
+    assert r.returncode == 0, f"ocirun {' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
+    return r
+
+
+def state_of(root, cid) -> dict:
+    return json.loads(ok("state", cid, root=root).stdout)
+
+
+# ============================================================================ state
+
+def test_state_json_shape_through_the_lifecycle(ocirun_root, tmp_path):
+    annotations = {"org.example.key": "value", "io.podman.annotations.init": "FALSE"}
+    bundle = make_bundle(tmp_path, ["sleep", "0.4"], annotations=annotations)
+    ok("create", "-b", bundle, "s1", root=ocirun_root)
+    seen = []
+    for step in ("created", "start", "stopped"):
+        if step == "start":
+            ok("start", "s1", root=ocirun_root)
+        if step == "stopped":
+            deadline = time.monotonic() + 10
+            while state_of(ocirun_root, "s1")["status"] != "stopped" and time.monotonic() < deadline:
+                time.sleep(0.02)
+        st = state_of(ocirun_root, "s1")
+        schema.validate_state(st)
+        assert isinstance(st["ociVersion"], str) and re.fullmatch(r"\d+\.\d+\.\d+", st["ociVersion"])
+        assert st["id"] == "s1"
+        assert isinstance(st["pid"], int)
+        assert st["bundle"] == str(bundle) and os.path.isabs(st["bundle"])
+        assert st["annotations"] == annotations
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z", st["created"]), st["created"]
+        seen.append((st["status"], st["pid"] > 0))
+    assert seen == [("created", True), ("running", True), ("stopped", False)]
+    ok("delete", "s1", root=ocirun_root)
+
+
+def test_state_without_annotations_omits_them(ocirun_root, tmp_path):
+    bundle = make_bundle(tmp_path, SLEEPER)
+    ok("create", "-b", bundle, "s2", root=ocirun_root)
+    st = state_of(ocirun_root, "s2")
+    schema.validate_state(st)
+    assert not st.get("annotations")
+    ok("delete", "--force", "s2", root=ocirun_root)
+
+
+# ============================================================================ list
+
+def test_list_formats(ocirun_root, tmp_path):
+    empty = ok("list", root=ocirun_root).stdout.splitlines()
+    assert empty[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"] and len(empty) == 1
+    assert json.loads(ok("list", "--format", "json", root=ocirun_root).stdout) in ([], None)
+    assert ok("list", "-q", root=ocirun_root).stdout == ""
+
+    b1 = make_bundle(tmp_path, SLEEPER, name="b1", annotations={"k": "v"})
+    b2 = make_bundle(tmp_path, SLEEPER, name="b2")
+    ok("create", "-b", b1, "l-created", root=ocirun_root)
+    ok("run", "-d", "-b", b2, "l-running", root=ocirun_root)
+    try:
+        table = ok("list", root=ocirun_root).stdout.splitlines()
+        assert table[0].split() == ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+        rows = {r.split()[0]: r.split() for r in table[1:]}
+        assert set(rows) == {"l-created", "l-running"}
+        assert rows["l-created"][2] == "created" and rows["l-running"][2] == "running"
+        assert rows["l-created"][3] == str(b1) and rows["l-running"][3] == str(b2)
+        assert int(rows["l-running"][1]) == state_of(ocirun_root, "l-running")["pid"]
+        assert rows["l-running"][5] == "root"
+
+        items = json.loads(ok("list", "-f", "json", root=ocirun_root).stdout)
+        by_id = {i["id"]: i for i in items}
+        assert set(by_id) == {"l-created", "l-running"}
+        assert by_id["l-created"]["status"] == "created"
+        assert by_id["l-running"]["status"] == "running"
+        assert by_id["l-created"]["annotations"] == {"k": "v"}
+        for item in items:
+            assert item == state_of(ocirun_root, item["id"])
+
+        assert ok("list", "-q", root=ocirun_root).stdout.split() == ["l-created", "l-running"]
+    finally:
+        for cid in ("l-created", "l-running"):
+            run_ocirun("delete", "--force", cid, root=ocirun_root)
+
+
+# ============================================================================ ps
+
+def test_ps_json_is_the_host_pids(ocirun_root, tmp_path):
+    bundle = make_bundle(tmp_path, ["sh", "-c", "sleep 1000 & sleep 1000 & wait"])
+    ok("run", "-d", "-b", bundle, "p1", root=ocirun_root)
+    try:
+        init = state_of(ocirun_root, "p1")["pid"]
+        deadline = time.monotonic() + 10
+        while True:
+            pids = json.loads(ok("ps", "--format", "json", "p1", root=ocirun_root).stdout)
+            if len(pids) == 3 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert isinstance(pids, list) and all(isinstance(p, int) for p in pids)
+        assert init in pids and len(pids) == 3, pids
+        for pid in pids:  # host pids: /proc here sees them, and they are ours (init's children)
+            with open(f"/proc/{pid}/status") as f:
+                fields = dict(line.split(":", 1) for line in f)
+            assert pid == init or int(fields["PPid"]) == init
+
+        table = ok("ps", "p1", root=ocirun_root).stdout.splitlines()
+        col = table[0].split().index("PID")
+        assert sorted(int(r.split()[col]) for r in table[1:]) == sorted(pids)
+    finally:
+        run_ocirun("delete", "--force", "p1", root=ocirun_root)
+
+
+# ============================================================================ spec
+
+def test_spec_writes_config_and_refuses_to_overwrite(tmp_path):
+    ok("spec", "--bundle", tmp_path)
+    path = tmp_path / "config.json"
+    doc = json.loads(path.read_text())
+    schema.validate_config(doc)
+    assert doc["root"]["path"] == "rootfs"
+    assert doc["process"]["terminal"] is True  # like `runc spec`
+    before = path.read_text()
+
+    r = run_ocirun("spec", "--bundle", tmp_path)
+    assert r.returncode == 1 and "exists" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert path.read_text() == before
+
+    # Without --bundle it writes into the current directory.
+    cwd = tmp_path / "here"
+    cwd.mkdir()
+    ok("spec", cwd=cwd)
+    assert json.loads((cwd / "config.json").read_text()) == doc
+
+
+def test_spec_into_missing_dir_fails_cleanly(tmp_path):
+    r = run_ocirun("spec", "--bundle", tmp_path / "nope")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "no such file or directory" in r.stderr
+
+
+# ============================================================================ features, --version
+
+def test_features(ocirun_root):
+    doc = json.loads(ok("features").stdout)
+    schema.validate_features(doc)
+    assert doc["ociVersionMax"] == "1.2.0"
+    assert set(doc["hooks"]) == {"prestart", "createRuntime", "createContainer", "startContainer",
+                                 "poststart", "poststop"}
+    assert {"pid", "mount", "network", "user"} <= set(doc["linux"]["namespaces"])
+    assert "CAP_SYS_ADMIN" in doc["linux"]["capabilities"]
+    assert "rbind" in doc["mountOptions"]
+
+
+def _docker_parse_runtime_version(text: str) -> tuple[str, str, str]:
+    """dockerd's parseRuntimeVersion (daemon/info_unix.go), line for line."""
+    runtime = version = commit = ""
+    for line in text.strip().split("\n"):
+        if "version" in line:
+            parts = line.split("version")
+            runtime, version = parts[0].strip(), parts[-1].strip()
+            continue
+        if line.startswith("commit:"):
+            commit = line[len("commit:"):].strip()
+    if not version and not commit:
+        raise ValueError(f"unknown output format: {text}")
+    return runtime, version, commit
+
+
+@pytest.mark.parametrize("flag", ["--version", "-v"])
+def test_version_is_runc_style(flag):
+    r = ok(flag)
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3, r.stdout
+    assert re.fullmatch(r"ocirun version \d+\.\d+\.\d+\S*", lines[0])
+    assert re.fullmatch(r"commit: \S+", lines[1])
+    assert re.fullmatch(r"spec: \d+\.\d+\.\d+", lines[2])
+    runtime, version, commit = _docker_parse_runtime_version(r.stdout)
+    assert runtime == "ocirun" and version and commit
+
+
+def test_no_command_prints_help():
+    r = run_ocirun()
+    assert r.returncode == 0 and "create" in r.stdout
+
+
+def test_unknown_command_is_usage_error():
+    r = run_ocirun("frobnicate")
+    assert r.returncode != 0 and "Traceback" not in r.stderr

@@ -1,0 +1,137 @@
+"""`update` and `events` on live containers (library functions ocirun.update / ocirun.events).
+
+docker's update JSON (zeros mean "unchanged"), runc's update flags, `events --stats` in runc's
+JSON shape, and the event stream reporting an OOM kill.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import helpers
+from ocirun import events as ev
+from ocirun.cgroups import cgroup_mode, load_manager
+from ocirun.errors import OCIError
+from ocirun.update import parse_bytes, parse_update_flags, update
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for real containers")
+
+MODE = cgroup_mode()
+DOCKER_UPDATE = Path("/work/shared/fixtures/client-configs/docker-update-resources.json")
+
+
+def start(tmp_path, root, cid, script="sleep 100", **resources):
+    bundle = helpers.make_bundle(tmp_path, ["sh", "-c", script], name=cid, linux={"resources": resources})
+    r = helpers.run_ocirun("run", "-d", "-b", bundle, cid, root=root)
+    assert r.returncode == 0, r.stderr
+    st = json.loads((root / cid / "state.json").read_text())
+    return load_manager(st["cgroup"])
+
+
+def delete(root, cid):
+    assert helpers.run_ocirun("delete", "--force", cid, root=root).returncode == 0
+
+
+def limit(m, v1_ctrl, v1_file, v2_file):
+    d = m.paths[""] if MODE == "unified" else m.path(v1_ctrl)
+    with open(f"{d}/{v2_file if MODE == 'unified' else v1_file}") as f:
+        return f.read().strip()
+
+
+@pytest.mark.skipif(not DOCKER_UPDATE.exists(), reason="docker update fixture missing")
+def test_docker_update_json_changes_live_limits(ocirun_root, tmp_path):
+    m = start(tmp_path, ocirun_root, "u1", memory={"limit": 128 << 20, "reservation": 16 << 20},
+              pids={"limit": 10})
+    try:
+        doc = json.loads(DOCKER_UPDATE.read_text())
+        update(str(ocirun_root), "u1", doc)
+        assert limit(m, "memory", "memory.limit_in_bytes", "memory.max") == str(64 << 20)
+        assert limit(m, "pids", "pids.max", "pids.max") == "50"
+        assert limit(m, "cpu", "cpu.cfs_quota_us", "cpu.max").split()[0] == "50000"
+        # reservation 0 means unchanged: still 16 MiB
+        assert limit(m, "memory", "memory.soft_limit_in_bytes", "memory.low") == str(16 << 20)
+        assert json.loads(helpers.run_ocirun("state", "u1", root=ocirun_root).stdout)["status"] == "running"
+    finally:
+        delete(ocirun_root, "u1")
+
+
+def test_update_flags_and_stdin(ocirun_root, tmp_path, monkeypatch):
+    ns = argparse.Namespace(resources=None, memory="96m", memory_reservation=None, memory_swap="-1",
+                            kernel_memory=None, kernel_memory_tcp=None, cpu_shares=None, cpu_period="100000",
+                            cpu_quota="20000", cpu_rt_period=None, cpu_rt_runtime=None, cpuset_cpus="0",
+                            cpuset_mems=None, pids_limit="-1", blkio_weight=None, l3_cache_schema=None,
+                            mem_bw_schema=None)
+    assert parse_update_flags(ns) == {"memory": {"limit": 96 << 20, "swap": -1},
+                                      "cpu": {"period": 100000, "quota": 20000, "cpus": "0"},
+                                      "pids": {"limit": -1}}
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"pids": {"limit": 7}}'))
+    ns.resources = "-"
+    assert parse_update_flags(ns) == {"pids": {"limit": 7}}
+    assert parse_bytes("memory", "1g") == 1 << 30
+    with pytest.raises(OCIError, match="--memory"):
+        parse_bytes("memory", "lots")
+
+
+def test_update_of_a_stopped_container_fails(ocirun_root, tmp_path):
+    bundle = helpers.make_bundle(tmp_path, ["true"], name="s1")
+    assert helpers.run_ocirun("run", "--keep", "-b", bundle, "s1", root=ocirun_root).returncode == 0
+    try:
+        with pytest.raises(OCIError, match="stopped"):
+            update(str(ocirun_root), "s1", {"pids": {"limit": 5}})
+    finally:
+        delete(ocirun_root, "s1")
+
+
+def test_events_stats_has_runcs_shape(ocirun_root, tmp_path):
+    start(tmp_path, ocirun_root, "e1", memory={"limit": 64 << 20}, pids={"limit": 20})
+    try:
+        out = io.StringIO()
+        assert ev.events(str(ocirun_root), "e1", stats_only=True, out=out) == 0
+        doc = json.loads(out.getvalue())
+        assert doc["type"] == "stats" and doc["id"] == "e1"
+        data = doc["data"]
+        assert {"cpu", "memory", "pids", "blkio", "hugetlb"} <= set(data)
+        assert data["pids"] == {"current": 1, "limit": 20}
+        assert data["memory"]["usage"]["limit"] == 64 << 20
+        assert data["memory"]["usage"]["usage"] > 0
+        assert data["cpu"]["usage"]["total"] > 0
+    finally:
+        delete(ocirun_root, "e1")
+
+
+def test_events_reports_an_oom_kill_and_ends_with_the_container(ocirun_root, tmp_path):
+    start(tmp_path, ocirun_root, "o1", "sleep 1; head -c 100m /dev/zero | sort >/dev/null; sleep 2",
+          memory={"limit": 32 << 20, "swap": 32 << 20})
+    out = io.StringIO()
+    t = threading.Thread(target=ev.events, args=(str(ocirun_root), "o1", 0.5, False, out), daemon=True)
+    t.start()
+    t.join(timeout=20)
+    try:
+        assert not t.is_alive(), "events did not end when the container stopped"
+        kinds = [json.loads(line)["type"] for line in out.getvalue().splitlines()]
+        assert "oom" in kinds and kinds[0] == "stats", kinds
+    finally:
+        delete(ocirun_root, "o1")
+
+
+def test_events_of_a_stopped_container_fails(ocirun_root, tmp_path):
+    bundle = helpers.make_bundle(tmp_path, ["true"], name="s2")
+    assert helpers.run_ocirun("run", "--keep", "-b", bundle, "s2", root=ocirun_root).returncode == 0
+    try:
+        with pytest.raises(OCIError, match="is not running"):
+            ev.events(str(ocirun_root), "s2", stats_only=True, out=io.StringIO())
+    finally:
+        delete(ocirun_root, "s2")
+
+
+@pytest.mark.parametrize("text, seconds", [("5s", 5), ("250ms", 0.25), ("1m30s", 90), ("1.5h", 5400)])
+def test_parse_duration(text, seconds):
+    assert ev.parse_duration(text) == pytest.approx(seconds)
+    time.sleep(0)
