@@ -26,8 +26,19 @@ def _add_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preserve-fds", type=int, default=0, help="pass N extra fds (3..3+N-1)")
 
 
+class UsageError(OCIError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one-line errors with exit status 1, like runc's."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="ocirun", description="OCI runtime-spec container runtime (runc-compatible)")
+    ap = _Parser(prog="ocirun", description="OCI runtime-spec container runtime (runc-compatible)")
     ap.add_argument("--root", default=None, help="state directory (default /run/ocirun)")
     ap.add_argument("--log", default=None, help="log file (default: stderr)")
     ap.add_argument("--log-format", default="text", choices=("text", "json"))
@@ -249,9 +260,31 @@ def _print_version() -> None:
     print(f"ocirun version {__version__}\ncommit: {COMMIT}\nspec: {SPEC_VERSION}")
 
 
+def _log_flags(argv: list[str]) -> tuple[str | None, str]:
+    """--log and --log-format from a command line argparse refused, so the error still lands."""
+    path, fmt = None, "text"
+    for i, arg in enumerate(argv):
+        for flag in ("--log", "--log-format"):
+            value = None
+            if arg == flag and i + 1 < len(argv):
+                value = argv[i + 1]
+            elif arg.startswith(flag + "="):
+                value = arg[len(flag) + 1:]
+            if value is not None:
+                if flag == "--log":
+                    path = value
+                elif value in ("text", "json"):
+                    fmt = value
+    return path, fmt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    a = parser.parse_args(argv)
+    try:
+        a = parser.parse_args(argv)
+    except UsageError as e:
+        _log.configure(*_log_flags(sys.argv[1:] if argv is None else argv), False).error(str(e))
+        return 1
     logger = _log.configure(a.log, a.log_format, a.debug)
     if a.version:
         _print_version()
