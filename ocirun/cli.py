@@ -81,6 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id")
     p.add_argument("ps_args", nargs="*")
 
+    p = sub.add_parser("update", help="update a container's resource limits")
+    p.add_argument("--resources", "-r", default=None,
+                   help="path to a linux.resources JSON file, or '-' for stdin (other flags are then ignored)")
+    p.add_argument("--memory", default=None, help="memory limit in bytes (64m, 1g; -1 = unlimited)")
+    p.add_argument("--memory-reservation", default=None, help="memory soft limit in bytes")
+    p.add_argument("--memory-swap", default=None, help="memory+swap limit in bytes (-1 = unlimited)")
+    p.add_argument("--kernel-memory", default=None, help="(ignored by the kernel, as in runc)")
+    p.add_argument("--kernel-memory-tcp", default=None, help="kernel TCP buffer limit in bytes (v1 only)")
+    p.add_argument("--cpu-shares", "--cpu-share", dest="cpu_shares", default=None, help="cpu shares (relative weight)")
+    p.add_argument("--cpu-period", default=None, help="CFS period in microseconds")
+    p.add_argument("--cpu-quota", default=None, help="CFS quota in microseconds per period (-1 = none)")
+    p.add_argument("--cpu-rt-period", default=None, help="realtime period in microseconds (v1 only)")
+    p.add_argument("--cpu-rt-runtime", default=None, help="realtime runtime in microseconds (v1 only)")
+    p.add_argument("--cpuset-cpus", default=None, help="cpus to use (0-3, 0,1)")
+    p.add_argument("--cpuset-mems", default=None, help="memory nodes to use")
+    p.add_argument("--pids-limit", default=None, help="maximum number of pids (-1 = unlimited)")
+    p.add_argument("--blkio-weight", default=None, help="block I/O weight, 10 to 1000")
+    p.add_argument("--l3-cache-schema", default=None, help="Intel RDT L3 schema (not supported)")
+    p.add_argument("--mem-bw-schema", default=None, help="Intel RDT memory bandwidth schema (not supported)")
+    p.add_argument("id")
+
+    p = sub.add_parser("events", help="print a container's resource usage and OOM events (JSON lines)")
+    p.add_argument("--interval", default="5s", help="time between stats events (Go duration, default 5s)")
+    p.add_argument("--stats", action="store_true", help="print one stats event and exit")
+    p.add_argument("id")
+
     p = sub.add_parser("spec", help="write a default config.json")
     p.add_argument("--bundle", "-b", default=".")
     p.add_argument("--rootless", action="store_true")
@@ -243,6 +269,17 @@ def cmd_exec(a) -> int:
     return exec_in_container(a.root, a.id, opts)
 
 
+def cmd_update(a) -> int:
+    from .update import parse_update_flags, update
+    update(a.root, a.id, parse_update_flags(a))
+    return 0
+
+
+def cmd_events(a) -> int:
+    from .events import events, parse_duration
+    return events(a.root, a.id, parse_duration(a.interval), a.stats)
+
+
 def cmd_features(a) -> int:
     from .defaults import features
     print(json.dumps(features(), indent=4))
@@ -253,6 +290,7 @@ COMMANDS = {
     "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
     "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "spec": cmd_spec, "features": cmd_features,
     "pause": cmd_pause, "resume": cmd_resume, "exec": cmd_exec,
+    "update": cmd_update, "events": cmd_events,
 }
 
 

@@ -1,7 +1,7 @@
 """The container's cgroups (cgroupfs driver; v1, hybrid and unified hosts).
 
     m = manager_for(container_id, linux.cgroupsPath, linux.resources)   # paths only
-    m.create(); m.apply_resources(); m.add_pid(pid)
+    m.create(); m.apply_resources(); m.add_pid(pid)      # apply_resources(update=True) for `update`
     m.pids(); m.kill_all(sig); m.freeze(); m.thaw(); m.state(); m.destroy()
     load_manager(m.to_state())                                         # in a later process
 
@@ -11,6 +11,9 @@ fs.py       cgroupfs file helpers (writes that name the config field on failure)
 v1.py       v1 resource files, cpuset preparation, v1 freezer
 v2.py       v2 controller enabling, resource files (with v1->v2 conversions), freeze, kill
 manager.py  the Manager tying them together, its state for state.json
+devices.py  device rules -> one policy (runc's emulator + default devices); v1 transitions
+ebpf.py     the v2 device filter: BPF_PROG_TYPE_CGROUP_DEVICE built in Python, bpf(2) via ctypes
+stats.py    usage in runc's `events --stats` JSON shape; the OOM-kill counter
 """
 from .detect import cgroup_mode
 from .manager import Manager, load_manager, manager_for
