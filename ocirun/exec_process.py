@@ -76,7 +76,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         if not opts.detach:
             import prctl
             prctl.set_child_subreaper(True)
-        pid = _spawn(ctx, _load_cgroup(st))
+        pid = _spawn(ctx, _load_cgroup(st), frozen=status == "paused")
     finally:
         for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd]:
             if fd >= 0:
@@ -98,7 +98,12 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     return _wait_for(pid)
 
 
-def _spawn(ctx, cgroup) -> int:
+def _spawn(ctx, cgroup, frozen: bool = False) -> int:
+    """Fork the joiner, move the exec'd process into the cgroup; its host pid once it exec'd.
+
+    With `frozen` (a paused container, --ignore-paused) the process freezes as soon as it is in
+    the cgroup, before its execve: then we do not wait for the execve (see joiner.py).
+    """
     from .process import joiner, parent as _parent
     from .process.channel import Channel, ChildDied
     ours, theirs = Channel.pair()
@@ -111,25 +116,39 @@ def _spawn(ctx, cgroup) -> int:
         finally:
             os._exit(1)
     theirs.close()
+    pid = -1
     try:
-        if cgroup is not None:
-            cgroup.add_pid(child)
-        ours.send("go")
         pid = ours.expect("exec_pid")["pid"]
-        os.waitpid(child, 0)
+        _reap(child)
+        if cgroup is not None:
+            cgroup.add_pid(pid)
+        ours.send("cgroup_done")
+        if frozen:
+            return pid
         try:
             msg = ours.recv()  # EOF (ChildDied) here means execve succeeded
         except ChildDied:
             return pid
         if msg.get("type") == "error":
-            _reap(pid)
             raise OCIError(msg["msg"])
         raise OCIError(f"internal error: unexpected message {msg.get('type')!r} from the exec'd process")
-    except ChildDied:
+    except BaseException as e:
         _reap(child)
-        raise OCIError("the exec'd process died before it started") from None
+        if pid > 0:
+            _kill_and_reap(pid)  # never leave a half-made process behind (it may be outside the cgroup)
+        if isinstance(e, ChildDied):
+            raise OCIError("the exec'd process died before it started") from None
+        raise
     finally:
         ours.close()
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
 
 
 def _reap(pid: int) -> None:

@@ -5,9 +5,21 @@ The schemas are the OCI runtime-spec v1.2.0 files kept in the repository's `spec
 whose path points at the field at fault (``linux.namespaces[0].type``) and whose message is
 one short line (``'foo' is not one of ['mount', 'pid', ...]``).
 
-jsonschema costs ~70 ms to import, so it is imported only inside the functions here, and the
-built validators are cached for the life of the process (the test-suite validates hundreds of
-documents; the CLI validates one).
+Two validators, one verdict.  jsonschema costs ~60 ms to import and build (half a `run`), so
+the hot path first asks `ocirun/_schema_compiled.py`: plain Python that fastjsonschema generated
+from the same schema files (`python -m ocirun.schema --regenerate`), standalone (it imports only
+`re`) and ~0.1 ms per document.  It only ever *accepts*: when it rejects a document, or when its
+recorded digest of the schema inputs no longer matches the files, jsonschema runs (imported
+lazily, its validators cached for the life of the process) and its verdict and message are the
+ones the user sees.  So a bad config costs the old ~60 ms and gets the same message as before,
+and a difference between the two libraries can only cost time, never let a bad document in —
+provided the generated code accepts nothing jsonschema rejects, which
+tests/unit/test_schema_fast.py checks on every fixture and on thousands of mutated documents.
+
+Why the generated module is committed rather than generated into a cache at first use: a runtime
+that writes code it later imports needs a writable, trusted directory (root-owned, not shared
+with containers) and a lock against parallel `create`s racing to write it; a committed file needs
+neither, works on a read-only install, and makes fastjsonschema a development dependency only.
 
 The schema says what is well-formed; the rules it cannot express (absolute paths, known
 capability names, namespace cross-checks) live in `ocirun.config`.
@@ -15,6 +27,8 @@ capability names, namespace cross-checks) live in `ocirun.config`.
 from __future__ import annotations
 
 import json
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -40,6 +54,8 @@ _MAX_MESSAGE = 160
 
 def validate_config(doc: Any) -> None:
     """Check a parsed config.json; raise ConfigError(json_path, message) on the first fault."""
+    if _fast_accepts(doc):
+        return
     _check("config-schema.json", doc, "config.json")
 
 
@@ -62,6 +78,124 @@ def json_path(parts) -> str:
         else:
             out += f".{p}" if out else str(p)
     return out
+
+
+# --------------------------------------------------------------------------- fast path
+
+def _fast_accepts(doc: Any) -> bool:
+    """True when the generated validator, built from exactly these schema files, accepts `doc`."""
+    validate = _compiled_config_validator()
+    if validate is None:
+        return False
+    try:
+        validate(doc)
+    except Exception:  # its own exception type, or a type error on a document it did not expect
+        return False
+    return True
+
+
+@lru_cache(maxsize=1)
+def _compiled_config_validator():
+    """The generated validate function, or None when it is missing or was built from other inputs."""
+    try:
+        from . import _schema_compiled as compiled
+    except ImportError:
+        return None
+    if compiled.INPUTS_DIGEST != inputs_digest():
+        return None
+    return compiled.validate_config
+
+
+def inputs_digest() -> str:
+    """SHA-256 over what the validators are built from: the schema files and our overrides.
+    Reading ~60 KB of JSON bytes costs ~0.1 ms; it keeps an edited schema from meeting a stale
+    generated validator."""
+    h = _sha256(repr((_LOCAL_OVERRIDES, _FOREIGN_PLATFORMS)).encode())
+    for name in sorted(n for n in os.listdir(SCHEMA_DIR) if n.endswith(".json")):
+        with open(os.path.join(SCHEMA_DIR, name), "rb") as f:
+            data = f.read()
+        h.update(f"\0{name}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def _sha256(data: bytes):
+    """hashlib loads OpenSSL (~2 ms); the builtin module hashes 60 KB just as well."""
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data)
+
+
+# The generated module names functions after the schemas' URIs: a fixed, machine-independent
+# base keeps it the same wherever it is generated.
+_GENERATED_BASE = "file:///ocirun/spec/schema/"
+
+_STANDALONE_PRELUDE = '''
+class JsonSchemaValueException(ValueError):
+    def __init__(self, message, value=None, name=None, definition=None, rule=None):
+        super().__init__(message)
+
+
+class JsonSchemaValuesException(ValueError):
+    def __init__(self, errors):
+        super().__init__(str(errors))
+
+
+# json.loads never yields a Decimal; the name only keeps the generated type checks valid
+# without importing the decimal module (~5 ms).
+Decimal = float
+'''
+
+
+def generated_source() -> str:
+    """Source of ocirun/_schema_compiled.py, built with fastjsonschema (a development dependency)."""
+    import fastjsonschema
+
+    documents = _documents()
+    by_uri = {}
+    for name, doc in documents.items():
+        doc["id"] = _GENERATED_BASE + name
+        by_uri[doc["id"]] = doc
+
+    def load(uri: str):
+        return by_uri[uri.split("#", 1)[0]]
+
+    code = fastjsonschema.compile_to_code(
+        documents["config-schema.json"], handlers={"file": load},
+        use_default=False,          # never write defaults into the caller's document
+        use_formats=False,          # jsonschema checks no "format" unless asked: neither do we
+        detailed_exceptions=False)  # its messages are never shown: jsonschema words the error
+    code = code.replace("from decimal import Decimal\n", "")
+    imports = "from fastjsonschema import JsonSchemaValueException, JsonSchemaValuesException\n"
+    if imports not in code:
+        raise OCIError("fastjsonschema changed its generated imports: update ocirun/schema.py")
+    code = code.replace(imports, _STANDALONE_PRELUDE)
+    root = re.search(r"^def (validate_\w*config_schema_json)\(", code, re.M)
+    if root is None:
+        raise OCIError("generated schema code has no config validator")
+    header = (
+        '"""Generated by `python -m ocirun.schema --regenerate` -- do not edit.\n\n'
+        f"fastjsonschema {fastjsonschema.VERSION} compiled spec/schema/config-schema.json (with the\n"
+        "overrides in ocirun/schema.py) into this standalone module; ocirun.schema uses it only to\n"
+        'accept valid configs fast, and asks jsonschema whenever it rejects one.\n"""\n'
+        "# flake8: noqa\n"
+        f"INPUTS_DIGEST = {inputs_digest()!r}\n\n")
+    return header + code + f"\n\nvalidate_config = {root.group(1)}\n"
+
+
+def write_generated(path: str | None = None) -> str:
+    """(Re)write ocirun/_schema_compiled.py; returns its path."""
+    path = path or os.path.join(os.path.dirname(os.path.abspath(__file__)), "_schema_compiled.py")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(generated_source())
+    os.replace(tmp, path)
+    return path
 
 
 # --------------------------------------------------------------------------- internals
@@ -111,6 +245,17 @@ def _registry():
     from referencing import Registry, Resource
     from referencing.jsonschema import DRAFT4
 
+    resources = []
+    for name, doc in _documents().items():
+        # Draft 4's "id" gives each document its base URI, which relative $refs resolve against.
+        doc.setdefault("id", _uri(name))
+        resources.append((_uri(name), Resource.from_contents(doc, default_specification=DRAFT4)))
+    return Registry().with_resources(resources)
+
+
+def _documents() -> dict[str, Any]:
+    """Every schema file by name, with our local overrides applied and stubs for the platforms
+    whose schema files we do not ship.  A fresh copy on each call."""
     documents = {p.name: json.loads(p.read_bytes()) for p in SCHEMA_DIR.glob("*.json")}
     if "config-schema.json" not in documents:
         raise OCIError(f"config.json schema not found in {SCHEMA_DIR}")
@@ -121,13 +266,16 @@ def _registry():
         target[key] = value
     for platform in _FOREIGN_PLATFORMS:
         documents.setdefault(f"config-{platform}.json", {platform: {"type": "object"}})
-    resources = []
-    for name, doc in documents.items():
-        # Draft 4's "id" gives each document its base URI, which relative $refs resolve against.
-        doc.setdefault("id", _uri(name))
-        resources.append((_uri(name), Resource.from_contents(doc, default_specification=DRAFT4)))
-    return Registry().with_resources(resources)
+    return documents
 
 
 def _uri(name: str) -> str:
     return (SCHEMA_DIR / name).as_uri()
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--regenerate"]:
+        sys.exit("usage: python -m ocirun.schema --regenerate")
+    print(write_generated())

@@ -2,14 +2,24 @@
 
 Conversation on the channel (P = `ocirun exec`, J = joiner, X = the exec'd process):
 
-  P → J  go        P has put J in the container's cgroup (before J joins the cgroup namespace).
-  J → P  exec_pid  {"pid": host pid of X}; J exits right after (X must be forked after
-                   setns(pid): a pid namespace applies to children only).
-  X → P  error     {"msg": ...} if anything fails before execve.
-  (EOF)            X's end is close-on-exec: end-of-file without an error means execve ran.
+  J → P  exec_pid     {"pid": host pid of X}; J exits right after (X must be forked after
+                      setns(pid): a pid namespace applies to children only).
+  P → X  cgroup_done  P has moved X into the container's cgroup.  X waits for it before it
+                      does anything as the container's process, so neither X nor its children
+                      run outside the cgroup.  Moving X (not J) this late is what makes
+                      `--ignore-paused` work: in a frozen cgroup X freezes right here, blocked
+                      on this read, and carries on when the container is resumed.
+  X → P  error        {"msg": ...} if anything fails before execve.
+  (EOF)               X's end is close-on-exec: end-of-file without an error means execve ran.
+
+fd hygiene (CVE-2016-9962, CVE-2024-21626): J closes every fd it did not come for before it
+joins anything, so no fd of the caller's (containerd leaks its own) and none of ocirun's reaches
+X, where `cwd: /proc/self/fd/N` would otherwise chdir onto a host directory.  After the chdir X
+also checks that its cwd is inside the container's root.
 """
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 
@@ -17,8 +27,11 @@ import prctl
 
 from .. import console, namespaces
 from ..config import NAMESPACE_TYPES, Process
+from ..errors import OCIError
 from . import become
 from .channel import Channel, report_error_and_exit
+
+_MAX_FD = 0x7FFFFFFF
 
 
 @dataclass
@@ -35,8 +48,8 @@ class ExecContext:
 def main(ctx: ExecContext, ch: Channel) -> None:
     """Runs in the forked joiner; never returns."""
     try:
-        ch.expect("go")
         prctl.set_dumpable(False)  # the container must not reach into us through /proc/<pid>/
+        _close_all_fds_but(_fds_we_need(ctx, ch))
         _join(ctx)
         pid = os.fork()
         if pid == 0:
@@ -45,6 +58,22 @@ def main(ctx: ExecContext, ch: Channel) -> None:
         os._exit(0)
     except BaseException as e:  # noqa: BLE001
         report_error_and_exit(ch, e)
+
+
+def _fds_we_need(ctx: ExecContext, ch: Channel) -> set[int]:
+    keep = {0, 1, 2, ch.fileno(), ctx.console_fd, ctx.exec_stub_fd, *ctx.ns_fds.values()}
+    keep.update(range(3, 3 + ctx.preserve_fds))
+    return {fd for fd in keep if fd >= 0}
+
+
+def _close_all_fds_but(keep: set[int]) -> None:
+    """Close every fd not in `keep` (os.closerange uses close_range(2): one syscall per gap)."""
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, _MAX_FD)
 
 
 def _join(ctx: ExecContext) -> None:
@@ -59,20 +88,35 @@ def _join(ctx: ExecContext) -> None:
 
 def _become(ctx: ExecContext, ch: Channel) -> None:
     try:
+        ch.expect("cgroup_done")
         proc = ctx.process
         if proc.terminal:
             console.setup_console_in_container(ctx.console_fd, proc.console_size)
         elif ctx.console_fd >= 0:
             os.close(ctx.console_fd)
         path, env = become.drop_to_process(proc, ctx.personality, ctx.preserve_fds, 0, ctx.seccomp_filter)
+        _require_cwd_inside_root(proc.cwd)
         become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
     except BaseException as e:  # noqa: BLE001
         report_error_and_exit(ch, e)
 
 
+def _require_cwd_inside_root(cwd: str) -> None:
+    """CVE-2024-21626: a cwd reached through an fd of the host is outside our root, and then
+    getcwd(2) fails with ENOENT or answers "(unreachable)/...".  Other errors (a seccomp
+    profile may deny getcwd) say nothing about where we are."""
+    try:
+        where = os.getcwd()
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            return
+        where = ""
+    if not where.startswith("/"):
+        raise OCIError(f"process.cwd: {cwd} is outside the container's root")
+
+
 def container_namespace_fds(init_pid: int, ns_types: list[str]) -> dict[str, int]:
     """Open the init's namespaces of the given types (those the container does not share)."""
-    from ..errors import OCIError
     names = {"user": "user", "pid": "pid", "network": "net", "ipc": "ipc", "uts": "uts",
              "mount": "mnt", "cgroup": "cgroup", "time": "time"}
     fds: dict[str, int] = {}

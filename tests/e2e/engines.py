@@ -47,6 +47,21 @@ E2E_CACHE = helpers.CACHE / "e2e"
 ARCHIVE_VERSION = f"1-rootfs{helpers.ROOTFS_VERSION}"
 
 
+# Directories that engines create whatever their configuration says.  Only those that did not
+# exist when this test session started are ours to remove (when empty) afterwards.
+_HOST_DIRS = ("/run/containerd", "/run/docker", "/var/lib/containers")
+_HOST_DIRS_BEFORE = {d for d in _HOST_DIRS if os.path.exists(d)}
+
+
+def _tidy_host_dir(path: str, remove_files: bool = False) -> None:
+    if path in _HOST_DIRS_BEFORE:
+        return
+    if remove_files:
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        _remove_empty_dirs(path)
+
+
 # --------------------------------------------------------------------------- runtimes
 
 def _ocirun_path() -> str | None:
@@ -344,8 +359,6 @@ class Podman:
             "TMPDIR": str(s.path),
         }
         self.janitor = CgroupJanitor(["libpod_parent"])
-        # c/image keeps a blob-info cache in /var/lib/containers/cache whatever storage.conf says.
-        self.made_var_lib = not os.path.exists("/var/lib/containers")
         load = self("load", "-i", str(image_archive()))
         if load.returncode != 0:
             self.close()
@@ -365,8 +378,8 @@ class Podman:
         problems += [f"process {p}" for p in kill_processes_mentioning(str(self.scratch.path))]
         self.scratch.close()
         problems += [f"cgroup {c}" for c in self.janitor.clean()]
-        if self.made_var_lib:
-            shutil.rmtree("/var/lib/containers", ignore_errors=True)
+        # c/image keeps a blob-info cache in /var/lib/containers/cache whatever storage.conf says.
+        _tidy_host_dir("/var/lib/containers", remove_files=True)
         return problems
 
 
@@ -422,7 +435,6 @@ class Containerd:
         self.cgroup_parent = f"/{PREFIX}-cri-{secrets.token_hex(3)}"
         self.janitor = CgroupJanitor([self.namespace, self.cgroup_parent.lstrip("/")])
         self.shim_sockets_before = _listdir(SHIM_SOCKETS)
-        self.made_run_containerd = not os.path.exists("/run/containerd")
         config = containerd_config(s.path, self.sock, cri)
         if cri:
             runtimes = {name: runtime_path(name) for name, path in RUNTIMES.items() if path}
@@ -485,12 +497,10 @@ class Containerd:
             problems.append(f"shim socket {SHIM_SOCKETS / name}")
             with contextlib_suppress():
                 os.unlink(SHIM_SOCKETS / name)
-        # ctr's stdio fifos and the shim's default runc root are created under /run/containerd
-        # whatever the config says; remove the empty directories that this session made.
-        if self.made_run_containerd:
-            _remove_empty_dirs("/run/containerd")
-        else:
-            _remove_empty_dirs(f"/run/containerd/runc/{self.namespace}")
+        # ctr's stdio fifos, the shims' sockets and the shim's default runc root go under
+        # /run/containerd whatever the config says.
+        _remove_empty_dirs(f"/run/containerd/runc/{self.namespace}")
+        _tidy_host_dir("/run/containerd")
         problems += [f"cgroup {c}" for c in self.janitor.clean()]
         return problems
 
@@ -575,8 +585,6 @@ class Docker:
         s = self.scratch
         self.sock = s / "docker.sock"
         self.janitor = CgroupJanitor(["docker"])
-        # dockerd makes /run/docker/plugins (plugin discovery) whatever --exec-root says.
-        self.made_run_docker = not os.path.exists("/run/docker")
         (s / "daemon.json").write_text(json.dumps({"deprecated-key-path": str(s / "key.json")}))
         self.env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(s.path),
                     "DOCKER_HOST": f"unix://{self.sock}", "DOCKER_CONFIG": str(s / "client")}
@@ -622,6 +630,6 @@ class Docker:
         self.scratch.close()
         problems += self.containerd.close()
         problems += [f"cgroup {c}" for c in self.janitor.clean()]
-        if self.made_run_docker:
-            _remove_empty_dirs("/run/docker")
+        # dockerd makes /run/docker/plugins (plugin discovery) whatever --exec-root says.
+        _tidy_host_dir("/run/docker")
         return problems

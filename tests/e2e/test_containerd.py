@@ -1,13 +1,15 @@
-"""containerd (ctr and the runc v2 shim) running containers on ocirun and on runc.
+"""containerd (ctr, the CRI and the runc v2 shim) running containers on ocirun and on runc.
 
-The runtime is selected two ways: ctr's `--runc-binary`, and the shim's options table
-(`BinaryName`, `Root`) given with `--runtime-config-path` — the same table that a runtime entry
-in containerd's config.toml (`[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.NAME.options]`)
-hands to the shim when Kubernetes picks that runtime through a RuntimeClass.
+The runtime is selected three ways: ctr's `--runc-binary`; the shim's options table
+(`BinaryName`, `Root`) given with `ctr run --runtime-config-path`; and, the Kubernetes way, a
+runtime entry in containerd's config.toml
+(`[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.NAME.options] BinaryName = ...`)
+picked by a pod's CRI runtime handler (a RuntimeClass's `handler`), through tests/e2e/cri.py.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import re
 import secrets
 import time
@@ -172,9 +174,7 @@ def test_exec_error_reaches_ctr(containerd, runtime):
 def cri_containerd():
     """containerd with the CRI plugin on and a config.toml runtime entry per runtime."""
     engines.require_engine({"containerd": "containerd", "containerd-shim-runc-v2": "containerd"})
-    try:
-        import grpc  # noqa: F401  (cri.py's transport)
-    except ImportError:
+    if importlib.util.find_spec("grpc") is None:  # cri.py's transport
         pytest.skip("the CRI tests need grpcio (pip install grpcio)")
     import cri
     engine = engines.Containerd(import_image=False, cri=True)
