@@ -252,23 +252,32 @@ def start(root: str, cid: str) -> None:
 
 
 def _release_init(sd: StateDir, st: dict) -> None:
-    """Open the exec fifo for reading: the init, blocked opening it for writing, goes on."""
+    """Open the exec fifo for reading: the init, blocked opening it for writing, goes on.
+
+    It writes "0" and keeps its end open until execve closes it: end-of-file means the
+    container's process runs (or the init died on the way — the process exit tells that later).
+    """
     try:
         fd = os.open(sd.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise OCIError("cannot start an already running container") from None
+    released = False
     try:
         while True:
             ready, _, _ = select.select([fd], [], [], 0.1)
             if ready:
                 data = os.read(fd, 1)
                 if data == b"0":
-                    break
+                    released = True
+                    os.unlink(sd.fifo_path)  # from now on the container is "running"
+                elif data == b"" and released:
+                    return
             if not pid_alive(st["pid"], st.get("start_time")):
+                if released:
+                    return  # it ran and is already gone
                 raise OCIError("cannot start a container that has stopped")
     finally:
         os.close(fd)
-    os.unlink(sd.fifo_path)
 
 
 def _stored_hooks(st: dict, kind: str):

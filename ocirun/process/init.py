@@ -137,9 +137,10 @@ def _wait_for_start(fifo_fd: int) -> None:
     # created container with SIGTERM (runc's Go init dies of it): die of them until execve resets.
     for sig in _STOP_WHILE_CREATED:
         signal.signal(sig, _die_of)
-    # Opening the fifo for writing blocks until `start` opens it for reading.
+    # Opening the fifo for writing blocks until `start` opens it for reading.  The write end
+    # stays open (close-on-exec): `start` reads on to end-of-file, so it returns only once the
+    # container's process runs, after the startContainer hooks (poststart must come after them).
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
-    os.close(fd)
     os.close(fifo_fd)
 
