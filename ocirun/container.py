@@ -78,6 +78,8 @@ def _check_before_fork(cfg: Config) -> None:
     if not cfg.has_new_namespace("mount"):
         raise ConfigError("linux.namespaces", "a new mount namespace is required")
     sysctl.validate(cfg)
+    from . import lsm
+    lsm.check_available(cfg.process)
     from . import capabilities, limits
     capabilities.last_cap()  # cached now: the init reads it after pivot_root, where /proc may differ
     limits.validate_rlimits(cfg.process.rlimits)

@@ -55,6 +55,8 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         raise OCIError("--cgroup: exec into a sub-cgroup is not supported yet")
     doc = _container_config(st)
     proc = build_process(opts, doc)
+    from .lsm import check_available
+    check_available(proc)
     lin = doc.get("linux") or {}
     ctx = joiner.ExecContext(process=proc, preserve_fds=opts.preserve_fds,
                              personality=lin.get("personality"))

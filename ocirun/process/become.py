@@ -12,7 +12,7 @@ import signal
 
 import prctl
 
-from .. import capabilities, exechelper, limits, linux, user
+from .. import capabilities, exechelper, limits, linux, lsm, user
 from ..errors import OCIError
 
 # Ignored signals stay ignored across execve; Python ignores these two for its own reasons.
@@ -55,7 +55,9 @@ def drop_to_process(proc, personality, preserve_fds: int, listen_fds: int,
     if listen_fds:
         env = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
         env += [f"LISTEN_FDS={listen_fds}", "LISTEN_PID=1"]
-    return find_executable(proc.args[0], env), env
+    path = find_executable(proc.args[0], env)
+    lsm.apply_exec_labels(proc)
+    return path, env
 
 
 def _apply_process_attrs(proc, personality) -> None:
