@@ -5,7 +5,9 @@ then the init inherit the child end.  SEQPACKET keeps message boundaries, so eac
 JSON object: {"type": ..., ...}.  Reading end-of-file means every child end is closed: the
 children died without saying why.
 
-The whole conversation of `create`, in order (P = runtime/parent, M = intermediate, I = init):
+`create` and `exec` are the only conversations.  `exec`'s (P, joiner, exec'd process) is short
+and written at the top of joiner.py; `create`'s, in order (P = runtime/parent, M = intermediate,
+I = init):
 
   P → M  go            P has put M in the container's cgroup; M may start.
   M → P  userns        (only with a new user namespace) M has unshared it; P writes
