@@ -9,24 +9,25 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass
 
 from . import SPEC_VERSION
 from . import log as _log
 from .config import Config, _parse_hooks, load_bundle
 from .errors import ConfigError, OCIError, os_error
+from .record import Record
 from .state import StateDir, pid_alive, proc_start_time, utc_now, write_pid_file
 
 
-@dataclass
-class CreateOptions:
-    bundle: str = "."
-    console_socket: str | None = None
-    pid_file: str | None = None
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    preserve_fds: int = 0
-    console_fd: int = -1    # `run -t` without --console-socket: our own socketpair end
+class CreateOptions(Record):
+    FIELDS = {
+        "bundle": ".",
+        "console_socket": None,
+        "pid_file": None,
+        "no_pivot": False,
+        "no_new_keyring": False,
+        "preserve_fds": 0,
+        "console_fd": -1,   # `run -t` without --console-socket: our own socketpair end
+    }
 
 
 # ============================================================================ create
@@ -275,11 +276,21 @@ def _release_init(sd: StateDir, st: dict) -> None:
                 elif data == b"" and released:
                     return
             if not pid_alive(st["pid"], st.get("start_time")):
+                if not released and _read_nowait(fd) == b"0":
+                    os.unlink(sd.fifo_path)  # it wrote "0", ran and exited between our looks
+                    released = True
                 if released:
                     return  # it ran and is already gone
                 raise OCIError("cannot start a container that has stopped")
     finally:
         os.close(fd)
+
+
+def _read_nowait(fd: int) -> bytes:
+    try:
+        return os.read(fd, 1)
+    except BlockingIOError:
+        return b""
 
 
 def _stored_hooks(st: dict, kind: str):

@@ -11,33 +11,21 @@ from __future__ import annotations
 import copy
 import os
 import socket
-from dataclasses import dataclass, field
 
 from . import log as _log
 from .config import parse_process, read_json
 from .errors import ConfigError, OCIError
+from .record import Record
 from .state import StateDir, write_pid_file
 
 
-@dataclass
-class ExecOptions:
-    args: list[str] = field(default_factory=list)
-    process_file: str | None = None
-    tty: bool = False
-    console_socket: str | None = None
-    detach: bool = False
-    pid_file: str | None = None
-    env: list[str] = field(default_factory=list)
-    cwd: str | None = None
-    user: str | None = None
-    additional_gids: list[int] = field(default_factory=list)
-    caps: list[str] = field(default_factory=list)
-    no_new_privs: bool = False
-    apparmor: str | None = None
-    process_label: str | None = None
-    preserve_fds: int = 0
-    ignore_paused: bool = False
-    cgroup: str | None = None
+class ExecOptions(Record):
+    FIELDS = {
+        "args": list, "process_file": None, "tty": False, "console_socket": None, "detach": False,
+        "pid_file": None, "env": list, "cwd": None, "user": None, "additional_gids": list,
+        "caps": list, "no_new_privs": False, "apparmor": None, "process_label": None,
+        "preserve_fds": 0, "ignore_paused": False, "cgroup": None,
+    }
 
 
 def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:

@@ -1,26 +1,25 @@
 """What the runtime hands to its children across fork (no serialisation: fork copies it)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from ..config import Config
+from ..record import Record
 
 
-@dataclass
-class LaunchContext:
-    cfg: Config
-    id: str
-    state_dir: str
-    lock_fd: int = -1                 # the state dir's flock: children must not hold it
-    fifo_fd: int = -1                 # O_PATH fd of <state>/exec.fifo; reopened for writing by the init
-    console_fd: int = -1              # connected --console-socket (or our own socketpair end for `run -t`)
-    ns_fds: dict[str, int] = field(default_factory=dict)   # namespaces to join, by type
-    no_pivot: bool = False
-    no_new_keyring: bool = False
-    preserve_fds: int = 0             # fds 3 .. 3+preserve_fds-1 go to the container (LISTEN_FDS included)
-    listen_fds: int = 0               # systemd socket activation fds among them
-    seccomp_filter: object = None
-    exec_stub_fd: int = -1            # sealed memfd with the exec stub (CVE-2019-5736, exechelper.py)     # compiled filter (issue 3); loaded last, right before exec
+class LaunchContext(Record):
+    FIELDS = {
+        "cfg": None,                  # config.Config
+        "id": "",
+        "state_dir": "",
+        "lock_fd": -1,                # the state dir's flock: children must not hold it
+        "fifo_fd": -1,                # O_PATH fd of <state>/exec.fifo; reopened for writing by the init
+        "console_fd": -1,             # connected --console-socket (or our own socketpair end for `run -t`)
+        "ns_fds": dict,               # namespaces to join: {type: fd}
+        "no_pivot": False,
+        "no_new_keyring": False,
+        "preserve_fds": 0,            # fds 3 .. 3+preserve_fds-1 go to the container (LISTEN_FDS included)
+        "listen_fds": 0,              # systemd socket activation fds among them
+        "seccomp_filter": None,       # become.SeccompStep: compiled now, loaded last, right before exec
+        "exec_stub_fd": -1,           # sealed memfd with the exec stub (CVE-2019-5736, exechelper.py)
+    }
 
     @property
     def new_userns(self) -> bool:

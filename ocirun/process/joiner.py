@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import errno
 import os
-from dataclasses import dataclass, field
 
 import prctl
 
 from .. import console, namespaces
-from ..config import NAMESPACE_TYPES, Process
+from ..config import NAMESPACE_TYPES
+from ..record import Record
 from ..errors import OCIError
 from . import become
 from .channel import Channel, report_error_and_exit
@@ -34,15 +34,16 @@ from .channel import Channel, report_error_and_exit
 _MAX_FD = 0x7FFFFFFF
 
 
-@dataclass
-class ExecContext:
-    process: Process
-    ns_fds: dict[str, int] = field(default_factory=dict)   # the init's /proc/<pid>/ns/* by type
-    console_fd: int = -1
-    preserve_fds: int = 0
-    personality: dict | None = None
-    seccomp_filter: object = None
-    exec_stub_fd: int = -1
+class ExecContext(Record):
+    FIELDS = {
+        "process": None,          # config.Process
+        "ns_fds": dict,           # the init's /proc/<pid>/ns/* by type
+        "console_fd": -1,
+        "preserve_fds": 0,
+        "personality": None,
+        "seccomp_filter": None,   # become.SeccompStep
+        "exec_stub_fd": -1,
+    }
 
 
 def main(ctx: ExecContext, ch: Channel) -> None:

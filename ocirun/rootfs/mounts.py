@@ -15,9 +15,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
 
 from .. import linux
+from ..record import Record
 from ..errors import OCIError, os_error
 from .paths import fd_path, make_mount_target, mkdir_all_in_root, open_in_root
 
@@ -79,20 +79,21 @@ _ATIME_FLAGS = linux.MS_NOATIME | linux.MS_RELATIME | linux.MS_STRICTATIME
 _NOT_REMOUNT_FLAGS = linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_SILENT
 
 
-@dataclass
-class MountOptions:
+class MountOptions(Record):
     """A mount's `options` list, decoded.  Later options win over earlier ones (rw after ro)."""
-    flags: int = 0                  # MS_* to set (includes MS_BIND|MS_REC for bind/rbind)
-    clear_flags: int = 0            # MS_* explicitly turned off (rw, suid, dev, exec...)
-    propagation: list[int] = field(default_factory=list)  # MS_PRIVATE|MS_REC etc., in order
-    rec_attr_set: int = 0           # MOUNT_ATTR_* for mount_setattr(AT_RECURSIVE)
-    rec_attr_clr: int = 0
-    data: str = ""                  # filesystem options (mode=755,size=64k...), comma-joined
-    bind: bool = False
-    recursive: bool = False         # rbind
-    tmpcopyup: bool = False
-    idmap: bool = False             # idmap or ridmap asked (not supported yet)
-    recursive_idmap: bool = False
+    FIELDS = {
+        "flags": 0,                 # MS_* to set (includes MS_BIND|MS_REC for bind/rbind)
+        "clear_flags": 0,           # MS_* explicitly turned off (rw, suid, dev, exec...)
+        "propagation": list,        # MS_PRIVATE|MS_REC etc., in order
+        "rec_attr_set": 0,          # MOUNT_ATTR_* for mount_setattr(AT_RECURSIVE)
+        "rec_attr_clr": 0,
+        "data": "",                 # filesystem options (mode=755,size=64k...), comma-joined
+        "bind": False,
+        "recursive": False,         # rbind
+        "tmpcopyup": False,
+        "idmap": False,             # idmap or ridmap asked (not supported yet)
+        "recursive_idmap": False,
+    }
 
     @property
     def remount_flags(self) -> int:

@@ -1,0 +1,30 @@
+"""`Record`: a bag of named fields with defaults — what we would use @dataclass for.
+
+`dataclasses` imports `inspect` and builds methods with exec(): ~7 ms on every command, and
+startup speed is a feature.  A subclass lists its fields and defaults in `FIELDS`; `list` and
+`dict` as a default mean "a fresh empty one per object".
+"""
+from __future__ import annotations
+
+
+class Record:
+    FIELDS: dict = {}
+
+    def __init__(self, **values):
+        for name, default in self.FIELDS.items():
+            if name in values:
+                value = values.pop(name)
+            elif default is list or default is dict:
+                value = default()
+            else:
+                value = default
+            setattr(self, name, value)
+        if values:
+            raise TypeError(f"{type(self).__name__}: unknown fields {', '.join(values)}")
+
+    def __eq__(self, other) -> bool:
+        return type(self) is type(other) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({inner})"
