@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from .errors import ConfigError, OCIError
 
@@ -41,7 +40,7 @@ RLIMITS = {
 
 # --------------------------------------------------------------------------- field readers
 
-def _type_name(v: Any) -> str:
+def _type_name(v: object) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
             float: "number", type(None): "null"}.get(type(v), type(v).__name__)
 
@@ -525,7 +524,7 @@ def _check_linux_consistency(cfg: Config) -> None:
         raise ConfigError("linux.netDevices", "moving network devices needs a network namespace")
 
 
-def parse_config(doc: Any, bundle: str) -> Config:
+def parse_config(doc: object, bundle: str) -> Config:
     if not isinstance(doc, dict):
         raise ConfigError("", "config.json: the document must be a JSON object")
     oci_version = _get(doc, "ociVersion", "", str, required=True)
@@ -552,7 +551,7 @@ def parse_config(doc: Any, bundle: str) -> Config:
     return cfg
 
 
-def read_json(path: str, what: str = "config.json") -> Any:
+def read_json(path: str, what: str = "config.json") -> object:
     try:
         with open(path, "rb") as f:
             data = f.read()

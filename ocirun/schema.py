@@ -30,12 +30,19 @@ import json
 import os
 import re
 from functools import lru_cache
-from pathlib import Path
-from typing import Any
 
 from .errors import ConfigError, OCIError
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "spec" / "schema"
+# The schema files, beside the package (an editable install).  A str here: pathlib costs ~3 ms to
+# import and the hot path needs none of it; `SCHEMA_DIR` (a Path) is built on first use.
+_SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "spec", "schema")
+
+
+def __getattr__(name: str):
+    if name == "SCHEMA_DIR":
+        from pathlib import Path
+        return Path(_SCHEMA_DIR)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Where the upstream schema rejects what real engines send and runc accepts, we follow the
 # engines.  Each entry: (file, path of keys to the object, key, new value, why).
@@ -52,19 +59,19 @@ _FOREIGN_PLATFORMS = ("solaris", "windows", "vm", "zos")
 _MAX_MESSAGE = 160
 
 
-def validate_config(doc: Any) -> None:
+def validate_config(doc: object) -> None:
     """Check a parsed config.json; raise ConfigError(json_path, message) on the first fault."""
     if _fast_accepts(doc):
         return
     _check("config-schema.json", doc, "config.json")
 
 
-def validate_state(doc: Any) -> None:
+def validate_state(doc: object) -> None:
     """Check a state document (what `ocirun state` prints) against state-schema.json."""
     _check("state-schema.json", doc, "state")
 
 
-def validate_features(doc: Any) -> None:
+def validate_features(doc: object) -> None:
     """Check a features document (what `ocirun features` prints) against features-schema.json."""
     _check("features-schema.json", doc, "features")
 
@@ -82,7 +89,7 @@ def json_path(parts) -> str:
 
 # --------------------------------------------------------------------------- fast path
 
-def _fast_accepts(doc: Any) -> bool:
+def _fast_accepts(doc: object) -> bool:
     """True when the generated validator, built from exactly these schema files, accepts `doc`."""
     validate = _compiled_config_validator()
     if validate is None:
@@ -101,7 +108,10 @@ def _compiled_config_validator():
         from . import _schema_compiled as compiled
     except ImportError:
         return None
-    if compiled.INPUTS_DIGEST != inputs_digest():
+    try:
+        if compiled.INPUTS_DIGEST != inputs_digest():
+            return None
+    except OSError:  # no schema files: the jsonschema path says so
         return None
     return compiled.validate_config
 
@@ -111,8 +121,8 @@ def inputs_digest() -> str:
     Reading ~60 KB of JSON bytes costs ~0.1 ms; it keeps an edited schema from meeting a stale
     generated validator."""
     h = _sha256(repr((_LOCAL_OVERRIDES, _FOREIGN_PLATFORMS)).encode())
-    for name in sorted(n for n in os.listdir(SCHEMA_DIR) if n.endswith(".json")):
-        with open(os.path.join(SCHEMA_DIR, name), "rb") as f:
+    for name in sorted(n for n in os.listdir(_SCHEMA_DIR) if n.endswith(".json")):
+        with open(os.path.join(_SCHEMA_DIR, name), "rb") as f:
             data = f.read()
         h.update(f"\0{name}\0{len(data)}\0".encode())
         h.update(data)
@@ -200,7 +210,7 @@ def write_generated(path: str | None = None) -> str:
 
 # --------------------------------------------------------------------------- internals
 
-def _check(schema_file: str, doc: Any, what: str) -> None:
+def _check(schema_file: str, doc: object, what: str) -> None:
     from jsonschema.exceptions import best_match
 
     error = best_match(_validator(schema_file).iter_errors(doc))
@@ -253,12 +263,19 @@ def _registry():
     return Registry().with_resources(resources)
 
 
-def _documents() -> dict[str, Any]:
+def _documents() -> dict[str, object]:
     """Every schema file by name, with our local overrides applied and stubs for the platforms
     whose schema files we do not ship.  A fresh copy on each call."""
-    documents = {p.name: json.loads(p.read_bytes()) for p in SCHEMA_DIR.glob("*.json")}
-    if "config-schema.json" not in documents:
-        raise OCIError(f"config.json schema not found in {SCHEMA_DIR}")
+    try:
+        names = sorted(n for n in os.listdir(_SCHEMA_DIR) if n.endswith(".json"))
+    except FileNotFoundError:
+        names = []
+    if "config-schema.json" not in names:
+        raise OCIError(f"config.json schema not found in {_SCHEMA_DIR}")
+    documents = {}
+    for name in names:
+        with open(os.path.join(_SCHEMA_DIR, name), "rb") as f:
+            documents[name] = json.loads(f.read())
     for name, keys, key, value, _why in _LOCAL_OVERRIDES:
         target = documents[name]
         for k in keys:
@@ -270,7 +287,8 @@ def _documents() -> dict[str, Any]:
 
 
 def _uri(name: str) -> str:
-    return (SCHEMA_DIR / name).as_uri()
+    from urllib.parse import quote  # only on the jsonschema path
+    return "file://" + quote(os.path.join(_SCHEMA_DIR, name))
 
 
 if __name__ == "__main__":
