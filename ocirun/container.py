@@ -51,7 +51,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         if cgroup is not None:
             cgroup.create()
             cgroup.apply_resources()
-        ctx.lock_fd = sd._lock_fd if sd._lock_fd is not None else -1
+        ctx.lock_fd = sd.lock_fd
         _open_launch_fds(ctx, sd, opts)
         _compile_seccomp(ctx)
         hook_state = lambda pid, status="creating": _hook_state(cid, cfg, pid, status)  # noqa: E731

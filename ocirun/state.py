@@ -116,6 +116,11 @@ class StateDir:
                 if fd >= 0:
                     os.close(fd)
 
+    @property
+    def lock_fd(self) -> int:
+        """The fd holding our flock (-1 when unlocked); forked children must close it."""
+        return -1 if self._lock_fd is None else self._lock_fd
+
     def unlock(self) -> None:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
