@@ -43,7 +43,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     cgroup = None
     ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
                         no_new_keyring=opts.no_new_keyring)
-    pid = 0
+    pid, spawned = 0, False
     try:
         cgroup = _cgroup_manager(cid, cfg)
         st = _initial_state(cid, cfg, cgroup)
@@ -55,6 +55,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         _open_launch_fds(ctx, sd, opts)
         _compile_seccomp(ctx)
         hook_state = lambda pid, status="creating": _hook_state(cid, cfg, pid, status)  # noqa: E731
+        spawned = True
         pid, ch = parent.spawn(ctx, cgroup, hook_state, lambda s: _run_runtime_hooks(cfg, s))
         ch.close()
         st["pid"] = pid
@@ -64,7 +65,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
             write_pid_file(opts.pid_file, pid)
         return pid
     except BaseException:
-        _undo_create(sd, cgroup, pid)
+        _undo_create(sd, cgroup, pid, spawned)
         raise
     finally:
         _close_launch_fds(ctx)
@@ -166,17 +167,33 @@ def _close_launch_fds(ctx) -> None:
                 pass
 
 
-def _undo_create(sd: StateDir, cgroup, pid: int) -> None:
+def _undo_create(sd: StateDir, cgroup, pid: int, spawned: bool) -> None:
     if pid:
         from . import network
         network.return_devices(sd.path, pid, restore_up=True)
         _kill_and_wait(pid, None)
+    if spawned:
+        _run_poststop_after_failed_create(sd)
     if cgroup is not None:
         try:
             cgroup.destroy()
         except OCIError as e:
             _log.get().warn(f"cleanup after failed create: {e}")
     sd.remove()
+
+
+def _run_poststop_after_failed_create(sd: StateDir) -> None:
+    """runtime.md: a failed prestart/createRuntime/createContainer hook stops the container and
+    the lifecycle goes on with the poststop hooks (warnings only)."""
+    try:
+        st = sd.read()
+    except OCIError:
+        return
+    hooks = _stored_hooks(st, "poststop")
+    if hooks:
+        from . import hooks as _hooks
+        _hooks.run_hooks("poststop", hooks, _stored_hook_state(st, "stopped"), warn_only=True,
+                         log=_log.get().log)
 
 
 def _hook_state(cid: str, cfg: Config, pid: int, status: str) -> dict:
@@ -265,30 +282,44 @@ def _release_init(sd: StateDir, st: dict) -> None:
     except FileNotFoundError:
         raise OCIError("cannot start an already running container") from None
     released = False
+    said = b""  # after "0": the init's words if it failed before execve (startContainer hooks)
     try:
         while True:
             ready, _, _ = select.select([fd], [], [], 0.1)
             if ready:
-                data = os.read(fd, 1)
-                if data == b"0":
+                data = os.read(fd, 4096)
+                if not released and data[:1] == b"0":
                     released = True
                     os.unlink(sd.fifo_path)  # from now on the container is "running"
-                elif data == b"" and released:
-                    return
+                    said += data[1:]
+                elif released and data:
+                    said += data
+                elif released:
+                    break  # end-of-file: execve closed the init's end
             if not pid_alive(st["pid"], st.get("start_time")):
                 if not released and _read_nowait(fd) == b"0":
                     os.unlink(sd.fifo_path)  # it wrote "0", ran and exited between our looks
                     released = True
-                if released:
-                    return  # it ran and is already gone
-                raise OCIError("cannot start a container that has stopped")
+                said += _read_rest(fd) if released else b""
+                if not released:
+                    raise OCIError("cannot start a container that has stopped")
+                break  # it ran and is already gone
     finally:
         os.close(fd)
+    if said:
+        raise OCIError(said.decode(errors="replace"))
 
 
-def _read_nowait(fd: int) -> bytes:
+def _read_rest(fd: int) -> bytes:
+    out = b""
+    while chunk := _read_nowait(fd, 4096):
+        out += chunk
+    return out
+
+
+def _read_nowait(fd: int, size: int = 1) -> bytes:
     try:
-        return os.read(fd, 1)
+        return os.read(fd, size)
     except BlockingIOError:
         return b""
 

@@ -44,8 +44,23 @@ def main(ctx: LaunchContext, ch: Channel) -> None:
     try:
         _run(ctx, ch)
     except BaseException as e:  # noqa: BLE001
+        if _started_fd >= 0:
+            # After `start` released us nobody reads the channel, but `start` still reads the
+            # fifo until it closes: tell it why the container's process will never run.
+            _tell_start(e)
+            os._exit(1)
         report_error_and_exit(ch, e)
     os._exit(127)
+
+
+_started_fd = -1  # the exec fifo's write end once `start` released us (closes at execve)
+
+
+def _tell_start(err: BaseException) -> None:
+    try:
+        os.write(_started_fd, str(err).encode()[:4000])
+    except OSError:
+        pass
 
 
 def _run(ctx: LaunchContext, ch: Channel) -> None:
@@ -86,7 +101,8 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
         state = ch.expect("state")["state"]
         if ctx.seccomp_filter is not None and ctx.seccomp_filter.listener_sock >= 0:
             _prepare_listener_payload(ctx.seccomp_filter, state)
-    _wait_for_start(ctx.fifo_fd)
+    global _started_fd
+    _started_fd = _wait_for_start(ctx.fifo_fd)
     ch.close()
     hooks.run_hooks("startContainer", cfg.hooks.get("startContainer", []), state or {})
     become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
@@ -132,7 +148,7 @@ def _die_of(sig, _frame) -> None:
     os._exit(128 + sig)
 
 
-def _wait_for_start(fifo_fd: int) -> None:
+def _wait_for_start(fifo_fd: int) -> int:
     # As PID 1 of its namespace the init ignores signals it has no handler for, yet engines stop a
     # created container with SIGTERM (runc's Go init dies of it): die of them until execve resets.
     for sig in _STOP_WHILE_CREATED:
@@ -143,4 +159,5 @@ def _wait_for_start(fifo_fd: int) -> None:
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
     os.close(fifo_fd)
+    return fd
 

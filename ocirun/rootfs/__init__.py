@@ -32,6 +32,10 @@ def prepare_rootfs(cfg, in_userns: bool) -> None:
     """Build the rootfs from the host side.  Must run in the init's new mount namespace."""
     root = cfg.root_path
     prop = PROPAGATION.get(cfg.linux.rootfs_propagation, _DEFAULT_ROOT_PROPAGATION)
+    if prop & linux.MS_UNBINDABLE:
+        # An unbindable parent refuses our bind of the rootfs: keep the host safe with the default
+        # now; finalize_rootfs applies the requested propagation to the new root.
+        prop = _DEFAULT_ROOT_PROPAGATION
     try:
         linux.mount(None, "/", None, prop)
         _make_parent_mount_private(root)

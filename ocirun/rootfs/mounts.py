@@ -264,9 +264,9 @@ def _mount_fs(ctx: MountContext, m, o: MountOptions) -> None:
         if m.type in ("proc", "sysfs"):
             _check_ordinary_dir(ctx, dest, m.type)
         flags = o.flags
-        # A read-only tmpfs that we still have to fill (tmpcopyup, or /dev with its device
-        # nodes) is mounted rw and turned ro later.
-        defer_ro = m.type == "tmpfs" and flags & linux.MS_RDONLY and (o.tmpcopyup or dest == "/dev")
+        # A read-only tmpfs is mounted rw and turned ro once we are done with it: we may still
+        # chmod it to the image's mode, fill it (tmpcopyup), or make device nodes in /dev.
+        defer_ro = m.type == "tmpfs" and bool(flags & linux.MS_RDONLY)
         if defer_ro:
             flags &= ~linux.MS_RDONLY
         if o.tmpcopyup and m.type == "tmpfs":
@@ -289,8 +289,8 @@ def _mount_fs(ctx: MountContext, m, o: MountOptions) -> None:
                     copy_tree(old_dir, new_dir)
                 finally:
                     os.close(new_dir)
-                if defer_ro and dest != "/dev":
-                    linux.mount(None, target, None, linux.MS_REMOUNT | o.flags, o.data or None)
+            if defer_ro and dest != "/dev":  # /dev: finalize_rootfs, after the device nodes
+                linux.mount(None, target, None, linux.MS_REMOUNT | o.flags, o.data or None)
         _apply_after(target, o)
     finally:
         os.close(fd)
