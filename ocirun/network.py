@@ -28,11 +28,11 @@ What a runtime owns here is small (engines do the rest through CNI, netavark or 
   repeated with the same result); it stays down.  A failed `create` gives back everything it
   moved exactly as it was (up state included): the parent holds an fd to the namespace, which
   keeps it alive after the init died.
-  When the container has already stopped and its namespace was a *new* one, the namespace is
-  gone with its last process and the kernel decided for us (runc behaves the same): physical
-  devices went back to the *initial* namespace under their in-container name (or `devN` on a
-  clash), virtual ones (veth, macvlan, ...) were destroyed — a veth takes its peer with it.
-  A *joined* namespace outlives the container, so its devices are always given back.
+  A *new* namespace that received devices is pinned by a bind mount at `<state dir>/netns`
+  until `delete`, so its devices come back even after the container's last process exited
+  (without the pin the kernel would send physical devices to the initial namespace under their
+  in-container name and destroy virtual ones — a veth with its peer).  A *joined* namespace
+  outlives the container anyway.
 
 * **`net.*` sysctls** are written by the init inside the container's namespace (sysctl.py).
   `is_runtime_netns(path)` lets sysctl.py accept a joined namespace that is not the runtime's
@@ -220,6 +220,11 @@ class MovedDevices:
     def give_back(self) -> None:
         """Failed create: every device back where and as it was; errors become warnings."""
         _give_back(self.record, self.nsfd, restore_up=True)
+        _unpin_netns(self.record.pop("pinned", None))
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self.nsfd >= 0:
@@ -245,6 +250,8 @@ def move_devices(cfg, init_pid: int, state_dir: str) -> MovedDevices:
         if _ns_id(f"/proc/self/fd/{nsfd}") == _ns_id("/proc/self/ns/net"):
             raise ConfigError("linux.netDevices", "the container is in the runtime's network namespace: "
                                                   "devices can only move into another one")
+        if not moved.record["netns_path"]:
+            moved.record["netns_path"] = moved.record["pinned"] = _pin_netns(nsfd, state_dir)
         host, inside = _netlink_here(), _netlink_in(nsfd)
         for host_name, inside_name in _plan(cfg, _link_names(host), _link_names(inside)):
             _move_one(host, inside, moved, host_name, inside_name)
@@ -304,11 +311,43 @@ def return_devices(state_dir: str, init_pid: int = 0, restore_up: bool = False) 
     if nsfd < 0:
         _debug("netDevices: the container's network namespace is gone; the kernel returned its "
                "physical devices to the initial namespace and destroyed the virtual ones")
+    else:
+        try:
+            _give_back(record, nsfd, restore_up=restore_up)
+        finally:
+            os.close(nsfd)
+    _unpin_netns(record.get("pinned"))
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+_PIN = "netns"
+
+
+def _pin_netns(nsfd: int, state_dir: str) -> str:
+    """Keep a *new* network namespace alive until `delete` (a bind mount of it in the state dir),
+    so the devices we moved in can still be given back after the container's last process exited
+    — otherwise the kernel destroys virtual devices (a veth and its peer) with the namespace."""
+    path = os.path.join(state_dir, _PIN)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        linux.mount(f"/proc/self/fd/{nsfd}", path, None, linux.MS_BIND)
+    except OSError as e:
+        raise OCIError(f"linux.netDevices: keep the container's network namespace at {path}: "
+                       f"{_words(e.errno)}") from None
+    return path
+
+
+def _unpin_netns(path: str | None) -> None:
+    if not path:
         return
     try:
-        _give_back(record, nsfd, restore_up=restore_up)
-    finally:
-        os.close(nsfd)
+        linux.umount2(path, linux.MNT_DETACH)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOENT):
+            _warn(f"netDevices: unmount {path}: {_words(e.errno)}")
     try:
         os.unlink(path)
     except OSError:

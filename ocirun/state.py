@@ -14,6 +14,7 @@ as "stopped" — like crun's status.c and runc's `InitProcessStartTime`.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -160,15 +161,26 @@ class StateDir:
 
     def remove(self) -> None:
         for name in os.listdir(self.path) if os.path.isdir(self.path) else ():
+            path = os.path.join(self.path, name)
             try:
-                os.unlink(os.path.join(self.path, name))
-            except OSError:
-                pass
+                os.unlink(path)
+            except OSError as e:
+                if e.errno == errno.EBUSY:  # a mount point (network.py pins a netns here)
+                    _detach_and_unlink(path)
         try:
             os.rmdir(self.path)
         except FileNotFoundError:
             pass
         self.unlock()
+
+
+def _detach_and_unlink(path: str) -> None:
+    from . import linux
+    try:
+        linux.umount2(path, linux.MNT_DETACH)
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def write_pid_file(path: str, pid: int) -> None:
