@@ -7,6 +7,7 @@ the profile allows may run) and execve.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 
@@ -51,6 +52,7 @@ def drop_to_process(proc, personality, preserve_fds: int, listen_fds: int,
     user.switch_user(proc.user)
     capabilities.apply_caps(proc.capabilities)
     _chdir(proc.cwd)
+    require_cwd_inside_root(proc.cwd)
     env = user.home_env(list(proc.env), proc.user.uid)
     if listen_fds:
         env = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
@@ -82,6 +84,30 @@ def _close_host_fds(preserve_fds: int) -> None:
             os.set_inheritable(fd, True)
         except OSError:
             pass  # the caller promised the fd; if it is not open there is nothing to pass
+
+
+def close_all_fds_but(keep: set[int]) -> None:
+    """Close every fd not in `keep` (os.closerange uses close_range(2): one syscall per gap)."""
+    low = 0
+    for fd in sorted(keep):
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 0x7FFFFFFF)
+
+
+def require_cwd_inside_root(cwd: str) -> None:
+    """CVE-2024-21626: a cwd reached through an fd of the host is outside our root, and then
+    getcwd(2) fails with ENOENT or answers "(unreachable)/...".  Other errors (a seccomp
+    profile may deny getcwd) say nothing about where we are."""
+    try:
+        where = os.getcwd()
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            return
+        where = ""
+    if not where.startswith("/"):
+        raise OCIError(f"process.cwd: {cwd} is outside the container's root")
 
 
 def _chdir(cwd: str) -> None:

@@ -68,6 +68,8 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     proc = cfg.process
     os.setsid()
     prctl.set_dumpable(False)  # the container must not ptrace us or read our /proc/<pid>/ before exec
+    # Fds our caller leaked to us must not even reach chdir (CVE-2024-21626): close them now.
+    become.close_all_fds_but(_fds_we_need(ctx, ch))
     if cfg.has_new_namespace("network"):
         network.bring_up_loopback()
     if cfg.linux.net_devices:
@@ -106,6 +108,13 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     ch.close()
     hooks.run_hooks("startContainer", cfg.hooks.get("startContainer", []), state or {})
     become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
+
+
+def _fds_we_need(ctx: LaunchContext, ch: Channel) -> set[int]:
+    listener = ctx.seccomp_filter.listener_sock if ctx.seccomp_filter is not None else -1
+    keep = {0, 1, 2, ch.fileno(), ctx.fifo_fd, ctx.console_fd, ctx.exec_stub_fd, listener}
+    keep.update(range(3, 3 + ctx.preserve_fds))
+    return {fd for fd in keep if fd >= 0}
 
 
 def needs_state_after_ready(ctx: LaunchContext) -> bool:

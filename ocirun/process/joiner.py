@@ -19,7 +19,6 @@ also checks that its cwd is inside the container's root.
 """
 from __future__ import annotations
 
-import errno
 import os
 
 import prctl
@@ -31,7 +30,6 @@ from ..errors import OCIError
 from . import become
 from .channel import Channel, report_error_and_exit
 
-_MAX_FD = 0x7FFFFFFF
 
 
 class ExecContext(Record):
@@ -50,7 +48,7 @@ def main(ctx: ExecContext, ch: Channel) -> None:
     """Runs in the forked joiner; never returns."""
     try:
         prctl.set_dumpable(False)  # the container must not reach into us through /proc/<pid>/
-        _close_all_fds_but(_fds_we_need(ctx, ch))
+        become.close_all_fds_but(_fds_we_need(ctx, ch))
         _join(ctx)
         pid = os.fork()
         if pid == 0:
@@ -65,16 +63,6 @@ def _fds_we_need(ctx: ExecContext, ch: Channel) -> set[int]:
     keep = {0, 1, 2, ch.fileno(), ctx.console_fd, ctx.exec_stub_fd, *ctx.ns_fds.values()}
     keep.update(range(3, 3 + ctx.preserve_fds))
     return {fd for fd in keep if fd >= 0}
-
-
-def _close_all_fds_but(keep: set[int]) -> None:
-    """Close every fd not in `keep` (os.closerange uses close_range(2): one syscall per gap)."""
-    low = 0
-    for fd in sorted(keep):
-        if fd > low:
-            os.closerange(low, fd)
-        low = fd + 1
-    os.closerange(low, _MAX_FD)
 
 
 def _join(ctx: ExecContext) -> None:
@@ -96,24 +84,9 @@ def _become(ctx: ExecContext, ch: Channel) -> None:
         elif ctx.console_fd >= 0:
             os.close(ctx.console_fd)
         path, env = become.drop_to_process(proc, ctx.personality, ctx.preserve_fds, 0, ctx.seccomp_filter)
-        _require_cwd_inside_root(proc.cwd)
         become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
     except BaseException as e:  # noqa: BLE001
         report_error_and_exit(ch, e)
-
-
-def _require_cwd_inside_root(cwd: str) -> None:
-    """CVE-2024-21626: a cwd reached through an fd of the host is outside our root, and then
-    getcwd(2) fails with ENOENT or answers "(unreachable)/...".  Other errors (a seccomp
-    profile may deny getcwd) say nothing about where we are."""
-    try:
-        where = os.getcwd()
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            return
-        where = ""
-    if not where.startswith("/"):
-        raise OCIError(f"process.cwd: {cwd} is outside the container's root")
 
 
 def container_namespace_fds(init_pid: int, ns_types: list[str]) -> dict[str, int]:
