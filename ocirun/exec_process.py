@@ -12,7 +12,6 @@ import copy
 import os
 import socket
 
-from . import log as _log
 from .config import parse_process, read_json
 from .errors import ConfigError, OCIError
 from .record import Record
@@ -66,9 +65,11 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         if not opts.detach:
             import prctl
             prctl.set_child_subreaper(True)
-        pid = _spawn(ctx, _load_cgroup(st), frozen=status == "paused")
+        from .container import public_state
+        pid = _spawn(ctx, _load_cgroup(st), frozen=status == "paused", state=public_state(sd, st))
     finally:
-        for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd]:
+        listener = ctx.seccomp_filter.listener_sock if ctx.seccomp_filter is not None else -1
+        for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd, listener]:
             if fd >= 0:
                 os.close(fd)
     if opts.pid_file:
@@ -88,7 +89,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     return _wait_for(pid)
 
 
-def _spawn(ctx, cgroup, frozen: bool = False) -> int:
+def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None) -> int:
     """Fork the joiner, move the exec'd process into the cgroup; its host pid once it exec'd.
 
     With `frozen` (a paused container, --ignore-paused) the process freezes as soon as it is in
@@ -112,7 +113,7 @@ def _spawn(ctx, cgroup, frozen: bool = False) -> int:
         _reap(child)
         if cgroup is not None:
             cgroup.add_pid(pid)
-        ours.send("cgroup_done")
+        ours.send("cgroup_done", state=state or {}, pid=pid)
         if frozen:
             return pid
         try:
@@ -161,10 +162,8 @@ def _compile_seccomp(profile):
     from . import seccomp
     from .process.become import SeccompStep
     flt = seccomp.compile_filter(profile)
-    if flt.uses_notify and flt.listener_path:
-        _log.get().warn("linux.seccomp.listenerPath: not sent for exec'd processes yet; "
-                        "notified syscalls of this process fail with ENOSYS")
-    return SeccompStep(flt)
+    sock = seccomp.connect_listener(flt.listener_path) if flt.uses_notify and flt.listener_path else -1
+    return SeccompStep(flt, sock)
 
 
 def build_process(opts: ExecOptions, container_doc: dict):

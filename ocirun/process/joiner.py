@@ -4,8 +4,10 @@ Conversation on the channel (P = `ocirun exec`, J = joiner, X = the exec'd proce
 
   J → P  exec_pid     {"pid": host pid of X}; J exits right after (X must be forked after
                       setns(pid): a pid namespace applies to children only).
-  P → X  cgroup_done  P has moved X into the container's cgroup.  X waits for it before it
-                      does anything as the container's process, so neither X nor its children
+  P → X  cgroup_done  {"pid": X's host pid, "state": the container's state} P has moved X
+                      into the container's cgroup (pid and state feed a seccomp listener).
+                      X waits for it before it does anything as the container's process,
+                      so neither X nor its children
                       run outside the cgroup.  Moving X (not J) this late is what makes
                       `--ignore-paused` work: in a frozen cgroup X freezes right here, blocked
                       on this read, and carries on when the container is resumed.
@@ -60,7 +62,8 @@ def main(ctx: ExecContext, ch: Channel) -> None:
 
 
 def _fds_we_need(ctx: ExecContext, ch: Channel) -> set[int]:
-    keep = {0, 1, 2, ch.fileno(), ctx.console_fd, ctx.exec_stub_fd, *ctx.ns_fds.values()}
+    listener = ctx.seccomp_filter.listener_sock if ctx.seccomp_filter is not None else -1
+    keep = {0, 1, 2, ch.fileno(), ctx.console_fd, ctx.exec_stub_fd, listener, *ctx.ns_fds.values()}
     keep.update(range(3, 3 + ctx.preserve_fds))
     return {fd for fd in keep if fd >= 0}
 
@@ -77,7 +80,12 @@ def _join(ctx: ExecContext) -> None:
 
 def _become(ctx: ExecContext, ch: Channel) -> None:
     try:
-        ch.expect("cgroup_done")
+        placed = ch.expect("cgroup_done")
+        step = ctx.seccomp_filter
+        if step is not None and step.listener_sock >= 0:
+            from .. import SPEC_VERSION, seccomp
+            step.payload = seccomp.listener_payload(placed["state"], placed["pid"],
+                                                    step.filter.listener_metadata, SPEC_VERSION)
         proc = ctx.process
         if proc.terminal:
             console.setup_console_in_container(ctx.console_fd, proc.console_size)
