@@ -20,7 +20,7 @@ condition becomes a rule of its own (libseccomp cannot AND two tests of one argu
 does, the filter answers ENOSYS rather than the default errno for syscalls newer than any the
 profile names (see `_enosys_stub`), so a libc can fall back from a syscall the profile predates.
 
-Cache: /run/ocirun/seccomp-cache/<sha256>.bpf, the key covering the canonical JSON of the profile,
+Cache: /run/ocirun-cache/seccomp/<sha256>.bpf, the key covering the canonical JSON of the profile,
 the libseccomp version, the machine, the kernel release and `_COMPILER_VERSION`.  The directory must
 be ours and not group/world writable, or the cache is not used (a planted program would be
 a sandbox escape).  Files are written whole and renamed into place.
@@ -44,7 +44,7 @@ from .errors import ConfigError, OCIError, os_error
 __all__ = ["Filter", "compile_filter", "connect_listener", "features", "listener_payload", "send_listener_fd"]
 
 _COMPILER_VERSION = "1"   # bump when the program we generate for a given profile changes
-DEFAULT_CACHE_DIR = "/run/ocirun/seccomp-cache"
+DEFAULT_CACHE_DIR = "/run/ocirun-cache/seccomp"
 
 # ---------------------------------------------------------------------------- the spec's names
 
