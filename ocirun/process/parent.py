@@ -88,6 +88,9 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
         proc.kill()
         raise
     proc.release_devices(failed=False)
+    if proc.init_pid <= 0:  # never record a container without its pid
+        proc.kill()
+        raise OCIError("internal error: the container's init pid never arrived")
     return proc.init_pid, ours
 
 
@@ -113,6 +116,8 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             run_runtime_hooks(state)
             ch.send("hooks_done", state=state)
         elif t == "ready":
+            if not proc.init_pid:  # under load the intermediate may speak after the init
+                _got_init_pid(proc, ch.expect("init_pid"))
             if _init.needs_state_after_ready(ctx):
                 ch.send("state", state=state_for_hooks(proc.init_pid, "created"))
             return
