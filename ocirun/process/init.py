@@ -2,7 +2,9 @@
 
 A straight line, in the order runc's standard_init uses, each step for a reason:
 
-  setsid                         the container gets its own session (and may get a controlling tty)
+  setsid, non-dumpable           own session; the container cannot ptrace us or open our /proc/<pid>/
+  close inherited fds            fds leaked to ocirun never reach chdir or the container
+                                 (CVE-2016-9962, CVE-2024-21626)
   lo up, [netdevs_done]          a new netns gets loopback; linux.netDevices are moved in by the
                                  parent before anything (hooks, net.* sysctls) may look for them
   prepare_rootfs                 mounts and devices, still able to see host paths (bind sources)
@@ -14,13 +16,16 @@ A straight line, in the order runc's standard_init uses, each step for a reason:
   hostname, sysctl               sysctls need /proc before readonlyPaths makes /proc/sys read-only
   finalize_rootfs                maskedPaths, readonlyPaths, read-only root
   keyring, limits, umask         while we are still root with every capability
-  fds                            nothing of the host's may reach the container (CVE-2016-9962 and
-                                 CVE-2024-21626 were leaked fds)
+  fds                            the rest close on exec; preserved fds (3..) are passed on
   bounding set, user, caps       drop privileges (keepcaps across setuid), then chdir as that user
+                                 and check the cwd is inside the root
   look up the executable         so a missing binary fails `create`, not silently after `start`
-  ready → wait on exec fifo      `create` returns here; `start` releases us
+  ready → wait on exec fifo      `create` returns here; `start` releases us and reads the fifo
+                                 until execve closes our end (or we write why we failed)
   startContainer hooks
-  no_new_privs, seccomp, execve  seccomp is last: only the syscalls of execve itself remain
+  no_new_privs, seccomp, execve  seccomp is last (without no_new_privs it is loaded before the
+                                 privilege drop, as runc does); the execve goes through the sealed
+                                 stub of exechelper.py (CVE-2019-5736)
 """
 from __future__ import annotations
 
