@@ -22,6 +22,8 @@ def parse_args(argv):
     out.add_argument("--junit", metavar="FILE", help="write JUnit XML to FILE; stdout gets only the summary")
     p.add_argument("--root", metavar="DIR", help="state directory passed as the runtime's --root (default: a private one)")
     p.add_argument("--rootfs", metavar="DIR", help="use this root filesystem (needs busybox sh) instead of building one")
+    p.add_argument("--oci-version", default="1.2.0", metavar="X.Y.Z",
+                   help="ociVersion the generated bundles declare (default 1.2.0; older runtimes may refuse it)")
     p.add_argument("--list", action="store_true", help="list the selected checks with their clauses and exit")
     return p.parse_args(argv)
 
@@ -43,7 +45,9 @@ def main(argv=None) -> int:
     if os.geteuid() != 0:
         print("python -m conformance: must run as root (it creates real containers)", file=sys.stderr)
         return 2
+    from . import trial
     from .trial import Suite, Trial
+    trial.OCI_VERSION = args.oci_version
     suite = Suite(runtime, root=args.root, rootfs=args.rootfs)
     reporter = QuietReporter() if args.junit else TapReporter()
     try:

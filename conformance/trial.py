@@ -173,11 +173,16 @@ def _kill_cgroup_members(path: str) -> None:
 
 # --------------------------------------------------------------------------- config
 
+# The ociVersion the bundles declare (`--oci-version`): a runtime may refuse versions it does not
+# know (config.md "Specification version"), e.g. crun 1.8.1 refuses 1.2.0.
+OCI_VERSION = "1.2.0"
+
+
 def base_config(args: list[str], rootfs: str, cgroups_path: str, out_dir: str) -> dict:
     """A conventional Linux config (the shape `runc spec` writes) plus the /out bind mount."""
     caps = list(DEFAULT_CAPS)
     return {
-        "ociVersion": "1.2.0",
+        "ociVersion": OCI_VERSION,
         "process": {
             "terminal": False,
             "user": {"uid": 0, "gid": 0},
