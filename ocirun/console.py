@@ -17,6 +17,7 @@ process.terminal is set).
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import select
@@ -37,6 +38,9 @@ TIOCSCTTY = termios.TIOCSCTTY
 TIOCGWINSZ = termios.TIOCGWINSZ
 TIOCSWINSZ = termios.TIOCSWINSZ
 
+MOVE_MOUNT_T_EMPTY_PATH = 0x40  # (linux.py has only the F_ flag)
+UNIX98_PTY_SLAVE_MAJOR = 136
+
 PTY_NAME = b"/dev/ptmx"  # the payload runc sends with the master fd
 _MAX_NAME = 4096
 
@@ -55,13 +59,18 @@ def setup_console_in_container(socket_fd: int, size: tuple[int, int] | None, mou
     except OSError as e:
         raise _os_error("open /dev/ptmx", e) from None
     try:
-        slave_path = _unlock(master)
+        number = _unlock(master)
+        slave_path = f"/dev/pts/{number}"
         if size and size[0] and size[1]:
             set_winsize(master, size[0], size[1])
-        if mount:
-            mount_console(slave_path)
-        slave = _open_slave(master, slave_path)
-        send_fd(socket_fd, master, PTY_NAME)
+        slave = _open_slave(master, number)
+        try:
+            if mount:
+                mount_console(slave)
+            send_fd(socket_fd, master, PTY_NAME)
+        except BaseException:
+            os.close(slave)
+            raise
     finally:
         os.close(master)
         _close_quietly(socket_fd)
@@ -69,25 +78,44 @@ def setup_console_in_container(socket_fd: int, size: tuple[int, int] | None, mou
     return slave_path
 
 
-def _unlock(master: int) -> str:
+def _unlock(master: int) -> int:
+    """unlockpt, then the pty's number N (its slave is /dev/pts/N)."""
     try:
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
         (n,) = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))
     except OSError as e:
         raise _os_error("unlockpt /dev/ptmx", e) from None
-    return f"/dev/pts/{n}"
+    return n
 
 
-def _open_slave(master: int, slave_path: str) -> int:
-    """The slave, opened from the master (no path to race on), or by path on old kernels."""
+def _open_slave(master: int, number: int) -> int:
+    """The slave, opened from the master (no path to race on), or by path on old kernels.
+
+    Whatever path lookup gave us is checked to be pty slave `number`: /dev/pts/N is only a
+    name, and an image or a racing process can make it a symlink (CVE-2025-52565).
+    """
     try:
         return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         pass
+    slave_path = f"/dev/pts/{number}"
     try:
-        return os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:
         raise _os_error(f"open {slave_path}", e) from None
+    if not _is_pty_slave(os.fstat(slave), number):
+        os.close(slave)
+        raise OCIError(f"{slave_path} is not the slave of the pty we opened")
+    return slave
+
+
+def _is_pty_slave(st: os.stat_result, number: int) -> bool:
+    """Unix98 pty slaves are majors 136..143, numbered major-136 * 256 + minor."""
+    if not stat.S_ISCHR(st.st_mode):
+        return False
+    major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    return UNIX98_PTY_SLAVE_MAJOR <= major < UNIX98_PTY_SLAVE_MAJOR + 8 and \
+        (major - UNIX98_PTY_SLAVE_MAJOR) * 256 + minor == number
 
 
 def _become_controlling_terminal(slave: int, slave_path: str) -> None:
@@ -104,36 +132,77 @@ def _become_controlling_terminal(slave: int, slave_path: str) -> None:
         os.close(slave)
 
 
-def mount_console(slave_path: str) -> None:
-    """Bind-mount the pty slave on /dev/console (creating an empty file to mount on).
+def mount_console(slave: int) -> None:
+    """Bind-mount the open pty slave `slave` on /dev/console (an empty file made to mount on).
 
-    A symlink planted at /dev/console is removed rather than followed.
+    The source is the fd itself, never the name /dev/pts/N: a symlink planted there would turn
+    the bind into one of whatever it names, say a procfs knob, writable as /dev/console
+    (CVE-2025-52565).  /dev is resolved inside the root, and a symlink planted at
+    /dev/console is removed rather than followed.
     """
-    target = "/dev/console"
     try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        st = None
+        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            dev = linux.openat2(root, "dev", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, 0,
+                                linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS)
+        finally:
+            os.close(root)
     except OSError as e:
-        raise _os_error(f"stat {target}", e) from None
+        raise _os_error("open /dev", e) from None
     try:
+        target = _console_mount_point(dev)
+    finally:
+        os.close(dev)
+    try:
+        _bind_fd(slave, target)
+    except OSError as e:
+        raise _os_error("bind mount the console on /dev/console", e) from None
+    finally:
+        os.close(target)
+
+
+def _console_mount_point(dev: int) -> int:
+    """An O_PATH fd of /dev/console, a file created if missing; a symlink there is replaced."""
+    name = "console"
+    try:
+        try:
+            st = os.stat(name, dir_fd=dev, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
         if st is not None and stat.S_ISLNK(st.st_mode):
-            os.unlink(target)
+            os.unlink(name, dir_fd=dev)
             st = None
         if st is None:
             old = os.umask(0)
             try:
-                os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666))
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o666, dir_fd=dev))
             finally:
                 os.umask(old)
-        elif stat.S_ISDIR(st.st_mode):
-            raise OCIError(f"{target}: is a directory, cannot mount the console on it")
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev)
     except OSError as e:
-        raise _os_error(f"create {target}", e) from None
+        raise _os_error("create /dev/console", e) from None
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):  # a symlink: recreated by a racing process
+        os.close(fd)
+        raise OCIError("/dev/console: is a directory or a symlink, cannot mount the console on it")
+    return fd
+
+
+def _bind_fd(source: int, target: int) -> None:
+    """Bind what `source` is onto what `target` is, both open fds: no path is looked up."""
     try:
-        linux.mount(slave_path, target, None, linux.MS_BIND)
+        tree = linux.open_tree(source, "", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC | linux.AT_EMPTY_PATH)
     except OSError as e:
-        raise _os_error(f"bind mount {slave_path} on {target}", e) from None
+        if e.errno != errno.ENOSYS:
+            raise
+        # Kernels before 5.2: the magic links name the open files themselves.
+        linux.mount(f"/proc/self/fd/{source}", f"/proc/self/fd/{target}", None, linux.MS_BIND)
+        return
+    try:
+        linux.move_mount(tree, "", target, "", linux.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        os.close(tree)
 
 
 def send_fd(sock_fd: int, fd: int, name: bytes = PTY_NAME) -> None:

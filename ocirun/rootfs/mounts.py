@@ -233,7 +233,7 @@ def _mount_bind(ctx: MountContext, where: str, m, o: MountOptions) -> None:
         is_dir = stat.S_ISDIR(os.fstat(src).st_mode)
         dst = make_mount_target(ctx.root_fd, m.destination, is_dir)
         try:
-            _check_proc_destination(ctx, dst, m)
+            _check_proc_destination(ctx, dst, m, bind_src=src)
             linux.mount(fd_path(src), fd_path(dst), None, linux.MS_BIND | (linux.MS_REC if o.recursive else 0))
         finally:
             os.close(dst)
@@ -262,7 +262,7 @@ def _mount_fs(ctx: MountContext, m, o: MountOptions) -> None:
         before = os.fstat(dst)
         _check_proc_destination(ctx, dst, m)
         if m.type in ("proc", "sysfs"):
-            _check_ordinary_dir(ctx, dest, m.type)
+            _check_ordinary_dir(ctx, dest, m.type, dst)
         flags = o.flags
         # A read-only tmpfs is mounted rw and turned ro once we are done with it: we may still
         # chmod it to the image's mode, fill it (tmpcopyup), or make device nodes in /dev.
@@ -331,24 +331,41 @@ _PROC_ALLOWED = frozenset({
 })
 
 
-def _check_proc_destination(ctx: MountContext, dst_fd: int, m) -> None:
+def _check_proc_destination(ctx: MountContext, dst_fd: int, m, bind_src: int | None = None) -> None:
     """Only a procfs may sit on /proc, and nothing but lxcfs-style files below it: a mount
-    there would hide the masks and read-only paths applied later (CVE-2019-16884 family)."""
+    there would hide the masks and read-only paths applied later (CVE-2019-16884 family).
+    A bind onto /proc (`bind_src`) must bring the root of a procfs, whatever its `type` says:
+    `"type": "proc"` with `"options": ["rbind"]` is a bind of its source, not a fresh procfs."""
     real = os.readlink(fd_path(dst_fd))
     proc = ctx.root_path.rstrip("/") + "/proc"
     if real == proc:
-        if m.type != "proc":
+        if bind_src is not None:
+            if not _is_procfs_root(bind_src):
+                raise OCIError(f"{m.destination} cannot be mounted because its source is not the root of a procfs")
+        elif m.type != "proc":
             raise OCIError(f"{m.destination} cannot be mounted because it is not of type proc")
     elif real.startswith(proc + "/"):
         if real[len(proc) + 1:] not in _PROC_ALLOWED:
             raise OCIError(f"{m.destination} cannot be mounted because it is inside /proc")
 
 
-def _check_ordinary_dir(ctx: MountContext, dest: str, fstype: str) -> None:
-    """proc and sysfs go on a real directory, never through a final symlink (CVE-2019-19921)."""
+PROC_SUPER_MAGIC = 0x9FA0
+_PROC_ROOT_INO = 1
+
+
+def _is_procfs_root(fd: int) -> bool:
+    return os.fstat(fd).st_ino == _PROC_ROOT_INO and _fs_magic(fd_path(fd)) == PROC_SUPER_MAGIC
+
+
+def _check_ordinary_dir(ctx: MountContext, dest: str, fstype: str, target_fd: int) -> None:
+    """proc and sysfs go on a real directory, never through a final symlink (CVE-2019-19921).
+
+    The re-open without following must find the very directory we are about to mount on
+    (`target_fd`): otherwise the image was changed under us between the two lookups."""
     fd = open_in_root(ctx.root_fd, dest, os.O_PATH | os.O_NOFOLLOW)
     try:
-        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        here, target = os.fstat(fd), os.fstat(target_fd)
+        if not stat.S_ISDIR(here.st_mode) or (here.st_dev, here.st_ino) != (target.st_dev, target.st_ino):
             raise OCIError(f"filesystem {fstype!r} must be mounted on ordinary directory ({dest})")
     finally:
         os.close(fd)
