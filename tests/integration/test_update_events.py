@@ -107,7 +107,7 @@ def test_events_stats_has_runcs_shape(ocirun_root, tmp_path):
 
 
 def test_events_reports_an_oom_kill_and_ends_with_the_container(ocirun_root, tmp_path):
-    start(tmp_path, ocirun_root, "o1", "sleep 1; head -c 100m /dev/zero | sort >/dev/null; sleep 2",
+    start(tmp_path, ocirun_root, "o1", "sleep 1; awk 'BEGIN{s=\"x\"; while (1) s = s s}'; sleep 2",
           memory={"limit": 32 << 20, "swap": 32 << 20})
     out = io.StringIO()
     t = threading.Thread(target=ev.events, args=(str(ocirun_root), "o1", 0.5, False, out), daemon=True)
