@@ -120,7 +120,8 @@ def _args_exec(p) -> None:
     p.add_argument("--process-label")
     p.add_argument("--preserve-fds", type=int, default=0)
     p.add_argument("--ignore-paused", action="store_true")
-    p.add_argument("--cgroup")
+    p.add_argument("--cgroup", action="append", default=[],
+                   help="[CONTROLLER[,CONTROLLER]:]PATH: run in an existing sub-cgroup (repeatable)")
     p.add_argument("id")
     p.add_argument("args", nargs=argparse.REMAINDER)
 

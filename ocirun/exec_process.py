@@ -23,7 +23,7 @@ class ExecOptions(Record):
         "args": list, "process_file": None, "tty": False, "console_socket": None, "detach": False,
         "pid_file": None, "env": list, "cwd": None, "user": None, "additional_gids": list,
         "caps": list, "no_new_privs": False, "apparmor": None, "process_label": None,
-        "preserve_fds": 0, "ignore_paused": False, "cgroup": None,
+        "preserve_fds": 0, "ignore_paused": False, "cgroup": list,
     }
 
 
@@ -38,8 +38,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         raise OCIError("cannot exec in a stopped container")
     if status == "paused" and not opts.ignore_paused:
         raise OCIError("cannot exec in a paused container (use --ignore-paused)")
-    if opts.cgroup:
-        raise OCIError("--cgroup: exec into a sub-cgroup is not supported yet")
+    sub_cgroup = parse_cgroup_flags(opts.cgroup)
     doc = _container_config(st)
     proc = build_process(opts, doc)
     from .lsm import check_available
@@ -66,7 +65,10 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
             import prctl
             prctl.set_child_subreaper(True)
         from .container import public_state
-        pid = _spawn(ctx, _load_cgroup(st), frozen=status == "paused", state=public_state(sd, st))
+        cgroup = _load_cgroup(st)
+        if sub_cgroup and cgroup is None:
+            raise OCIError("--cgroup: the container has no cgroup")
+        pid = _spawn(ctx, cgroup, frozen=status == "paused", state=public_state(sd, st), sub_cgroup=sub_cgroup)
     finally:
         listener = ctx.seccomp_filter.listener_sock if ctx.seccomp_filter is not None else -1
         for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd, listener]:
@@ -89,7 +91,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     return _wait_for(pid)
 
 
-def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None) -> int:
+def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgroup=None) -> int:
     """Fork the joiner, move the exec'd process into the cgroup; its host pid once it exec'd.
 
     With `frozen` (a paused container, --ignore-paused) the process freezes as soon as it is in
@@ -112,7 +114,7 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None) -> int:
         pid = ours.expect("exec_pid")["pid"]
         _reap(child)
         if cgroup is not None:
-            cgroup.add_pid(pid)
+            cgroup.add_pid(pid, sub_cgroup)
         ours.send("cgroup_done", state=state or {}, pid=pid)
         if frozen:
             return pid
@@ -140,6 +142,20 @@ def _kill_and_reap(pid: int) -> None:
     except ProcessLookupError:
         pass
     _reap(pid)
+
+
+def parse_cgroup_flags(values) -> dict[str, str]:
+    """runc's `--cgroup [CONTROLLER[,CONTROLLER]:]PATH` (repeatable) → {hierarchy key: path};
+    key "*" is every hierarchy, "" the unified one (its controllers have no v1 name)."""
+    out: dict[str, str] = {}
+    for value in values or ():
+        controllers, sep, path = value.rpartition(":")
+        if not sep:
+            out["*"] = value
+            continue
+        for name in controllers.split(","):
+            out["" if name in ("unified", "cgroup2") else name] = path
+    return out
 
 
 def _reap(pid: int) -> None:

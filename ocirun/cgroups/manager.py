@@ -211,9 +211,14 @@ class Manager:
             raise ConfigError("linux.resources.unified", "cannot be used on a cgroup v1 host")
         v2.apply_unified(unified, self.paths[UNIFIED_KEY])
 
-    def add_pid(self, pid: int) -> None:
-        """Move `pid` into the container's cgroup in every hierarchy."""
-        for leaf in self.paths.values():
+    def add_pid(self, pid: int, sub: dict[str, str] | None = None) -> None:
+        """Move `pid` into the container's cgroup in every hierarchy — or, for `exec --cgroup`,
+        into an existing sub-cgroup of it: `sub` maps a hierarchy key ("*" for all) to a path
+        relative to the container's cgroup."""
+        for key, leaf in self.paths.items():
+            rel = (sub or {}).get(key, (sub or {}).get("*", ""))
+            if rel:
+                leaf = _sub_cgroup(leaf, rel)
             try:
                 fs.write(f"{leaf}/cgroup.procs", str(pid))
             except OSError as e:
@@ -391,3 +396,14 @@ def load_manager(d: dict, warn=None) -> Manager:
 def _under_any(p: str, mounts) -> bool:
     p = os.path.normpath(p)
     return any(p.startswith(m.rstrip("/") + "/") for m in mounts)
+
+
+def _sub_cgroup(leaf: str, rel: str) -> str:
+    """An existing cgroup below `leaf`; never a path that climbs out of it."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise OCIError(f"--cgroup {rel!r}: must name a sub-cgroup inside the container's cgroup")
+    path = os.path.join(leaf, *parts)
+    if not os.path.isdir(path):
+        raise OCIError(f"--cgroup {rel!r}: sub-cgroup {path} does not exist")
+    return path
