@@ -51,8 +51,8 @@ EXPLANATIONS: dict[tuple[str, str], str] = {
     ("ocirun", "lifecycle.delete.created"):
         "Deliberate. runtime.md § Delete requires `delete` of a container that is not "
         "`stopped` to fail and leave it alone. ocirun, like runc, kills a `created` "
-        "container's init and removes it: engines rely on that — containerd's runc shim "
-        "deletes a created-but-never-started container with a plain `delete` (no `--force`).",
+        "container's init and removes it, kept for compatibility with engines written "
+        "against runc (not verified against a specific engine).",
     ("runc", "lifecycle.delete.created"):
         "`runc delete` of a `created` container kills its init and removes it instead of "
         "failing.",
