@@ -203,18 +203,18 @@ def rate(entry: dict, field: str) -> int:
     return v
 
 
-def apply_hugetlb(limits: list, dir_for, warn) -> None:
-    """hugetlb.<size>.limit_in_bytes (and .rsvd.limit_in_bytes where the kernel has it)."""
+def apply_hugetlb(limits: list, dir_for, warn, limit: str = "limit_in_bytes") -> None:
+    """hugetlb.<size>.<limit> (and .rsvd.<limit> where the kernel has it); v2 passes "max"."""
     for i, lim in enumerate(limits):
         field = f"linux.resources.hugepageLimits[{i}]"
         size, value = hugepage_entry(lim, field)
         d = dir_for("hugetlb", field)
-        if not os.path.exists(f"{d}/hugetlb.{size}.limit_in_bytes"):
+        if not os.path.exists(f"{d}/hugetlb.{size}.{limit}"):
             raise ConfigError(f"{field}.pageSize", f"{size!r} is not a huge page size this kernel has "
                               f"({', '.join(hugepage_sizes(d)) or 'none'})")
-        fs.write_field(f"{field}.limit", d, f"hugetlb.{size}.limit_in_bytes", str(value))
-        if os.path.exists(f"{d}/hugetlb.{size}.rsvd.limit_in_bytes"):
-            fs.write_field(f"{field}.limit", d, f"hugetlb.{size}.rsvd.limit_in_bytes", str(value))
+        fs.write_field(f"{field}.limit", d, f"hugetlb.{size}.{limit}", str(value))
+        if os.path.exists(f"{d}/hugetlb.{size}.rsvd.{limit}"):
+            fs.write_field(f"{field}.limit", d, f"hugetlb.{size}.rsvd.{limit}", str(value))
 
 
 def hugepage_entry(lim, field: str) -> tuple[str, int]:

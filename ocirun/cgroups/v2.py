@@ -202,18 +202,9 @@ def apply_block_io(bio: dict, dir_for, warn) -> None:
 
 
 def apply_hugetlb(limits: list, dir_for, warn) -> None:
-    """hugetlb.<size>.max (and .rsvd.max where the kernel has it)."""
-    from .v1 import hugepage_entry, hugepage_sizes
-    for i, lim in enumerate(limits):
-        field = f"linux.resources.hugepageLimits[{i}]"
-        size, value = hugepage_entry(lim, field)
-        d = dir_for("hugetlb", field)
-        if not os.path.exists(f"{d}/hugetlb.{size}.max"):
-            raise ConfigError(f"{field}.pageSize", f"{size!r} is not a huge page size this kernel has "
-                              f"({', '.join(hugepage_sizes(d)) or 'none'})")
-        fs.write_field(f"{field}.limit", d, f"hugetlb.{size}.max", str(value))
-        if os.path.exists(f"{d}/hugetlb.{size}.rsvd.max"):
-            fs.write_field(f"{field}.limit", d, f"hugetlb.{size}.rsvd.max", str(value))
+    """hugetlb.<size>.max (and .rsvd.max where the kernel has it): v1's code, v2's file names."""
+    from .v1 import apply_hugetlb as apply_v1_style
+    apply_v1_style(limits, dir_for, warn, limit="max")
 
 
 def apply_network(net: dict, dir_for, warn) -> None:
