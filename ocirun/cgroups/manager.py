@@ -224,6 +224,21 @@ class Manager:
             except OSError as e:
                 raise OCIError(f"cgroup: adding pid {pid} to {leaf}: {fs.kernel_words(e)}") from None
 
+    def join_plan(self, sub: dict[str, str] | None = None):
+        """A `join.Join` for a new process (see join.py: no cgroup.procs write, no kernel
+        grace period); `sub` as for add_pid."""
+        from .join import Join
+        v1_dirs, v2_dir = [], None
+        for key, leaf in self.paths.items():
+            rel = (sub or {}).get(key, (sub or {}).get("*", ""))
+            if rel:
+                leaf = _sub_cgroup(leaf, rel)
+            if key == UNIFIED_KEY:
+                v2_dir = leaf
+            else:
+                v1_dirs.append(leaf)
+        return Join(v1_dirs, v2_dir)
+
     def pids(self) -> list[int]:
         """Every pid in the container's cgroup tree, in any hierarchy (sorted, no duplicates)."""
         seen: set[int] = set()

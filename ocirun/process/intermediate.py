@@ -15,9 +15,12 @@ from .channel import Channel, report_error_and_exit
 from .context import LaunchContext
 
 
-def main(ctx: LaunchContext, ch: Channel) -> None:
-    """Runs in the forked child; never returns."""
+def main(ctx: LaunchContext, ch: Channel, join=None) -> None:
+    """Runs in the forked child; never returns.  `join` (cgroups.join.Join): the container's
+    cgroup, which this process enters itself, before its namespaces."""
     try:
+        if join is not None:
+            join.enter_v1()
         _enter_namespaces(ctx, ch)
         pid = os.fork()
         if pid == 0:
@@ -30,7 +33,7 @@ def main(ctx: LaunchContext, ch: Channel) -> None:
 
 
 def _enter_namespaces(ctx: LaunchContext, ch: Channel) -> None:
-    ch.expect("go")  # the parent has placed us in the container's cgroup
+    ch.expect("go")  # we are in the container's cgroup in every hierarchy
     cfg = ctx.cfg
     namespaces.join_user_namespace(ctx.ns_fds)
     if ctx.new_userns:

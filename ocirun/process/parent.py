@@ -10,6 +10,7 @@ import os
 import signal
 
 from .. import namespaces
+from ..cgroups import join as cgroup_join
 from ..errors import OCIError
 from . import init as _init  # noqa: F401 — imported now: the init cannot import after pivot_root
 from . import intermediate
@@ -62,21 +63,22 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
     """
     ours, theirs = Channel.pair()
     proc = Spawned()
-    pid = os.fork()
+    join = cgroup.join_plan() if cgroup is not None else None
+    pid = cgroup_join.fork(join)
     if pid == 0:
         try:
             ours.close()
             if ctx.lock_fd >= 0:
                 os.close(ctx.lock_fd)  # else the init would hold the container's lock until exec
             _reset_child_signals()
-            intermediate.main(ctx, theirs)
+            intermediate.main(ctx, theirs, join)
         finally:
             os._exit(1)
     theirs.close()
     proc.intermediate_pid = pid
     try:
-        if cgroup is not None:
-            cgroup.add_pid(pid)
+        if join is not None:
+            join.finish_in_parent(pid)
         ours.send("go")
         _converse(ctx, ours, proc, state_for_hooks, run_runtime_hooks)
     except ChildDied:
