@@ -5,11 +5,10 @@ Every failure ends in `main()`: one line on stderr, one error line in `--log`, e
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
-from . import SPEC_VERSION, __version__
+from . import SPEC_VERSION, __version__, jsonio
 from . import log as _log
 from .errors import OCIError
 
@@ -231,7 +230,7 @@ def cmd_run(a) -> int:
 
 def cmd_state(a) -> int:
     from .container import state
-    print(json.dumps(state(a.root, a.id), indent=2))
+    print(jsonio.dumps_indented(state(a.root, a.id)))
     return 0
 
 
@@ -263,7 +262,7 @@ def cmd_ps(a) -> int:
     from .container import processes
     pids = processes(a.root, a.id)
     if a.format == "json":
-        print(json.dumps(pids))
+        print(jsonio.dumps(pids))
         return 0
     import subprocess
     out = subprocess.run(["ps", *(a.ps_args or ["-ef"])], capture_output=True, text=True).stdout.splitlines()
@@ -286,7 +285,7 @@ def cmd_list(a) -> int:
         for s in items:
             print(s["id"])
     elif a.format == "json":
-        print(json.dumps(items))
+        print(jsonio.dumps(items))
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s.get("owner") or "root")
@@ -304,6 +303,7 @@ def cmd_spec(a) -> int:
         raise OCIError(f"File {path} exists. Remove it first")
     try:
         with open(path, "w") as f:
+            import json
             json.dump(default_config(), f, indent="\t")
             f.write("\n")
     except OSError as e:
@@ -335,6 +335,7 @@ def cmd_events(a) -> int:
 
 def cmd_features(a) -> int:
     from .defaults import features
+    import json
     print(json.dumps(features(), indent=4))
     return 0
 
@@ -369,53 +370,111 @@ def _log_flags(argv: list[str]) -> tuple[str | None, str]:
     return path, fmt
 
 
-# Engines call these all the time; their plain forms are parsed without argparse (~8 ms of
-# imports and parser building, a third of what `state` costs).  Anything else — other flags,
-# `--`, a missing or extra argument — goes to argparse, which decides and reports.
-_FAST_FLAGS = {"start": {}, "state": {}, "delete": {"--force": "force", "-f": "force"},
-               "kill": {"--all": "all", "-a": "all"}}
-_FAST_GLOBALS = {"--root": "root", "--log": "log", "--log-format": "log_format"}
+# Engines call these all the time; their usual forms are parsed without argparse (~8 ms of
+# imports and parser building: a third of what `state` costs).  Anything else — an unknown or
+# abbreviated flag, `-bVALUE`, a missing or extra argument — goes to argparse, which decides
+# and reports.  Each table: flag -> (attribute, kind); kinds: bool, str, int, list.
+_CREATE_FAST = {"--bundle": ("bundle", "str"), "-b": ("bundle", "str"),
+                "--console-socket": ("console_socket", "str"), "--pid-file": ("pid_file", "str"),
+                "--no-pivot": ("no_pivot", "bool"), "--no-new-keyring": ("no_new_keyring", "bool"),
+                "--preserve-fds": ("preserve_fds", "int")}
+_FAST_FLAGS = {
+    "start": {}, "state": {},
+    "delete": {"--force": ("force", "bool"), "-f": ("force", "bool")},
+    "kill": {"--all": ("all", "bool"), "-a": ("all", "bool")},
+    "create": _CREATE_FAST,
+    "run": {**_CREATE_FAST, "--detach": ("detach", "bool"), "-d": ("detach", "bool"),
+            "--keep": ("keep", "bool")},
+    "exec": {"--process": ("process_file", "str"), "-p": ("process_file", "str"),
+             "--tty": ("tty", "bool"), "-t": ("tty", "bool"), "--detach": ("detach", "bool"),
+             "-d": ("detach", "bool"), "--console-socket": ("console_socket", "str"),
+             "--pid-file": ("pid_file", "str"), "--preserve-fds": ("preserve_fds", "int"),
+             "--env": ("env", "list"), "-e": ("env", "list"), "--cwd": ("cwd", "str"),
+             "--user": ("user", "str"), "-u": ("user", "str"),
+             "--no-new-privs": ("no_new_privs", "bool"), "--ignore-paused": ("ignore_paused", "bool")},
+}
+_FAST_DEFAULTS = {
+    "create": {"bundle": ".", "console_socket": None, "pid_file": None, "no_pivot": False,
+               "no_new_keyring": False, "preserve_fds": 0},
+    "exec": {"process_file": None, "tty": False, "detach": False, "console_socket": None,
+             "pid_file": None, "preserve_fds": 0, "env": None, "cwd": None, "user": None,
+             "additional_gids": None, "cap": None, "no_new_privs": False, "apparmor": None,
+             "process_label": None, "ignore_paused": False, "cgroup": None, "args": None},
+}
+_FAST_DEFAULTS["run"] = {**_FAST_DEFAULTS["create"], "detach": False, "keep": False}
+_FAST_GLOBALS = {"--root": ("root", "str"), "--log": ("log", "str"), "--log-format": ("log_format", "str"),
+                 "--debug": ("debug", "bool"), "--systemd-cgroup": ("systemd_cgroup", "bool"),
+                 "--rootless": ("rootless", "str"), "--criu": ("criu", "str")}
+
+def _take_flag(a, table: dict, argv: list[str], i: int):
+    """Store argv[i] (and its value) on `a`; the next index, or None to leave it to argparse."""
+    flag, eq, value = argv[i].partition("=")
+    if flag not in table:
+        return None
+    dest, kind = table[flag]
+    if kind == "bool":
+        if eq:
+            return None
+        setattr(a, dest, True)
+        return i + 1
+    if not eq:
+        if i + 1 >= len(argv):
+            return None
+        i += 1
+        value = argv[i]
+    if kind == "int":
+        try:
+            value = int(value)
+        except ValueError:
+            return None
+    if kind == "list":
+        if getattr(a, dest) is None:
+            setattr(a, dest, [])
+        getattr(a, dest).append(value)
+    else:
+        setattr(a, dest, value)
+    return i + 1
 
 
 def _fast_parse(argv: list[str]):
     from types import SimpleNamespace
     a = SimpleNamespace(root=None, log=None, log_format="text", debug=False, systemd_cgroup=False,
-                        version=False, command=None, force=False, all=False)
+                        rootless=None, criu=None, version=False, command=None, force=False, all=False)
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
-        flag, eq, value = argv[i].partition("=")
-        if flag in _FAST_GLOBALS:
-            if not eq:
-                if i + 1 >= len(argv):
-                    return None
-                i += 1
-                value = argv[i]
-            if flag == "--log-format" and value not in ("text", "json"):
-                return None
-            setattr(a, _FAST_GLOBALS[flag], value)
-        elif argv[i] == "--debug":
-            a.debug = True
-        else:
+        i = _take_flag(a, _FAST_GLOBALS, argv, i)
+        if i is None:
             return None
-        i += 1
-    if i >= len(argv) or argv[i] not in _FAST_FLAGS:
+    if a.log_format not in ("text", "json") or i >= len(argv) or argv[i] not in _FAST_FLAGS:
         return None
-    a.command, rest = argv[i], argv[i + 1:]
-    allowed = _FAST_FLAGS[a.command]
+    a.command, i = argv[i], i + 1
+    table = _FAST_FLAGS[a.command]
+    for k, v in _FAST_DEFAULTS.get(a.command, {}).items():
+        setattr(a, k, v)
     positional = []
-    for arg in rest:
-        if arg.startswith("-"):
-            if arg not in allowed:
+    while i < len(argv):
+        if a.command == "exec" and positional:
+            a.args = argv[i:]  # everything after the id is the command, flags included
+            if a.args[0] == "--":
+                a.args = a.args[1:]
+            break
+        if argv[i].startswith("-") and argv[i] != "-":
+            i = _take_flag(a, table, argv, i)
+            if i is None:
                 return None
-            setattr(a, allowed[arg], True)
         else:
-            positional.append(arg)
+            positional.append(argv[i])
+            i += 1
     want = (1, 2) if a.command == "kill" else (1,)
     if len(positional) not in want:
         return None
     a.id = positional[0]
     if a.command == "kill":
         a.signal = positional[1] if len(positional) == 2 else "SIGTERM"
+    if a.command == "exec":
+        for k in ("env", "additional_gids", "cap", "cgroup", "args"):
+            if getattr(a, k) is None:
+                setattr(a, k, [])
     return a
 
 

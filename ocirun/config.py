@@ -11,9 +11,9 @@ hooks, `linux.resources` and `linux.seccomp` which their own modules parse).
 """
 from __future__ import annotations
 
-import json
 import os
 
+from . import jsonio
 from .errors import ConfigError, OCIError
 
 # Namespace type in config.json -> CLONE_* flag.  The order is the order we join them in:
@@ -560,7 +560,7 @@ def read_json(path: str, what: str = "config.json") -> object:
     except OSError as e:
         raise OCIError(f"{what}: {path}: {e.strerror.lower()}") from None
     try:
-        return json.loads(data)
+        return jsonio.loads(data)
     except ValueError as e:
         raise OCIError(f"{what}: invalid JSON: {e}") from None
 

@@ -7,10 +7,11 @@ logrus's: `time="..." level=error msg="..."`.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from . import jsonio
 
 _LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
@@ -28,8 +29,8 @@ class Logger:
     def _line(self, level: str, msg: str) -> str:
         if self.fmt == "json":
             # Compact, as logrus writes it: tools match the literal `"level":"error"`.
-            return json.dumps({"level": level, "msg": msg, "time": self._stamp()}, separators=(",", ":"))
-        return f'time="{self._stamp()}" level={level} msg={json.dumps(msg)}'
+            return jsonio.dumps({"level": level, "msg": msg, "time": self._stamp()}, compact=True)
+        return f'time="{self._stamp()}" level={level} msg={jsonio.dumps(msg)}'
 
     def log(self, level: str, msg: str) -> None:
         if level == "debug" and not self.debug_enabled:

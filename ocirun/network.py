@@ -42,10 +42,12 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
-import socket
 import struct
+
+# _socket: socket.py imports enum and selectors (~3 ms), and the container's init loads this
+# module for `lo` alone.
+import _socket
 
 from . import linux
 from .errors import ConfigError, OCIError
@@ -61,14 +63,16 @@ _RECORD = "netdevices.json"
 
 def bring_up_loopback() -> None:
     """Set IFF_UP on `lo` in the current network namespace (struct ifreq: name[16] + short flags)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
-        try:
-            req = fcntl.ioctl(s, _SIOCGIFFLAGS, struct.pack("16sh14x", b"lo", 0))
-            flags = struct.unpack("16sh14x", req)[1]
-            if not flags & _IFF_UP:
-                fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | _IFF_UP))
-        except OSError as e:
-            raise OCIError(f"bring up lo in the container's network namespace: {_words(e.errno)}") from None
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
+    try:
+        req = fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, struct.pack("16sh14x", b"lo", 0))
+        flags = struct.unpack("16sh14x", req)[1]
+        if not flags & _IFF_UP:
+            fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | _IFF_UP))
+    except OSError as e:
+        raise OCIError(f"bring up lo in the container's network namespace: {_words(e.errno)}") from None
+    finally:
+        s.close()
 
 
 # ============================================================================ namespaces
@@ -148,7 +152,7 @@ def _saved_addresses(ipr, index: int) -> list[dict]:
     out = []
     for msg in ipr.get_addr(index=index):
         family, address = msg["family"], msg.get("address")
-        if family == socket.AF_INET6 and address and address.lower().startswith("fe80:"):
+        if family == _socket.AF_INET6 and address and address.lower().startswith("fe80:"):
             continue  # link-local: the kernel makes it again from the (unchanged) MAC
         out.append({k: v for k, v in {
             "family": family, "prefixlen": msg["prefixlen"], "scope": msg["scope"],
@@ -214,6 +218,7 @@ class MovedDevices:
         self.record["devices"].append(entry)
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
+            import json
             json.dump(self.record, f)
         os.replace(tmp, self.path)
 
@@ -301,6 +306,7 @@ def return_devices(state_dir: str, init_pid: int = 0, restore_up: bool = False) 
     path = os.path.join(state_dir, _RECORD)
     try:
         with open(path) as f:
+            import json
             record = json.load(f)
     except FileNotFoundError:
         return

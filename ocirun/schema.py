@@ -26,11 +26,8 @@ capability names, namespace cross-checks) live in `ocirun.config`.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-from functools import lru_cache
-
+from . import jsonio
 from .errors import ConfigError, OCIError
 
 # The schema files, beside the package (an editable install).  A str here: pathlib costs ~3 ms to
@@ -76,6 +73,19 @@ def validate_features(doc: object) -> None:
     _check("features-schema.json", doc, "features")
 
 
+def _memo(fn):
+    """functools.lru_cache without functools, which imports collections (~1.5 ms per command)."""
+    cache: dict = {}
+
+    def cached(*args):
+        if args not in cache:
+            cache[args] = fn(*args)
+        return cache[args]
+
+    cached.cache_clear = cache.clear
+    return cached
+
+
 def json_path(parts) -> str:
     """["mounts", 3, "destination"] -> "mounts[3].destination"."""
     out = ""
@@ -101,7 +111,7 @@ def _fast_accepts(doc: object) -> bool:
     return True
 
 
-@lru_cache(maxsize=1)
+@_memo
 def _compiled_config_validator():
     """The generated validate function, or None when it is missing or was built from other inputs."""
     try:
@@ -156,6 +166,39 @@ class JsonSchemaValuesException(ValueError):
         super().__init__(str(errors))
 
 
+class _Pattern:
+    """What the generated code calls `.search` on, without importing `re` (~4 ms, and nearly every
+    config reaches a pattern: rlimits, devices).  The schema's patterns are plain character
+    rules, written out in _PATTERN_RULES; an unknown one is compiled with `re` on first use."""
+
+    def __init__(self, source):
+        self.source = source
+        self.rule = _PATTERN_RULES.get(source)
+        self.compiled = None
+
+    def search(self, text):
+        if self.rule is not None:
+            return self.rule(text)
+        if self.compiled is None:
+            import re as _re
+            self.compiled = _re.compile(self.source)
+        return self.compiled.search(text)
+
+
+_DIGITS = frozenset("0123456789")
+_CPU_LIST = frozenset("0123456789, -")
+_PATTERN_RULES = {
+    '^RLIMIT_[A-Z]+\\\\Z': lambda s: s[:7] == "RLIMIT_" and len(s) > 7 and s[7:].isascii()
+                                   and s[7:].isalpha() and s[7:].isupper(),
+    '^[0-9, -]*\\\\Z': lambda s: _CPU_LIST.issuperset(s),
+    '^[1-9][0-9]*[KMG]B\\\\Z': lambda s: len(s) >= 3 and s[0] in "123456789" and s[-2] in "KMG"
+                                      and s[-1] == "B" and _DIGITS.issuperset(s[1:-2]),
+    '^MB:[^\\\\n]*\\\\Z': lambda s: s[:3] == "MB:" and "\\n" not in s,
+    '.{1,}': lambda s: s.strip("\\n") != "",
+    '^[cbup]\\\\Z': lambda s: s in ("c", "b", "u", "p"),
+}
+
+
 # json.loads never yields a Decimal; the name only keeps the generated type checks valid
 # without importing the decimal module (~5 ms).
 Decimal = float
@@ -185,6 +228,10 @@ def generated_source() -> str:
     if imports not in code:
         raise OCIError("fastjsonschema changed its generated imports: update ocirun/schema.py")
     code = code.replace(imports, _STANDALONE_PRELUDE)
+    if "\nimport re\n" not in code or "': re.compile(" not in code:
+        raise OCIError("fastjsonschema changed how it compiles patterns: update ocirun/schema.py")
+    code = code.replace("\nimport re\n", "\n", 1).replace("': re.compile(", "': _Pattern(")
+    import re
     root = re.search(r"^def (validate_\w*config_schema_json)\(", code, re.M)
     if root is None:
         raise OCIError("generated schema code has no config validator")
@@ -238,7 +285,7 @@ def _first_missing(required, instance):
     return None
 
 
-@lru_cache(maxsize=None)
+@_memo
 def _validator(schema_file: str):
     from jsonschema import validators
 
@@ -248,7 +295,7 @@ def _validator(schema_file: str):
     return cls(schema, registry=registry)
 
 
-@lru_cache(maxsize=1)
+@_memo
 def _registry():
     """Every schema file, registered under its file:// URI so that relative $refs
     ("defs.json#/definitions/uint32") resolve between them."""
@@ -275,7 +322,7 @@ def _documents() -> dict[str, object]:
     documents = {}
     for name in names:
         with open(os.path.join(_SCHEMA_DIR, name), "rb") as f:
-            documents[name] = json.loads(f.read())
+            documents[name] = jsonio.loads(f.read())
     for name, keys, key, value, _why in _LOCAL_OVERRIDES:
         target = documents[name]
         for k in keys:

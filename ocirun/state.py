@@ -16,25 +16,25 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
-import re
 import time
 
+from . import jsonio
 from .errors import OCIError
 
 DEFAULT_ROOT = "/run/ocirun"
 STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
 
-# runc's rule for ids: letters, digits, and _ + - . ; never "." or ".." (would escape the root).
-_ID_RE = re.compile(r"^[\w+\-.]+$")
+# runc's rule for ids (its regexp ^[\w+-\.]+$, ASCII as in Go): letters, digits, and _ + - . ;
+# never "." or ".." (would escape the root).  A set, not `re`: that import costs ~4 ms.
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 
 def validate_id(cid: str) -> None:
     if not cid:
         raise OCIError("container id cannot be empty")
-    if cid in (".", "..") or not _ID_RE.match(cid):
+    if cid in (".", "..") or not _ID_CHARS.issuperset(cid):
         raise OCIError(f"invalid container id format: {cid}")
 
 
@@ -147,7 +147,7 @@ class StateDir:
     def read(self) -> dict:
         try:
             with open(os.path.join(self.path, STATE_FILE), "rb") as f:
-                return json.loads(f.read())
+                return jsonio.loads(f.read())
         except FileNotFoundError:
             raise OCIError(f"container does not exist: {self.id}") from None
         except ValueError as e:
@@ -156,7 +156,7 @@ class StateDir:
     def write(self, data: dict) -> None:
         tmp = os.path.join(self.path, f".{STATE_FILE}.tmp")
         with open(tmp, "w") as f:
-            json.dump(data, f)
+            f.write(jsonio.dumps(data))
         os.rename(tmp, os.path.join(self.path, STATE_FILE))
 
     def remove(self) -> None:

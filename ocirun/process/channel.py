@@ -33,10 +33,13 @@ channel is closed before the container's process runs.
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 
+# _socket, not socket: socket.py imports enum and selectors (~3 ms per command); a
+# SEQPACKET pair needs nothing they add.
+import _socket
+
+from .. import jsonio
 from ..errors import OCIError
 
 
@@ -45,23 +48,23 @@ class ChildDied(OCIError):
 
 
 class Channel:
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock):
         self.sock = sock
 
     @classmethod
     def pair(cls) -> tuple["Channel", "Channel"]:
-        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
         return cls(a), cls(b)
 
     def send(self, mtype: str, **fields) -> None:
         fields["type"] = mtype
-        self.sock.send(json.dumps(fields).encode())
+        self.sock.send(jsonio.dumps(fields).encode())
 
     def recv(self) -> dict:
         data = self.sock.recv(1 << 20)
         if not data:
             raise ChildDied("container init exited before it was ready")
-        return json.loads(data)
+        return jsonio.loads(data)
 
     def expect(self, mtype: str) -> dict:
         """Read one message; an `error` message becomes the OCIError it describes."""

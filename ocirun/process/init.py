@@ -30,12 +30,15 @@ A straight line, in the order runc's standard_init uses, each step for a reason:
 from __future__ import annotations
 
 import os
-import signal
-import socket
+
+import _socket  # socket.py imports enum and selectors (~3 ms); sethostname is here
+# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
+# imports enum: ~3 ms per command).
+import _signal as signal
 
 import prctl
 
-from .. import console, hooks, linux, network, sysctl
+from .. import hooks, linux, network, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
 from . import become
@@ -47,6 +50,7 @@ from .context import LaunchContext
 def main(ctx: LaunchContext, ch: Channel) -> None:
     """Runs in the forked init; never returns."""
     try:
+        _import_what_this_container_needs(ctx)
         _run(ctx, ch)
     except BaseException as e:  # noqa: BLE001
         if _started_fd >= 0:
@@ -56,6 +60,13 @@ def main(ctx: LaunchContext, ch: Channel) -> None:
             os._exit(1)
         report_error_and_exit(ch, e)
     os._exit(127)
+
+
+def _import_what_this_container_needs(ctx: LaunchContext) -> None:
+    """Modules only some containers use, imported now: after pivot_root the host's paths are
+    gone (a later `import` of a loaded module only looks in sys.modules)."""
+    if ctx.cfg.process is not None and ctx.cfg.process.terminal:
+        from .. import console  # noqa: F401
 
 
 _started_fd = -1  # the exec fifo's write end once `start` released us (closes at execve)
@@ -89,6 +100,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     enter_rootfs(cfg, ctx.no_pivot)
 
     if proc is not None and proc.terminal:
+        from .. import console
         console.setup_console_in_container(ctx.console_fd, proc.console_size, mount=True)
     elif ctx.console_fd >= 0:
         os.close(ctx.console_fd)
@@ -137,7 +149,7 @@ def _prepare_listener_payload(step, state: dict) -> None:
 def _set_names(cfg) -> None:
     try:
         if cfg.hostname is not None:
-            socket.sethostname(cfg.hostname)
+            _socket.sethostname(cfg.hostname)
         if cfg.domainname is not None:
             linux.setdomainname(cfg.domainname)
     except OSError as e:

@@ -1,4 +1,4 @@
-"""The argparse-free fast path for start/state/kill/delete must read a command line exactly as
+"""The argparse-free fast path for create/run/exec/start/state/kill/delete must read a command line exactly as
 argparse does, and hand everything else to argparse."""
 from __future__ import annotations
 
@@ -19,6 +19,18 @@ SAME = [
     ["kill", "c1", "9"],
     ["kill", "--all", "c1", "SIGTERM"],
     ["kill", "c1", "KILL", "-a"],
+    ["--systemd-cgroup", "state", "c"],
+    ["create", "c1"],
+    ["create", "--bundle", "/b", "--pid-file=/p", "--console-socket", "/s", "c1"],
+    ["--root", "/r", "create", "-b", "/b", "--no-pivot", "--no-new-keyring", "--preserve-fds", "2", "c1"],
+    ["run", "c"],
+    ["run", "-d", "--keep", "--bundle=/b", "c"],
+    ["exec", "--process", "/p.json", "--detach", "--pid-file", "/pid", "c"],
+    ["exec", "-t", "--console-socket", "/s", "-p", "/p.json", "c"],
+    ["exec", "c", "ls", "-l", "--", "x"],
+    ["exec", "-e", "A=1", "--env", "B=2", "--cwd", "/tmp", "-u", "1:1", "--no-new-privs", "c", "sh"],
+    ["exec", "--ignore-paused", "--preserve-fds=1", "c", "--", "true"],
+    ["exec", "c"],
 ]
 
 
@@ -28,13 +40,15 @@ def test_fast_path_reads_like_argparse(argv):
     assert fast is not None
     full = cli.build_parser(cli.invoked_command(argv)).parse_args(argv)
     for name, value in vars(full).items():
-        if hasattr(fast, name) or name in ("force", "all", "signal", "id"):
+        if hasattr(fast, name) or name in ("force", "all", "signal", "id", "args"):
             assert getattr(fast, name) == value, name
 
 
 @pytest.mark.parametrize("argv", [
     [], ["--version"], ["state"], ["state", "a", "b"], ["kill", "c", "9", "x"], ["delete", "--bogus", "c"],
-    ["--systemd-cgroup", "state", "c"], ["--log-format", "yaml", "state", "c"], ["list"], ["run", "c"],
+    ["--log-format", "yaml", "state", "c"], ["list"], ["run"], ["create", "--preserve-fds", "x", "c"],
+    ["create", "-bfoo", "c"], ["run", "--bund", "b", "c"], ["exec", "--cap", "CAP_KILL", "c", "true"],
+    ["run", "--detach=yes", "c"], ["create", "c", "--pid-file"],
     ["--root"], ["state", "--", "c"],
 ])
 def test_everything_else_goes_to_argparse(argv):

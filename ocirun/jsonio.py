@@ -1,0 +1,80 @@
+"""JSON for the hot path, without importing the `json` package.
+
+`json` imports `re` (and `re` imports `enum`): ~5 ms on every command, more than the JSON work
+of a whole `create`.  The real work in `json` is done by its C accelerator `_json`; this
+module drives the same accelerator directly.  Anything unusual falls back to `json` itself:
+a document the fast reader refuses is re-read by `json.loads`, so errors carry json's exact
+message and position, and whatever the C encoder cannot do (indentation) goes through the
+small printer here or through `json`.
+"""
+from __future__ import annotations
+
+import _json
+
+_INFINITY = float("inf")
+_CONSTANTS = {"-Infinity": -_INFINITY, "Infinity": _INFINITY, "NaN": float("nan")}
+_WHITESPACE = " \t\n\r"
+
+
+class _ScanContext:
+    """The attributes json.JSONDecoder hands to `_json.make_scanner`, with its defaults."""
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = _CONSTANTS.__getitem__
+
+
+_scan = _json.make_scanner(_ScanContext())
+_encode_compact = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
+                                     False, False, True)
+_encode_spaced = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ": ", ", ",
+                                    False, False, True)
+
+
+def loads(s: str | bytes | bytearray):
+    """json.loads for UTF-8 text."""
+    try:
+        text = s.decode("utf-8") if isinstance(s, (bytes, bytearray)) else s
+        return _loads(text)
+    except Exception:  # noqa: BLE001 — json decides, and words the error
+        import json
+        return json.loads(s)
+
+
+def _loads(text: str):
+    i, n = 0, len(text)
+    while i < n and text[i] in _WHITESPACE:
+        i += 1
+    obj, end = _scan(text, i)
+    while end < n and text[end] in _WHITESPACE:
+        end += 1
+    if end != n:
+        raise ValueError("extra data")
+    return obj
+
+
+def dumps(obj, compact: bool = False) -> str:
+    """json.dumps(obj) (or with separators=(",", ":") when `compact`), for JSON-native values."""
+    try:
+        return "".join((_encode_compact if compact else _encode_spaced)(obj, 0))
+    except (TypeError, ValueError):
+        import json
+        return json.dumps(obj, separators=(",", ":") if compact else None)
+
+
+def dumps_indented(obj, indent: str = "  ", _level: int = 0) -> str:
+    """json.dumps(obj, indent=...) for dicts, lists and scalars (what `state` prints)."""
+    if isinstance(obj, dict) and obj:
+        if not all(isinstance(k, str) for k in obj):
+            import json
+            return json.dumps(obj, indent=indent).replace("\n", "\n" + indent * _level)
+        inner = indent * (_level + 1)
+        items = [f"{inner}{dumps(str(k))}: {dumps_indented(v, indent, _level + 1)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + indent * _level + "}"
+    if isinstance(obj, (list, tuple)) and obj:
+        inner = indent * (_level + 1)
+        items = [inner + dumps_indented(v, indent, _level + 1) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + indent * _level + "]"
+    return dumps(obj)
