@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
+
+import _socket  # socket.py imports enum and selectors (~3 ms per command)
 
 from .config import parse_process, read_json
 from .errors import ConfigError, OCIError
@@ -59,7 +60,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
             elif opts.detach:
                 raise OCIError("--detach with a terminal needs --console-socket")
             else:
-                own_console, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+                own_console, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
                 ctx.console_fd = theirs.detach()
         if not opts.detach:
             import prctl
@@ -92,28 +93,36 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
 
 
 def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgroup=None) -> int:
-    """Fork the joiner, move the exec'd process into the cgroup; its host pid once it exec'd.
+    """Fork the joiner, get the exec'd process into the cgroup; its host pid once it exec'd.
 
-    With `frozen` (a paused container, --ignore-paused) the process freezes as soon as it is in
-    the cgroup, before its execve: then we do not wait for the execve (see joiner.py).
+    The joiner itself enters the container's cgroup before its namespaces (cgroups/join.py:
+    born in the cgroup2 directory, v1 by itself), so the process it forks is born there, as
+    runc's setns process is.  Not in a paused container (--ignore-paused): the joiner would
+    freeze before forking, so there the exec'd process is moved once it exists, and freezes
+    as soon as it is in the cgroup, before its execve: then we do not wait for the execve.
     """
+    from .cgroups import join as cgroup_join
     from .process import joiner, parent as _parent
     from .process.channel import Channel, ChildDied
+    join = cgroup.join_plan(sub_cgroup) if cgroup is not None and not frozen else None
     ours, theirs = Channel.pair()
-    child = os.fork()
+    child = cgroup_join.fork(join)
     if child == 0:
         try:
             ours.close()
             _parent._reset_child_signals()
-            joiner.main(ctx, theirs)
+            joiner.main(ctx, theirs, join)
         finally:
             os._exit(1)
     theirs.close()
     pid = -1
     try:
+        if join is not None:
+            join.finish_in_parent(child)
+            ours.send("go")
         pid = ours.expect("exec_pid")["pid"]
         _reap(child)
-        if cgroup is not None:
+        if cgroup is not None and join is None:
             cgroup.add_pid(pid, sub_cgroup)
         ours.send("cgroup_done", state=state or {}, pid=pid)
         if frozen:

@@ -29,34 +29,14 @@ class Join:
         self.v1_dirs = v1_dirs
         self.v2_dir = v2_dir
         self.v2_pending = v2_dir is not None  # cleared once the child was born there
-        self.v1_fds: list[int] = []
-
-    def open_v1(self) -> None:
-        """Open the `tasks` files now, for a child that will lose the host's paths before it
-        joins (exec: it enters the container's mount namespace first)."""
-        for d in self.v1_dirs:
-            try:
-                self.v1_fds.append(os.open(f"{d}/tasks", os.O_WRONLY | os.O_CLOEXEC))
-            except OSError as e:
-                self.close()
-                raise OCIError(f"cgroup: opening {d}/tasks: {fs.kernel_words(e)}") from None
 
     def enter_v1(self) -> None:
         """In the child: move this (single-threaded) process into every v1 hierarchy."""
-        if self.v1_fds:
-            for d, fd in zip(self.v1_dirs, self.v1_fds):
-                self._write(d, lambda: os.write(fd, b"0"))
-            self.close()
-            return
         for d in self.v1_dirs:
-            self._write(d, lambda: fs.write(f"{d}/tasks", "0"))
-
-    @staticmethod
-    def _write(d: str, do) -> None:
-        try:
-            do()
-        except OSError as e:
-            raise OCIError(f"cgroup: joining {d}: {fs.kernel_words(e)}") from None
+            try:
+                fs.write(f"{d}/tasks", "0")
+            except OSError as e:
+                raise OCIError(f"cgroup: joining {d}: {fs.kernel_words(e)}") from None
 
     def finish_in_parent(self, pid: int) -> None:
         """In the parent, after `fork`: the cgroup2 move clone3 could not do."""
@@ -65,11 +45,6 @@ class Join:
                 fs.write(f"{self.v2_dir}/cgroup.procs", str(pid))
             except OSError as e:
                 raise OCIError(f"cgroup: adding pid {pid} to {self.v2_dir}: {fs.kernel_words(e)}") from None
-
-    def close(self) -> None:
-        for fd in self.v1_fds:
-            os.close(fd)
-        self.v1_fds = []
 
 
 def fork(join: Join | None) -> int:

@@ -2,14 +2,16 @@
 
 Conversation on the channel (P = `ocirun exec`, J = joiner, X = the exec'd process):
 
+  P → J  go           (not in a paused container) J was born in the container's cgroup2
+                      directory and has joined the v1 hierarchies itself (cgroups/join.py);
+                      P has done whatever clone3 could not.  X is then born in the cgroup.
   J → P  exec_pid     {"pid": host pid of X}; J exits right after (X must be forked after
                       setns(pid): a pid namespace applies to children only).
-  P → X  cgroup_done  {"pid": X's host pid, "state": the container's state} P has moved X
-                      into the container's cgroup (pid and state feed a seccomp listener).
-                      X waits for it before it does anything as the container's process,
-                      so neither X nor its children
-                      run outside the cgroup.  Moving X (not J) this late is what makes
-                      `--ignore-paused` work: in a frozen cgroup X freezes right here, blocked
+  P → X  cgroup_done  {"pid": X's host pid, "state": the container's state} X is in the
+                      container's cgroup (pid and state feed a seccomp listener).  X waits
+                      for it before it does anything as the container's process.  In a
+                      paused container (`--ignore-paused`) J stays outside, and P moves X
+                      into the cgroup before this message: X freezes right here, blocked
                       on this read, and carries on when the container is resumed.
   X → P  error        {"msg": ...} if anything fails before execve.
   (EOF)               X's end is close-on-exec: end-of-file without an error means execve ran.
@@ -25,7 +27,7 @@ import os
 
 import prctl
 
-from .. import console, namespaces
+from .. import namespaces
 from ..config import NAMESPACE_TYPES
 from ..record import Record
 from ..errors import OCIError
@@ -46,10 +48,16 @@ class ExecContext(Record):
     }
 
 
-def main(ctx: ExecContext, ch: Channel) -> None:
-    """Runs in the forked joiner; never returns."""
+def main(ctx: ExecContext, ch: Channel, join=None) -> None:
+    """Runs in the forked joiner; never returns.  With `join` (cgroups.join.Join) we enter the
+    container's cgroup ourselves, first: the process we fork is then born in it."""
     try:
         prctl.set_dumpable(False)  # the container must not reach into us through /proc/<pid>/
+        if ctx.process.terminal:
+            from .. import console  # noqa: F401 — now: after setns(mnt) the host's paths are gone
+        if join is not None:
+            join.enter_v1()
+            ch.expect("go")  # the parent finished the cgroup2 move, if clone3 could not
         become.close_all_fds_but(_fds_we_need(ctx, ch))
         _join(ctx)
         pid = os.fork()
@@ -88,6 +96,7 @@ def _become(ctx: ExecContext, ch: Channel) -> None:
                                                     step.filter.listener_metadata, SPEC_VERSION)
         proc = ctx.process
         if proc.terminal:
+            from .. import console
             console.setup_console_in_container(ctx.console_fd, proc.console_size)
         elif ctx.console_fd >= 0:
             os.close(ctx.console_fd)

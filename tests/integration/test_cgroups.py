@@ -384,3 +384,91 @@ def test_add_pid_of_a_dead_process_fails_cleanly(fresh_id):
     with pytest.raises(OCIError, match=rf"^cgroup: adding pid {p.pid} to .*: no such process"):
         m.add_pid(p.pid)
     m.destroy()
+
+
+# ---------------------------------------------------------------- joining (cgroups/join.py)
+
+def _own_cgroups(pid: int) -> dict[str, str]:
+    """/proc/<pid>/cgroup → {hierarchy key: path}, keys as in Manager.paths ("" = cgroup2)."""
+    out = {}
+    for line in read(f"/proc/{pid}/cgroup").splitlines():
+        _, controllers, path = line.split(":", 2)
+        out[controllers] = path
+    return out
+
+
+def _fork_joined(m, force_slow_v2: bool = False) -> int:
+    """Fork a child that joins `m` the way create/exec do, reports, and waits to be killed."""
+    from ocirun.cgroups import join as cgroup_join
+    plan = m.join_plan()
+    if force_slow_v2:
+        plan.v2_dir, v2 = None, plan.v2_dir  # fork() then takes plain os.fork
+    r, w = os.pipe()
+    pid = cgroup_join.fork(plan)
+    if pid == 0:
+        try:
+            os.close(r)
+            plan.enter_v1()
+            os.write(w, b"joined")
+            time.sleep(1000)
+        finally:
+            os._exit(1)
+    os.close(w)
+    if force_slow_v2:
+        plan.v2_dir, plan.v2_pending = v2, v2 is not None
+        plan.finish_in_parent(pid)
+    assert os.read(r, 16) == b"joined"
+    os.close(r)
+    return pid
+
+
+@pytest.mark.parametrize("slow_v2", [False, True], ids=["clone3", "cgroup.procs"])
+def test_a_new_process_joins_every_hierarchy(fresh_id, slow_v2):
+    """A forked child is in the container's cgroup in every hierarchy: the cgroup2 one by birth
+    (clone3 CLONE_INTO_CGROUP) or by the parent's write, each v1 one by its own `tasks` write."""
+    name, _ = fresh_id
+    m = manager_for(name, "/" + name, {})
+    m.create()
+    pid = _fork_joined(m, force_slow_v2=slow_v2)
+    try:
+        seen = _own_cgroups(pid)
+        hier = hierarchies()
+        for key, leaf in m.paths.items():
+            rel = "/" + os.path.relpath(leaf, hier[key].mountpoint)
+            assert seen[key] == rel, (key, seen)
+        assert pid in m.pids()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    m.destroy()
+
+
+def test_fork_into_cgroup_is_a_real_fork():
+    """linux.fork_into_cgroup behaves as os.fork in both processes (own pid, exit status seen
+    by waitpid, the interpreter usable in the child) and lands the child in the cgroup."""
+    from ocirun import linux
+    from ocirun.cgroups.detect import UNIFIED_KEY
+    h = hierarchies().get(UNIFIED_KEY)
+    if h is None:
+        pytest.skip("host has no cgroup2 hierarchy")
+    target = os.path.join(h.mountpoint, f"ocirun-test-{os.getpid()}-fork")
+    os.mkdir(target)
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+        r, w = os.pipe()
+        pid = linux.fork_into_cgroup(fd)
+        if pid == 0:
+            try:
+                line = [ln for ln in read("/proc/self/cgroup").splitlines() if ln.startswith("0::")][0]
+                os.write(w, f"{os.getpid()} {line}".encode())
+            finally:
+                os._exit(7)
+        os.close(fd)
+        os.close(w)
+        got = os.read(r, 200).decode()
+        os.close(r)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 7
+        assert got == f"{pid} 0::/{os.path.basename(target)}"
+    finally:
+        os.rmdir(target)
