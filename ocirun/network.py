@@ -49,7 +49,6 @@ import struct
 # module for `lo` alone.
 import _socket
 
-from . import linux
 from .errors import ConfigError, OCIError
 
 _SIOCGIFFLAGS = 0x8913
@@ -98,11 +97,13 @@ class _InNamespace:
         self.home = -1
 
     def __enter__(self):
+        from . import linux  # here: `delete` imports this module, and ctypes costs ~2 ms
         self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         linux.setns(self.nsfd, _CLONE_NEWNET)
         return self
 
     def __exit__(self, *exc):
+        from . import linux
         try:
             linux.setns(self.home, _CLONE_NEWNET)
         finally:

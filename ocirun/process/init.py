@@ -38,7 +38,7 @@ import _signal as signal
 
 import prctl
 
-from .. import hooks, linux, network, sysctl
+from .. import linux, network, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
 from . import become
@@ -67,6 +67,8 @@ def _import_what_this_container_needs(ctx: LaunchContext) -> None:
     gone (a later `import` of a loaded module only looks in sys.modules)."""
     if ctx.cfg.process is not None and ctx.cfg.process.terminal:
         from .. import console  # noqa: F401
+    if any(ctx.cfg.hooks.get(k) for k in ("createContainer", "startContainer")):
+        from .. import hooks  # noqa: F401
 
 
 _started_fd = -1  # the exec fifo's write end once `start` released us (closes at execve)
@@ -96,6 +98,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     if any(cfg.hooks.get(k) for k in ("prestart", "createRuntime", "createContainer")):
         ch.send("mounts_done")
         state = ch.expect("hooks_done")["state"]
+        from .. import hooks
         hooks.run_hooks("createContainer", cfg.hooks.get("createContainer", []), state)
     enter_rootfs(cfg, ctx.no_pivot)
 
@@ -123,7 +126,9 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     global _started_fd
     _started_fd = _wait_for_start(ctx.fifo_fd)
     ch.close()
-    hooks.run_hooks("startContainer", cfg.hooks.get("startContainer", []), state or {})
+    if cfg.hooks.get("startContainer"):
+        from .. import hooks  # loaded before pivot_root (_import_what_this_container_needs)
+        hooks.run_hooks("startContainer", cfg.hooks["startContainer"], state or {})
     become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
 
 
