@@ -50,12 +50,12 @@ import struct
 import _socket
 
 from .errors import ConfigError, OCIError
+from .state import NET_DEVICES_RECORD as _RECORD
 
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
 _CLONE_NEWNET = 0x40000000
-_RECORD = "netdevices.json"
 
 
 # ============================================================================ loopback (init)
@@ -337,6 +337,7 @@ def _pin_netns(nsfd: int, state_dir: str) -> str:
     """Keep a *new* network namespace alive until `delete` (a bind mount of it in the state dir),
     so the devices we moved in can still be given back after the container's last process exited
     — otherwise the kernel destroys virtual devices (a veth and its peer) with the namespace."""
+    from . import linux
     path = os.path.join(state_dir, _PIN)
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
@@ -350,6 +351,7 @@ def _pin_netns(nsfd: int, state_dir: str) -> str:
 def _unpin_netns(path: str | None) -> None:
     if not path:
         return
+    from . import linux
     try:
         linux.umount2(path, linux.MNT_DETACH)
     except OSError as e:

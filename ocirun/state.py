@@ -25,6 +25,7 @@ from .errors import OCIError
 DEFAULT_ROOT = "/run/ocirun"
 STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
+NET_DEVICES_RECORD = "netdevices.json"  # network.py: the linux.netDevices moved in, to give back
 
 # runc's rule for ids (its regexp ^[\w+-\.]+$, ASCII as in Go): letters, digits, and _ + - . ;
 # never "." or ".." (would escape the root).  A set, not `re`: that import costs ~4 ms.
