@@ -27,10 +27,12 @@ class _ScanContext:
 
 
 _scan = _json.make_scanner(_ScanContext())
-_encode_compact = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
-                                     False, False, True)
-_encode_spaced = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ": ", ", ",
-                                    False, False, True)
+# make_encoder(markers, default, encoder, indent, key_separator, item_separator, sort_keys,
+#              skipkeys, allow_nan), as json.JSONEncoder calls it; by (compact, sort_keys).
+_ENCODERS = {(compact, sort): _json.make_encoder(None, None, _json.encode_basestring_ascii, None,
+                                                 ":" if compact else ": ", "," if compact else ", ",
+                                                 sort, False, True)
+             for compact in (False, True) for sort in (False, True)}
 
 
 def loads(s: str | bytes | bytearray):
@@ -55,13 +57,13 @@ def _loads(text: str):
     return obj
 
 
-def dumps(obj, compact: bool = False) -> str:
-    """json.dumps(obj) (or with separators=(",", ":") when `compact`), for JSON-native values."""
+def dumps(obj, compact: bool = False, sort_keys: bool = False) -> str:
+    """json.dumps(obj, sort_keys=...), with separators=(",", ":") when `compact`."""
     try:
-        return "".join((_encode_compact if compact else _encode_spaced)(obj, 0))
+        return "".join(_ENCODERS[compact, sort_keys](obj, 0))
     except (TypeError, ValueError):
         import json
-        return json.dumps(obj, separators=(",", ":") if compact else None)
+        return json.dumps(obj, separators=(",", ":") if compact else None, sort_keys=sort_keys)
 
 
 def dumps_indented(obj, indent: str = "  ", _level: int = 0) -> str:

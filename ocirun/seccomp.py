@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import ctypes
 import errno as _errno
-import json
 import os
 import struct
 
+from . import jsonio
 from .errors import ConfigError, OCIError, os_error
 
 __all__ = ["Filter", "compile_filter", "connect_listener", "features", "listener_payload", "send_listener_fd"]
@@ -548,7 +548,7 @@ def _cache_key(profile: dict) -> str:
     except ImportError:
         from hashlib import sha256
     uname = os.uname()
-    canon = json.dumps(profile, sort_keys=True, separators=(",", ":"))
+    canon = jsonio.dumps(profile, compact=True, sort_keys=True)
     parts = [_COMPILER_VERSION, _libseccomp_version(), uname.machine, uname.release, canon]
     return sha256("\0".join(parts).encode()).hexdigest()
 
@@ -621,7 +621,7 @@ def listener_payload(state: dict, pid: int, metadata: str | None, oci_version: s
     doc = {"ociVersion": oci_version, "fds": ["seccompFd"], "pid": pid, "state": state}
     if metadata:
         doc["metadata"] = metadata
-    return json.dumps(doc).encode()
+    return jsonio.dumps(doc).encode()
 
 
 def send_listener_fd(sock_fd: int, seccomp_fd: int, payload: bytes) -> None:

@@ -1,0 +1,70 @@
+"""The commands engines run on every container import only what they need (issue 6: startup
+speed is a feature).  Black-box: the real entry script under `python -X importtime`, on a real
+container; a module that drags in `re`, `enum`, `json`, `socket`, `argparse` or `typing` (each a
+few ms) shows up here as a failure naming the command."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import make_bundle, ocirun_command
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
+
+HEAVY = {"re", "enum", "json", "socket", "argparse", "typing", "jsonschema", "pyroute2", "dataclasses",
+         "pathlib", "shutil", "hashlib", "signal", "subprocess"}
+
+
+def _imported(cmd: list[str], root: Path, tmp_path: Path) -> tuple[int, str, set[str]]:
+    """Exit status, stderr and imported module names of one command.  Output goes to files:
+    a created container's init inherits them, and would hold a pipe open."""
+    script = ocirun_command()
+    if len(script) != 1:
+        pytest.skip("ocirun is not installed as a script (pip install -e .)")
+    full = [sys.executable, "-X", "importtime", script[0], "--root", str(root), *cmd]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err:
+        rc = subprocess.run(full, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=err, timeout=30).returncode
+    stderr = err_path.read_text()
+    names = {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+    return rc, stderr, names
+
+
+def test_the_engine_path_stays_light(tmp_path, ocirun_root):
+    bundle = make_bundle(tmp_path, ["sleep", "100"])
+    steps = [["create", "--bundle", str(bundle), "imp"], ["start", "imp"], ["state", "imp"],
+             ["exec", "imp", "true"], ["kill", "imp", "KILL"], ["delete", "--force", "imp"],
+             ["run", "--bundle", str(make_bundle(tmp_path, ["true"], name="b2")), "imp2"]]
+    try:
+        for cmd in steps:
+            rc, stderr, names = _imported(cmd, ocirun_root, tmp_path)
+            assert rc == 0, (cmd, stderr[-2000:])
+            assert names & HEAVY == set(), f"ocirun {cmd[0]} imported {sorted(names & HEAVY)}"
+            assert "ocirun" in names  # the probe works: it sees our own imports
+    finally:
+        for cid in ("imp", "imp2"):
+            subprocess.run([*ocirun_command(), "--root", str(ocirun_root), "delete", "--force", cid],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_seccomp_keeps_the_path_light(tmp_path, ocirun_root):
+    """With a seccomp profile (every docker/podman container) `run` still imports no json/re —
+    once the compiled filter is cached: the first sight of a profile loads pyseccomp (~17 ms,
+    it pulls in subprocess and re) to compile it."""
+    from helpers import read_config, write_config
+    bundle = make_bundle(tmp_path, ["true"])
+    cfg = read_config(bundle)
+    cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                               "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]}
+    write_config(bundle, cfg)
+    for _ in range(2):  # the first run fills the cache (if another test has not already)
+        rc, stderr, names = _imported(["run", "--bundle", str(bundle), "imps"], ocirun_root, tmp_path)
+        assert rc == 0, stderr[-2000:]
+    assert "ocirun.seccomp" in names
+    assert names & HEAVY == set(), sorted(names & HEAVY)
