@@ -259,6 +259,22 @@ def test_events_stats_on_v2(ocirun_root, tmp_path):
         delete(ocirun_root, "ev1")
 
 
+def test_processes_are_born_in_the_container_cgroup(ocirun_root, tmp_path):
+    """The init and an exec'd process are in the container's cgroup: born there by clone3
+    CLONE_INTO_CGROUP (cgroups/join.py), with no cgroup.procs write (the slow path)."""
+    m = start(tmp_path, ocirun_root, "sleep 300", "born")
+    try:
+        leaf = m.paths[""]
+        rel = "/" + os.path.relpath(leaf, "/sys/fs/cgroup")
+        [init] = m.pids()
+        assert read(f"/proc/{init}/cgroup") == f"0::{rel}"
+        r = helpers.run_ocirun("exec", "born", "cat", "/proc/self/cgroup", root=ocirun_root, timeout=TIMEOUT)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "0::/"  # the root of its cgroup namespace: the container's cgroup
+    finally:
+        delete(ocirun_root, "born")
+
+
 def test_no_cgroups_left():
     """Runs last in this file: nothing of ours is left in the guest's tree."""
     assert helpers.leftover_cgroups() == []
