@@ -167,3 +167,16 @@ def execute(proc, path: str, env: list[str], seccomp: SeccompStep | None = None,
         # After `start` there is nobody to report to but the container's stderr.
         os.write(2, f"ocirun: exec {path}: {e.strerror.lower()}\n".encode())
         os._exit(127)
+
+
+def reset_signal_handlers() -> None:
+    """In a child the runtime forked: `run` and `exec` forward signals with Python handlers,
+    which a child must not run."""
+    for sig in range(1, signal.NSIG):
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if callable(signal.getsignal(sig)):
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass

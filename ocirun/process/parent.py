@@ -16,7 +16,7 @@ from .. import namespaces
 from ..cgroups import join as cgroup_join
 from ..errors import OCIError
 from . import init as _init  # noqa: F401 — imported now: the init cannot import after pivot_root
-from . import intermediate
+from . import become, intermediate
 from .channel import Channel, ChildDied
 from .context import LaunchContext
 
@@ -73,7 +73,7 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
             ours.close()
             if ctx.lock_fd >= 0:
                 os.close(ctx.lock_fd)  # else the init would hold the container's lock until exec
-            _reset_child_signals()
+            become.reset_signal_handlers()
             intermediate.main(ctx, theirs, join)
         finally:
             os._exit(1)
@@ -137,15 +137,3 @@ def _got_init_pid(proc: Spawned, msg: dict) -> None:
     except ChildProcessError:
         pass
     proc.intermediate_pid = 0
-
-
-def _reset_child_signals() -> None:
-    """`run` and `exec` forward signals with Python handlers; a child must not run them."""
-    for sig in range(1, signal.NSIG):
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            if callable(signal.getsignal(sig)):
-                signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
