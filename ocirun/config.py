@@ -565,12 +565,13 @@ def read_json(path: str, what: str = "config.json") -> object:
         raise OCIError(f"{what}: invalid JSON: {e}") from None
 
 
-def load_bundle(bundle: str, validate: bool = True) -> Config:
-    """Read, schema-check and parse `<bundle>/config.json`."""
+def load_bundle(bundle: str, validate: bool = True, doc: object = None) -> Config:
+    """Read (unless the caller already did: `doc`), schema-check and parse `<bundle>/config.json`."""
     bundle = os.path.abspath(bundle)
     if not os.path.isdir(bundle):
         raise OCIError(f"bundle {bundle}: no such directory")
-    doc = read_json(os.path.join(bundle, "config.json"))
+    if doc is None:
+        doc = read_json(os.path.join(bundle, "config.json"))
     if validate:
         from .schema import validate_config
         validate_config(doc)

@@ -33,6 +33,7 @@ class CreateOptions(Record):
         "no_new_keyring": False,
         "preserve_fds": 0,
         "console_fd": -1,   # `run -t` without --console-socket: our own socketpair end
+        "config_doc": None,  # config.json as `run` already read it (else create reads it)
     }
 
 
@@ -44,7 +45,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     from .process.context import LaunchContext
 
     from .config import load_bundle  # here: start/state/kill/delete never parse a config
-    cfg = load_bundle(opts.bundle)
+    cfg = load_bundle(opts.bundle, doc=opts.config_doc)
     _check_before_fork(cfg)
     sd = StateDir.new(root, cid)
     cgroup = None

@@ -107,7 +107,7 @@ def _needs_own_console(opts: CreateOptions) -> bool:
     if opts.console_socket:
         return False
     from .config import read_json
-    doc = read_json(os.path.join(opts.bundle, "config.json"))
+    doc = opts.config_doc = read_json(os.path.join(opts.bundle, "config.json"))  # create reuses it
     return bool(isinstance(doc, dict) and isinstance(doc.get("process"), dict)
                 and doc["process"].get("terminal") is True)
 
