@@ -28,6 +28,17 @@ class UsageError(OCIError):
     pass
 
 
+class _OutputGone(Exception):
+    """Whoever read our stdout went away (`ocirun list | head -1`): stop quietly."""
+
+
+def _out(text: str) -> None:
+    try:
+        print(text)
+    except BrokenPipeError:
+        raise _OutputGone from None
+
+
 def _parser_class():
     """argparse is imported only when a command line needs it (see `_fast_parse`)."""
     import argparse
@@ -230,7 +241,7 @@ def cmd_run(a) -> int:
 
 def cmd_state(a) -> int:
     from .container import state
-    print(jsonio.dumps_indented(state(a.root, a.id)))
+    _out(jsonio.dumps_indented(state(a.root, a.id)))
     return 0
 
 
@@ -262,7 +273,7 @@ def cmd_ps(a) -> int:
     from .container import processes
     pids = processes(a.root, a.id)
     if a.format == "json":
-        print(jsonio.dumps(pids))
+        _out(jsonio.dumps(pids))
         return 0
     import subprocess
     out = subprocess.run(["ps", *(a.ps_args or ["-ef"])], capture_output=True, text=True).stdout.splitlines()
@@ -270,11 +281,11 @@ def cmd_ps(a) -> int:
         return 0
     header, rows = out[0], out[1:]
     col = header.split().index("PID")
-    print(header)
+    _out(header)
     for row in rows:
         fields = row.split()
         if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
-            print(row)
+            _out(row)
     return 0
 
 
@@ -283,16 +294,16 @@ def cmd_list(a) -> int:
     items = list_all(a.root)
     if a.quiet:
         for s in items:
-            print(s["id"])
+            _out(s["id"])
     elif a.format == "json":
-        print(jsonio.dumps(items))
+        _out(jsonio.dumps(items))
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s.get("owner") or "root")
                  for s in items]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
-            print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            _out("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 
@@ -336,7 +347,7 @@ def cmd_events(a) -> int:
 def cmd_features(a) -> int:
     from .defaults import features
     import json
-    print(json.dumps(features(), indent=4))
+    _out(json.dumps(features(), indent=4))
     return 0
 
 
@@ -349,7 +360,7 @@ COMMANDS = {
 
 
 def _print_version() -> None:
-    print(f"ocirun version {__version__}\ncommit: {COMMIT}\nspec: {SPEC_VERSION}")
+    _out(f"ocirun version {__version__}\ncommit: {COMMIT}\nspec: {SPEC_VERSION}")
 
 
 def _log_flags(argv: list[str]) -> tuple[str | None, str]:
@@ -418,8 +429,8 @@ def _take_flag(a, table: dict, argv: list[str], i: int):
         setattr(a, dest, True)
         return i + 1
     if not eq:
-        if i + 1 >= len(argv):
-            return None
+        if i + 1 >= len(argv) or (argv[i + 1].startswith("-") and argv[i + 1] != "-"):
+            return None  # argparse decides whether "--pid-file --detach" is a value
         i += 1
         value = argv[i]
     if kind == "int":
@@ -512,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
-    except BrokenPipeError:  # whoever read our output went away (`ocirun list | head -1`)
+    except _OutputGone:
         return 1
     except Exception as e:  # noqa: BLE001 — a bug must still be one line for the user
         if a.debug:
@@ -529,7 +540,8 @@ def run_and_exit() -> None:
     rc = main()
     for stream in (sys.stdout, sys.stderr):
         try:
-            stream.flush()
+            if stream is not None:  # None: we were started with that fd closed
+                stream.flush()
         except OSError:  # a reader that went away: what was left unread is lost either way
             rc = rc or 1
     os._exit(rc)

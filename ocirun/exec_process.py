@@ -106,7 +106,12 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
     from .process.channel import Channel, ChildDied
     join = cgroup.join_plan(sub_cgroup) if cgroup is not None and not frozen else None
     ours, theirs = Channel.pair()
-    child = cgroup_join.fork(join)
+    try:
+        child = cgroup_join.fork(join)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
     if child == 0:
         try:
             ours.close()
@@ -135,6 +140,7 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
             raise OCIError(msg["msg"])
         raise OCIError(f"internal error: unexpected message {msg.get('type')!r} from the exec'd process")
     except BaseException as e:
+        ours.close()  # a joiner still waiting for "go" reads end-of-file and exits
         _reap(child)
         if pid > 0:
             _kill_and_reap(pid)  # never leave a half-made process behind (it may be outside the cgroup)

@@ -7,7 +7,11 @@ API and openat2 share numbers across architectures since 5.x).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
+import sys
+
+import _signal  # signal.py adds only enums, and imports enum (~3 ms)
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
@@ -288,16 +292,25 @@ def fork_into_cgroup(cgroup_dir_fd: int) -> int:
     interpreter's own fork bookkeeping (import lock, at-fork hooks, the GIL in the child)
     runs exactly as os.fork runs it: PyDLL calls keep the GIL held around the syscall.
     """
+    if sys.version_info[:2] != (3, 11) or len(os.listdir("/proc/self/task")) != 1:
+        # Checked on CPython 3.11 only; and glibc's own fork bookkeeping (at-fork handlers,
+        # the cached thread id) is skipped, which only a single-threaded process can afford.
+        raise OSError(errno.ENOTSUP, "clone3 fork: needs single-threaded CPython 3.11")
     api = ctypes.pythonapi
     args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_dir_fd)
     raw = _raw_syscall()
+    # No signal handler may run between the syscall and the interpreter's after-fork work:
+    # in the child it would be the parent's handler (os.fork has no such gap).
+    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
     api.PyOS_BeforeFork()
     pid = raw(NR_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
     if pid == 0:
         api.PyOS_AfterFork_Child()
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
         return 0
     err = ctypes.get_errno()
     api.PyOS_AfterFork_Parent()
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
     if pid < 0:
         raise OSError(err, os.strerror(err))
     return pid

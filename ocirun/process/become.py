@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 # _signal: the same C module as signal, without the enum wrappers signal.py adds (it
 # imports enum: ~3 ms per command).
@@ -180,3 +181,12 @@ def reset_signal_handlers() -> None:
                 signal.signal(sig, signal.SIG_DFL)
         except (OSError, ValueError):
             pass
+
+
+def seal_imports() -> None:
+    """After pivot_root or setns(mnt), paths name the container's files: make any import of a
+    module not loaded yet fail, instead of running the container's Python with our privileges.
+    (Everything we need was imported before; loaded modules stay usable.)"""
+    sys.path_hooks[:] = []
+    sys.path_importer_cache.clear()
+    sys.path[:] = []

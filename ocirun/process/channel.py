@@ -9,7 +9,9 @@ children died without saying why.
 and written at the top of joiner.py; `create`'s, in order (P = runtime/parent, M = intermediate,
 I = init):
 
-  P → M  go            P has put M in the container's cgroup; M may start.
+  P → M  go            M may start: it was born in the container's cgroup2 directory, or P
+                       has moved it there (cgroups/join.py); M then joins the v1 hierarchies
+                       itself, before any namespace.
   M → P  userns        (only with a new user namespace) M has unshared it; P writes
                        /proc/M/{uid_map,gid_map}.
   P → M  userns_done   maps written; M becomes root inside and carries on.

@@ -50,7 +50,6 @@ from .context import LaunchContext
 def main(ctx: LaunchContext, ch: Channel) -> None:
     """Runs in the forked init; never returns."""
     try:
-        _import_what_this_container_needs(ctx)
         _run(ctx, ch)
     except BaseException as e:  # noqa: BLE001
         if _started_fd >= 0:
@@ -60,15 +59,6 @@ def main(ctx: LaunchContext, ch: Channel) -> None:
             os._exit(1)
         report_error_and_exit(ch, e)
     os._exit(127)
-
-
-def _import_what_this_container_needs(ctx: LaunchContext) -> None:
-    """Modules only some containers use, imported now: after pivot_root the host's paths are
-    gone (a later `import` of a loaded module only looks in sys.modules)."""
-    if ctx.cfg.process is not None and ctx.cfg.process.terminal:
-        from .. import console  # noqa: F401
-    if any(ctx.cfg.hooks.get(k) for k in ("createContainer", "startContainer")):
-        from .. import hooks  # noqa: F401
 
 
 _started_fd = -1  # the exec fifo's write end once `start` released us (closes at execve)
@@ -101,6 +91,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
         from .. import hooks
         hooks.run_hooks("createContainer", cfg.hooks.get("createContainer", []), state)
     enter_rootfs(cfg, ctx.no_pivot)
+    become.seal_imports()  # the host's modules are behind us: never load one from the container
 
     if proc is not None and proc.terminal:
         from .. import console
@@ -127,7 +118,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     _started_fd = _wait_for_start(ctx.fifo_fd)
     ch.close()
     if cfg.hooks.get("startContainer"):
-        from .. import hooks  # loaded before pivot_root (_import_what_this_container_needs)
+        from .. import hooks  # loaded by the parent before the fork (parent._import_what_the_init_needs)
         hooks.run_hooks("startContainer", cfg.hooks["startContainer"], state or {})
     become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
 

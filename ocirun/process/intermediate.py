@@ -19,8 +19,9 @@ def main(ctx: LaunchContext, ch: Channel, join=None) -> None:
     """Runs in the forked child; never returns.  `join` (cgroups.join.Join): the container's
     cgroup, which this process enters itself, before its namespaces."""
     try:
+        ch.expect("go")  # the parent did what clone3 could not (cgroups/join.py)
         if join is not None:
-            join.enter_v1()
+            join.enter_v1()  # before any namespace: the cgroup namespace is rooted where we are
         _enter_namespaces(ctx, ch)
         pid = os.fork()
         if pid == 0:
@@ -33,7 +34,6 @@ def main(ctx: LaunchContext, ch: Channel, join=None) -> None:
 
 
 def _enter_namespaces(ctx: LaunchContext, ch: Channel) -> None:
-    ch.expect("go")  # we are in the container's cgroup in every hierarchy
     cfg = ctx.cfg
     namespaces.join_user_namespace(ctx.ns_fds)
     if ctx.new_userns:

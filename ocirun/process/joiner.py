@@ -56,10 +56,11 @@ def main(ctx: ExecContext, ch: Channel, join=None) -> None:
         if ctx.process.terminal:
             from .. import console  # noqa: F401 — now: after setns(mnt) the host's paths are gone
         if join is not None:
+            ch.expect("go")  # the parent did what clone3 could not (cgroups/join.py)
             join.enter_v1()
-            ch.expect("go")  # the parent finished the cgroup2 move, if clone3 could not
         become.close_all_fds_but(_fds_we_need(ctx, ch))
         _join(ctx)
+        become.seal_imports()  # in the container's mount namespace: never load its modules
         pid = os.fork()
         if pid == 0:
             _become(ctx, ch)

@@ -67,7 +67,13 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
     ours, theirs = Channel.pair()
     proc = Spawned()
     join = cgroup.join_plan() if cgroup is not None else None
-    pid = cgroup_join.fork(join)
+    _import_what_the_init_needs(ctx)
+    try:
+        pid = cgroup_join.fork(join)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
     if pid == 0:
         try:
             ours.close()
@@ -97,6 +103,16 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
         proc.kill()
         raise OCIError("internal error: the container's init pid never arrived")
     return proc.init_pid, ours
+
+
+def _import_what_the_init_needs(ctx: LaunchContext) -> None:
+    """Modules only some containers use, imported here: the init could not import them after
+    pivot_root (the host's paths are gone), nor, in a user namespace, read them at all."""
+    cfg = ctx.cfg
+    if cfg.process is not None and cfg.process.terminal:
+        from .. import console  # noqa: F401
+    if any(cfg.hooks.get(k) for k in ("createContainer", "startContainer")):
+        from .. import hooks  # noqa: F401
 
 
 def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, run_runtime_hooks) -> None:

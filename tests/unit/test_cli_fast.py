@@ -48,7 +48,8 @@ def test_fast_path_reads_like_argparse(argv):
     [], ["--version"], ["state"], ["state", "a", "b"], ["kill", "c", "9", "x"], ["delete", "--bogus", "c"],
     ["--log-format", "yaml", "state", "c"], ["list"], ["run"], ["create", "--preserve-fds", "x", "c"],
     ["create", "-bfoo", "c"], ["run", "--bund", "b", "c"], ["exec", "--cap", "CAP_KILL", "c", "true"],
-    ["run", "--detach=yes", "c"], ["create", "c", "--pid-file"],
+    ["run", "--detach=yes", "c"], ["create", "c", "--pid-file"], ["run", "--pid-file", "--detach", "c"],
+    ["exec", "--cwd", "-t", "c", "sh"], ["create", "--preserve-fds", "-1", "c"],
     ["--root"], ["state", "--", "c"],
 ])
 def test_everything_else_goes_to_argparse(argv):
