@@ -97,14 +97,22 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
 
     The joiner itself enters the container's cgroup before its namespaces (cgroups/join.py:
     born in the cgroup2 directory, v1 by itself), so the process it forks is born there, as
-    runc's setns process is.  Not in a paused container (--ignore-paused): the joiner would
-    freeze before forking, so there the exec'd process is moved once it exists, and freezes
-    as soon as it is in the cgroup, before its execve: then we do not wait for the execve.
+    runc 1.2's setns process is (no slow cgroup.procs write).  Two cases keep the joiner out
+    and move the exec'd process in once it exists, as runc 1.1 does:
+    * a paused container (--ignore-paused): the joiner would freeze before forking; the exec'd
+      process freezes as soon as it is in the cgroup, before its execve, so then we do not
+      wait for the execve;
+    * a container at (or one short of) its pids limit: a move ignores pids.max, a birth does
+      not, and a debugging shell must still get into a container that forked all it may.
     """
     from .cgroups import join as cgroup_join
     from .process import become, joiner
     from .process.channel import Channel, ChildDied
-    join = cgroup.join_plan(sub_cgroup) if cgroup is not None and not frozen else None
+    join = None
+    if cgroup is not None and not frozen:
+        room = cgroup.pids_room()
+        if room is None or room >= 2:  # the joiner and the process it forks
+            join = cgroup.join_plan(sub_cgroup)
     ours, theirs = Channel.pair()
     try:
         child = cgroup_join.fork(join)

@@ -224,6 +224,19 @@ class Manager:
             except OSError as e:
                 raise OCIError(f"cgroup: adding pid {pid} to {leaf}: {fs.kernel_words(e)}") from None
 
+    def pids_room(self) -> int | None:
+        """How many more processes the pids controller lets the container start; None when it
+        sets no limit (or there is no pids controller)."""
+        d = self.paths.get(UNIFIED_KEY) if self.mode == "unified" else self.path("pids")
+        if d is None:
+            return None
+        try:
+            limit = fs.read(f"{d}/pids.max")
+            current = fs.read(f"{d}/pids.current")
+        except OSError:
+            return None
+        return None if limit == "max" else int(limit) - int(current)
+
     def join_plan(self, sub: dict[str, str] | None = None):
         """A `join.Join` for a new process (see join.py: no cgroup.procs write, no kernel
         grace period); `sub` as for add_pid."""

@@ -347,6 +347,36 @@ def test_container_seccomp_profile_applies_to_exec(tmp_path, ocirun_root):
         run_ocirun("delete", "--force", "sc", root=ocirun_root)
 
 
+# ============================================================================ cgroup limits
+
+@pytest.mark.parametrize("runtime", ["ocirun", "runc"])
+def test_exec_into_a_container_at_its_pids_limit(tmp_path, ocirun_root, runtime):
+    """A container that forked all pids.max allows still takes an exec (a debugging shell):
+    the exec'd process is moved in, which the limit does not stop, rather than born there
+    (exec_process._spawn).  runc does the same; the runc run is the reference."""
+    if runtime == "runc" and helpers.RUNC is None:
+        pytest.skip("runc is not installed")
+    run = run_ocirun if runtime == "ocirun" else helpers.run_runc
+    root = ocirun_root if runtime == "ocirun" else tmp_path / "runc-root"
+    bundle = make_bundle(tmp_path, ["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
+                         linux={"resources": {"pids": {"limit": 3}}})
+    r = run("run", "-d", "-b", bundle, "pl", root=root)
+    assert r.returncode == 0, r.stderr
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            ps = run("ps", "--format", "json", "pl", root=root)
+            if ps.returncode == 0 and len(json.loads(ps.stdout)) == 3:
+                break
+            time.sleep(0.02)
+        else:
+            pytest.fail("the container never reached its pids limit")
+        full = run("exec", "pl", "sh", "-c", "echo in", root=root)
+        assert (full.returncode, full.stdout) == (0, "in\n"), full.stderr
+    finally:
+        run("delete", "--force", "pl", root=root)
+
+
 # ============================================================================ errors
 
 def test_exec_into_a_stopped_container(tmp_path, ocirun_root):
