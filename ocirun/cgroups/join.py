@@ -1,7 +1,7 @@
 """Putting a new process into the container's cgroup without the kernel's slow path.
 
 Writing a pid to `cgroup.procs` takes the kernel's global threadgroup lock for writing, and
-the first such write in a while waits for an RCU grace period: 8-20 ms measured on this
+the first such write in a while waits for an RCU grace period: 8-27 ms measured on this
 project's hosts, paid by every `create`, `run` and `exec` (runc pays it too).  Two moves skip
 that lock, and together they cover every layout:
 
@@ -9,10 +9,11 @@ that lock, and together they cover every layout:
   `tasks` file (the kernel needs no threadgroup stability for the calling thread);
 * cgroup v2: being born in the cgroup, clone3(CLONE_INTO_CGROUP) (`linux.fork_into_cgroup`).
 
-So `fork(join)` forks the child straight into the cgroup2 directory when there is one, and
-the child calls `join.enter_v1()` before anything else (before its namespaces: the paths
-are host paths).  Where clone3 is refused (old kernel, a cgroup that cannot take processes)
-the parent falls back to the classic write, `join.finish_in_parent(pid)`.
+So `fork(join)` forks the child straight into the cgroup2 directory when there is one; the
+parent calls `join.finish_in_parent(pid)` (the classic write, only where clone3 was refused:
+an old kernel, another Python, a cgroup that cannot take processes) and then tells the child
+to go on; the child calls `join.enter_v1()` before its namespaces (the paths are host paths,
+and a new cgroup namespace is rooted where the process stands).
 """
 from __future__ import annotations
 
