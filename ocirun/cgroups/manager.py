@@ -309,11 +309,21 @@ class Manager:
             return
         if not any(os.path.isdir(p) for p in self.paths.values()) and not self._leftover_created():
             return
+        if self._remove_dirs_in_one_go():
+            return
         deadline = time.monotonic() + DESTROY_TIMEOUT_S
         self._kill_until_empty(deadline)
         busy = self._remove_dirs(deadline)
         if busy:
             raise OCIError(f"delete: cgroup {busy} could not be removed (still busy; pids {self.pids()})")
+
+    def _remove_dirs_in_one_go(self) -> bool:
+        """The usual case (no process, no sub-cgroup left): one rmdir per directory, nothing
+        read first.  The kernel refuses to remove a cgroup that still has either, so a False
+        here leaves the rest to the kill-and-wait path."""
+        leaves = list(self.paths.values())
+        ancestors = sorted((p for p in self.created if p not in leaves), key=lambda p: p.count("/"), reverse=True)
+        return all(fs.rmdir(d) for d in leaves + ancestors)
 
     def _leftover_created(self) -> bool:
         return any(os.path.isdir(p) for p in self.created)
