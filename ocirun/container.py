@@ -229,10 +229,21 @@ def status_of(sd: StateDir, st: dict) -> str:
         return "stopped"
     if sd.has_fifo():
         return "created"
-    cg = _load_cgroup(st)
-    if cg is not None and cg.state() == "paused":
+    if _cgroup_paused(st.get("cgroup")):
         return "paused"
     return "running"
+
+
+def _cgroup_paused(section) -> bool:
+    """Whether state.json's cgroup section names a frozen cgroup, read without loading the
+    cgroup manager (`state`, `kill` and `list` ask on every call).  Paths outside the cgroup
+    mounts are not read (a tampered state file); `load_manager` refuses them later anyway."""
+    if not isinstance(section, dict) or not isinstance(section.get("paths"), dict):
+        return False
+    paths = {k: p for k, p in section["paths"].items()
+             if isinstance(k, str) and isinstance(p, str) and p.startswith("/sys/fs/cgroup/") and ".." not in p}
+    from .cgroups import freezer
+    return freezer.paused(section.get("mode", ""), paths)
 
 
 def public_state(sd: StateDir, st: dict) -> dict:

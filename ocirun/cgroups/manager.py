@@ -19,7 +19,7 @@ import os
 import time
 
 from ..errors import ConfigError, OCIError
-from . import fs, v1, v2
+from . import freezer, fs, v1, v2
 from .detect import CGROUP_ROOT, UNIFIED_KEY, cgroup_mode, hierarchies
 from .paths import container_dirs, inner_path
 
@@ -85,13 +85,7 @@ class Manager:
 
     def _freezer(self) -> tuple[str, str] | None:
         """('v2', dir) when cgroup.freeze exists (unified, hybrid), else ('v1', dir), else None."""
-        d = self.paths.get(UNIFIED_KEY)
-        if d is not None and os.path.exists(f"{d}/cgroup.freeze"):
-            return "v2", d
-        d = self.path("freezer")
-        if d is not None and self.mode != "unified":
-            return "v1", d
-        return None
+        return freezer.locate(self.mode, self.paths)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -295,11 +289,7 @@ class Manager:
 
     def state(self) -> str:
         """'paused' if the freezer says the tree is frozen, else 'running' (also when it is gone)."""
-        fz = self._freezer()
-        if fz is None:
-            return "running"
-        frozen = v2.is_frozen(fz[1]) if fz[0] == "v2" else v1.frozen(fz[1])
-        return "paused" if frozen else "running"
+        return "paused" if freezer.paused(self.mode, self.paths) else "running"
 
     # ------------------------------------------------------------------ removal
 

@@ -338,8 +338,3 @@ def thaw(d: str) -> None:
         raise OCIError(f"resume: {path}: {fs.kernel_words(e)}") from None
 
 
-def frozen(d: str) -> bool:
-    try:
-        return fs.read(f"{d}/freezer.state") == "FROZEN"
-    except OSError:
-        return False

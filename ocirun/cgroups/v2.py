@@ -276,13 +276,6 @@ def set_frozen(d: str, frozen: bool, what: str) -> None:
         raise OCIError(f"{what}: {d}/cgroup.freeze: {fs.kernel_words(e)}") from None
 
 
-def is_frozen(d: str) -> bool:
-    try:
-        return events(d).get("frozen") == "1"
-    except OSError:
-        return False
-
-
 def kill(d: str) -> bool:
     """SIGKILL the whole subtree through cgroup.kill (5.14+); False if the kernel lacks it."""
     try:
