@@ -88,11 +88,13 @@ def lookup_home(uid: int, passwd: str = "/etc/passwd") -> str:
     return "/"
 
 
-def fix_stdio_permissions(uid: int, gid: int) -> None:
+def fix_stdio_permissions(uid: int) -> None:
     """Give our stdio to the container user, so it can reopen /dev/stdin, /proc/self/fd/1 etc.
 
     What runc does before switching user: skip /dev/null (shared with everyone) and fds the user
-    already owns; a pipe or socket we may not chown (EINVAL/EPERM/EROFS) is left alone.
+    already owns; a pipe or socket we may not chown (EINVAL/EPERM/EROFS) is left alone.  Only
+    the owner changes: the group stays what it is (a pty keeps devpts's `gid=5`, tty, as with
+    runc, so that `write`/`wall`-style tools and `mesg` behave as on any Linux terminal).
     """
     try:
         null = os.stat("/dev/null")
@@ -107,10 +109,10 @@ def fix_stdio_permissions(uid: int, gid: int) -> None:
         if st.st_uid == uid or is_null:
             continue
         try:
-            os.fchown(fd, uid, gid)
+            os.fchown(fd, uid, -1)
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
-                raise OCIError(f"fchown stdio fd {fd} to {uid}:{gid}: {_lower(e.strerror)}") from None
+                raise OCIError(f"fchown stdio fd {fd} to uid {uid}: {_lower(e.strerror)}") from None
 
 
 def _err(field: str, what: str, e: OSError) -> OCIError:

@@ -51,12 +51,17 @@ def drop_to_process(proc, personality, preserve_fds: int, listen_fds: int,
         # Without no_new_privs the kernel wants CAP_SYS_ADMIN to load a filter, which we are
         # about to drop: load it now, as runc does (the profile must then allow what follows).
         seccomp.load()
-    user.fix_stdio_permissions(proc.user.uid, proc.user.gid)
+    # cwd first as root, as runc does: a directory only root may enter (a 0700 volume) is still
+    # the process's cwd; where root is refused (root-squashing NFS, a userns root facing
+    # unmapped owners) we try again as the user, with its capabilities.
+    in_cwd = _chdir_as_root(proc.cwd)
+    user.fix_stdio_permissions(proc.user.uid)
     capabilities.apply_bounding(proc.capabilities)
     user.switch_user(proc.user)
     capabilities.apply_caps(proc.capabilities)
-    _chdir(proc.cwd)
-    require_cwd_inside_root(proc.cwd)
+    if not in_cwd:
+        _chdir(proc.cwd)
+    require_cwd_inside_root(proc.cwd)  # either way: getcwd as the user finds no host path
     env = user.home_env(list(proc.env), proc.user.uid)
     if listen_fds:
         env = [e for e in env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
@@ -112,6 +117,17 @@ def require_cwd_inside_root(cwd: str) -> None:
         where = ""
     if not where.startswith("/"):
         raise OCIError(f"process.cwd: {cwd} is outside the container's root")
+
+
+def _chdir_as_root(cwd: str) -> bool:
+    """chdir while still privileged; False when only a permission error stopped it."""
+    try:
+        os.chdir(cwd)
+    except PermissionError:
+        return False
+    except OSError as e:
+        raise OCIError(f"process.cwd: chdir to {cwd}: {e.strerror.lower()}") from None
+    return True
 
 
 def _chdir(cwd: str) -> None:
