@@ -34,6 +34,7 @@ class CreateOptions(Record):
         "preserve_fds": 0,
         "console_fd": -1,   # `run -t` without --console-socket: our own socketpair end
         "config_doc": None,  # config.json as `run` already read it (else create reads it)
+        "stdio_pipes": None,  # `run` in the foreground: pipes.TerminalPipes for the init's stdio
     }
 
 
@@ -50,7 +51,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     sd = StateDir.new(root, cid)
     cgroup = None
     ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
-                        no_new_keyring=opts.no_new_keyring)
+                        no_new_keyring=opts.no_new_keyring, stdio_pipes=opts.stdio_pipes)
     pid, spawned = 0, False
     try:
         cgroup = _cgroup_manager(cid, cfg)

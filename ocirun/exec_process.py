@@ -69,7 +69,14 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         cgroup = _load_cgroup(st)
         if sub_cgroup and cgroup is None:
             raise OCIError("--cgroup: the container has no cgroup")
+        if not proc.terminal and not opts.detach:
+            from .pipes import TerminalPipes
+            ctx.stdio_pipes = TerminalPipes.if_needed()  # never the caller's terminal (pipes.py)
         pid = _spawn(ctx, cgroup, frozen=status == "paused", state=public_state(sd, st), sub_cgroup=sub_cgroup)
+    except BaseException:
+        if ctx.stdio_pipes is not None:
+            ctx.stdio_pipes.close()
+        raise
     finally:
         listener = ctx.seccomp_filter.listener_sock if ctx.seccomp_filter is not None else -1
         for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd, listener]:
@@ -89,6 +96,8 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     _install_resize(master)
     if master >= 0:
         relay_terminal(master, pid)
+    elif ctx.stdio_pipes is not None:
+        ctx.stdio_pipes.relay(pid)
     return _wait_for(pid)
 
 
@@ -124,10 +133,14 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
         try:
             ours.close()
             become.reset_signal_handlers()
+            if ctx.stdio_pipes is not None:
+                ctx.stdio_pipes.install_in_child()
             joiner.main(ctx, theirs, join)
         finally:
             os._exit(1)
     theirs.close()
+    if ctx.stdio_pipes is not None:
+        ctx.stdio_pipes.close_child_ends()
     pid = -1
     try:
         if join is not None:

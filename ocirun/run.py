@@ -46,7 +46,15 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
         ours, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
         opts.console_fd = theirs.detach()
         console_peer = ours
-    pid = container.create(root, cid, opts)
+    elif not detach and not opts.console_socket:
+        from .pipes import TerminalPipes
+        opts.stdio_pipes = TerminalPipes.if_needed()  # never our terminal to the container (pipes.py)
+    try:
+        pid = container.create(root, cid, opts)
+    except BaseException:
+        if opts.stdio_pipes is not None:
+            opts.stdio_pipes.close()
+        raise
     opts.console_fd = -1  # create() closed it
     try:
         master = _receive_master(console_peer) if console_peer else -1
@@ -58,9 +66,13 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
         if master >= 0:
             from . import console
             console.relay_terminal(master, pid)
+        elif opts.stdio_pipes is not None:
+            opts.stdio_pipes.relay(pid)
         status = _wait_for(pid)
     except BaseException:
         # Also with --detach: a container that never started is no use to anyone (runc too).
+        if opts.stdio_pipes is not None:
+            opts.stdio_pipes.close()
         _cleanup(root, cid)
         raise
     if not keep:

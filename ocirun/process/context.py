@@ -19,6 +19,7 @@ class LaunchContext(Record):
         "listen_fds": 0,              # systemd socket activation fds among them
         "seccomp_filter": None,       # become.SeccompStep: compiled now, loaded last, right before exec
         "exec_stub_fd": -1,           # sealed memfd with the exec stub (CVE-2019-5736, exechelper.py)
+        "stdio_pipes": None,          # pipes.TerminalPipes: the init's stdio instead of our terminal
     }
 
     @property

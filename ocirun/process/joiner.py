@@ -45,6 +45,7 @@ class ExecContext(Record):
         "personality": None,
         "seccomp_filter": None,   # become.SeccompStep
         "exec_stub_fd": -1,
+        "stdio_pipes": None,      # pipes.TerminalPipes: the runtime's side only, never the joiner's
     }
 
 
@@ -89,6 +90,10 @@ def _join(ctx: ExecContext) -> None:
 
 def _become(ctx: ExecContext, ch: Channel) -> None:
     try:
+        # A session of its own, as the init has: the caller's controlling terminal is then not
+        # the process's, and ioctl(TIOCSTI) on an inherited terminal fd fails (EPERM) instead
+        # of typing into the caller's shell.  With a pty, the console makes it the new one.
+        os.setsid()
         placed = ch.expect("cgroup_done")
         step = ctx.seccomp_filter
         if step is not None and step.listener_sock >= 0:

@@ -80,10 +80,14 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
             if ctx.lock_fd >= 0:
                 os.close(ctx.lock_fd)  # else the init would hold the container's lock until exec
             become.reset_signal_handlers()
+            if ctx.stdio_pipes is not None:
+                ctx.stdio_pipes.install_in_child()
             intermediate.main(ctx, theirs, join)
         finally:
             os._exit(1)
     theirs.close()
+    if ctx.stdio_pipes is not None:
+        ctx.stdio_pipes.close_child_ends()
     proc.intermediate_pid = pid
     try:
         if join is not None:
