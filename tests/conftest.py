@@ -4,7 +4,8 @@
 - `ocirun_root` / `runc_root`: a unique `--root` state dir per test; at teardown it must be
   empty (a container left behind is a bug in the test or the runtime), and it is cleaned.
 - an autouse session check that, after the last test, no mount of the test rootfs and no
-  `ocirun-test*` cgroup is left on the host.
+  `ocirun-test*` cgroup made during this run is left on the host, and that no test wrote into
+  the shared rootfs (one that changed is rebuilt before the next run).
 """
 from __future__ import annotations
 
@@ -54,9 +55,13 @@ def _require_empty_state_root(root, run) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _no_leaks_after_suite():
+    # Only what appeared during this run is ours: another test run on this host (or a person
+    # trying something) may hold ocirun-test* cgroups of its own, which we must not remove.
+    before = set(helpers.leftover_cgroups())
+    helpers.shared_rootfs(check=True)
     yield
     mounts = helpers.leftover_mounts(helpers.CACHE)
-    cgroups = helpers.leftover_cgroups()
+    cgroups = [c for c in helpers.leftover_cgroups() if c not in before]
     for target in reversed(mounts):  # innermost first
         subprocess.run(["umount", "-l", target], stderr=subprocess.DEVNULL)
     for path in cgroups:
@@ -66,4 +71,8 @@ def _no_leaks_after_suite():
         problems.append("mounts of the test rootfs left on the host: " + ", ".join(mounts))
     if cgroups:
         problems.append("cgroups left on the host: " + ", ".join(cgroups))
+    written = helpers.rootfs_changes()
+    if written:
+        problems.append("the shared read-only rootfs was written to (use a private rootfs): "
+                        + ", ".join(written[:10]))
     assert not problems, "; ".join(problems)

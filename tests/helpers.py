@@ -2,7 +2,11 @@
 
 - `shared_rootfs()` builds a busybox rootfs once in tests/.cache/rootfs (tools/mkrootfs.sh) and
   returns its path.  Bundles point `root.path` at it directly with `readonly: true`, so no test
-  may write into it; a test that needs a writable root takes `private_rootfs(tmp_path)`.
+  may write into it; a test that needs a writable root takes `private_rootfs(tmp_path)`.  Note
+  that a runtime creates missing mount points (and, without a /dev tmpfs, device nodes) in the
+  root before it makes it read-only: a test whose mounts need new mount points, or that takes
+  /dev away, must use a private rootfs.  `rootfs_changes()` lists what a test wrote (the
+  suite fails on it, and a changed cache is rebuilt before the next run uses it).
 - `make_bundle(tmp_path, args, **overrides)` writes a bundle whose config.json is like
   `runc spec`'s, with `overrides` deep-merged into it (see `deep_update`).
 - `run_ocirun(*args, root=...)` runs the installed `ocirun` and captures its output.
@@ -28,7 +32,7 @@ CACHE = REPO / "tests" / ".cache"
 ROOTFS = CACHE / "rootfs"
 MKROOTFS = REPO / "tools" / "mkrootfs.sh"
 # Bump when mkrootfs.sh changes what it builds, so cached copies are rebuilt.
-ROOTFS_VERSION = "1"
+ROOTFS_VERSION = "2"
 
 TEST_PREFIX = "ocirun-test"
 RUNC = shutil.which("runc")
@@ -44,17 +48,44 @@ READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 
 # --------------------------------------------------------------------------- rootfs
 
-def shared_rootfs() -> Path:
-    """The cached busybox rootfs, built on first use (safe with parallel test processes)."""
+def shared_rootfs(check: bool = False) -> Path:
+    """The cached busybox rootfs, built on first use (safe with parallel test processes).
+    With `check`, a copy that some test wrote into is rebuilt too."""
     stamp = ROOTFS / ".ocirun-rootfs-version"
-    if _read(stamp) == ROOTFS_VERSION:
+    if _read(stamp) == ROOTFS_VERSION and not (check and rootfs_changes()):
         return ROOTFS
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / "rootfs.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _read(stamp) != ROOTFS_VERSION:
+        if _read(stamp) != ROOTFS_VERSION or (check and rootfs_changes()):
             _build_rootfs_atomically(stamp.name)
     return ROOTFS
+
+
+_LISTING = ".ocirun-rootfs-listing"
+
+
+def _listing(top: Path) -> list[str]:
+    """Every entry of the tree with its type and mode, not its times."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in sorted(dirnames + filenames):
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            rel = os.path.relpath(path, top)
+            if rel != _LISTING:
+                out.append(f"{rel!r} {st.st_mode:o} {st.st_size if not os.path.isdir(path) else 0}")
+    return sorted(out)
+
+
+def rootfs_changes() -> list[str]:
+    """Entries of the shared rootfs added, removed or changed since it was built."""
+    try:
+        built = set((ROOTFS / _LISTING).read_text().splitlines())
+    except OSError:
+        return []
+    now = set(_listing(ROOTFS))
+    return sorted(built ^ now)
 
 
 def _build_rootfs_atomically(stamp_name: str) -> None:
@@ -63,6 +94,7 @@ def _build_rootfs_atomically(stamp_name: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     subprocess.run([str(MKROOTFS), str(tmp)], check=True)
     (tmp / stamp_name).write_text(ROOTFS_VERSION)
+    (tmp / _LISTING).write_text("\n".join(_listing(tmp)))
     if ROOTFS.exists():
         shutil.rmtree(ROOTFS)
     os.rename(tmp, ROOTFS)
@@ -78,7 +110,9 @@ def _read(path: Path) -> str | None:
 def private_rootfs(tmp_path: Path, name: str = "rootfs") -> Path:
     """A writable copy of the shared rootfs under tmp_path (busybox is 2 MB: the copy is cheap)."""
     dest = Path(tmp_path) / name
-    shutil.copytree(shared_rootfs(), dest, symlinks=True)
+    # cp -a, not shutil.copytree: a device node is copied as a node, never read (copying what
+    # a careless test left there, /dev/full say, once filled the disk).
+    subprocess.run(["cp", "-a", str(shared_rootfs()), str(dest)], check=True)
     return dest
 
 
