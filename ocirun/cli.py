@@ -83,7 +83,8 @@ def _args_list(p) -> None:
 def _args_ps(p) -> None:
     p.add_argument("--format", "-f", default="table", choices=("table", "json"))
     p.add_argument("id")
-    p.add_argument("ps_args", nargs="*")
+    # runc: `ps [options] ID [ps options]`: everything after the id is ps's, dashes included.
+    p.add_argument("ps_args", nargs="...")  # argparse.REMAINDER
 
 
 def _args_update(p) -> None:
@@ -276,10 +277,13 @@ def cmd_ps(a) -> int:
         _out(jsonio.dumps(pids))
         return 0
     import subprocess
-    out = subprocess.run(["ps", *(a.ps_args or ["-ef"])], capture_output=True, text=True).stdout.splitlines()
+    ps_args = a.ps_args[1:] if a.ps_args[:1] == ["--"] else a.ps_args
+    out = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True).stdout.splitlines()
     if not out:
         return 0
     header, rows = out[0], out[1:]
+    if "PID" not in header.split():
+        raise OCIError(f"ps {' '.join(ps_args)}: its output has no PID column")
     col = header.split().index("PID")
     _out(header)
     for row in rows:
@@ -350,6 +354,11 @@ def cmd_features(a) -> int:
     _out(json.dumps(features(), indent=4))
     return 0
 
+
+# runc's exit status when the command itself fails (not the container's process): `exec`
+# says 255, so that a caller can tell "exec failed" from any status the process may return.
+_FAILURE_STATUS = {"exec": 255}
+_FAILURE_PREFIX = {"exec": "exec failed: "}
 
 COMMANDS = {
     "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
@@ -513,13 +522,17 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().print_help()
         return 0
     a.root = a.root or os.environ.get("OCIRUN_ROOT") or "/run/ocirun"
+    failed = _FAILURE_STATUS.get(a.command, 1)
+    prefix = _FAILURE_PREFIX.get(a.command, "")
+    if logger.debug_enabled:
+        logger.debug(f"ocirun {__version__} {a.command}: root {a.root}, arguments {args!r}")
     try:
         if a.systemd_cgroup:
             raise OCIError("--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs")
         return COMMANDS[a.command](a)
     except OCIError as e:
-        logger.error(str(e))
-        return 1
+        logger.error(prefix + str(e))
+        return failed
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
@@ -528,9 +541,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 — a bug must still be one line for the user
         if a.debug:
             import traceback
-            traceback.print_exc()
-        logger.error(f"internal error: {type(e).__name__}: {e}")
-        return 1
+            logger.debug(traceback.format_exc())
+        logger.error(f"{prefix}internal error: {type(e).__name__}: {e}")
+        return failed
 
 
 def run_and_exit() -> None:

@@ -16,11 +16,17 @@ from . import jsonio
 _LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3}
 
 
+# The log file is ours alone: error text can carry config values (hook arguments, paths).
+_LOG_FILE_MODE = 0o600
+
+
 class Logger:
     def __init__(self, path: str | None = None, fmt: str = "text", debug: bool = False):
         self.path = path or None
         self.fmt = fmt
         self.debug_enabled = debug
+        if self.path and debug:
+            self._append("")  # as runc: with --debug the file exists even when all goes well
 
     def _stamp(self) -> str:
         t = time.time()
@@ -36,17 +42,21 @@ class Logger:
         if level == "debug" and not self.debug_enabled:
             return
         if self.path:
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
-                try:
-                    os.write(fd, (self._line(level, msg) + "\n").encode())
-                finally:
-                    os.close(fd)
-            except OSError:
-                pass  # a broken log file must not hide the real error
+            self._append(self._line(level, msg) + "\n")
         elif level in ("warning", "debug"):
             sys.stderr.write(self._line(level, msg) + "\n")
             sys.stderr.flush()
+
+    def _append(self, text: str) -> None:
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_FILE_MODE)
+            try:
+                if text:
+                    os.write(fd, text.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # a broken log file must not hide the real error
 
     def debug(self, msg: str) -> None:
         self.log("debug", msg)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+import helpers
 from helpers import make_bundle, run_ocirun
 from ocirun import schema
 
@@ -128,6 +129,53 @@ def test_ps_json_is_the_host_pids(ocirun_root, tmp_path):
         assert sorted(int(r.split()[col]) for r in table[1:]) == sorted(pids)
     finally:
         run_ocirun("delete", "--force", "p1", root=ocirun_root)
+
+
+@pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
+def test_ps_options_after_the_id_go_to_ps_as_with_runc(ocirun_root, runc_root, tmp_path):
+    """`runc ps ID -e -x`: everything after the id is ps's own (ocirun's argparse once refused
+    `-e` as an unknown flag of ours)."""
+    bundle = make_bundle(tmp_path, SLEEPER)
+    tables = {}
+    for run, root in ((run_ocirun, ocirun_root), (helpers.run_runc, runc_root)):
+        r = run("run", "-d", "-b", str(bundle), "psx", root=root)
+        assert r.returncode == 0, r.stderr
+        try:
+            init = json.loads(run("state", "psx", root=root).stdout)["pid"]
+            r = run("ps", "psx", "-o", "pid,comm", root=root)
+            assert r.returncode == 0, (run.__name__, r.stderr)
+            tables[run.__name__] = r.stdout.split()
+            r = run("ps", "psx", "-e", "-x", root=root)
+            assert r.returncode == 0, (run.__name__, r.stderr)
+            assert str(init) in r.stdout.split(), (run.__name__, r.stdout)
+        finally:
+            run("delete", "--force", "psx", root=root)
+    for name, words in tables.items():  # -o pid,comm: exactly the header and the sleeper
+        assert words[:2] == ["PID", "COMMAND"] and words[3:] == ["sleep"], (name, words)
+
+
+# ============================================================================ --debug and --log
+
+def test_debug_writes_debug_lines_and_creates_the_log_file_private(ocirun_root, tmp_path):
+    """As runc: `--debug` writes level=debug lines (to --log, else stderr), and the --log file
+    exists afterwards even when nothing failed.  It is ours alone (0600): error lines can
+    carry config values."""
+    log = tmp_path / "ocirun.log"
+    bundle = make_bundle(tmp_path, ["true"])
+    old = os.umask(0)
+    try:
+        ok("--debug", "--log", str(log), "--log-format", "json", "run", "-b", str(bundle), "dbg", root=ocirun_root)
+    finally:
+        os.umask(old)
+    assert oct(os.stat(log).st_mode & 0o777) == "0o600"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines and all(line["level"] == "debug" for line in lines), lines
+    r = run_ocirun("--debug", "state", "nosuch", root=ocirun_root)
+    assert r.returncode == 1
+    assert 'level=debug msg="ocirun' in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "container does not exist: nosuch", r.stderr
+    r = run_ocirun("state", "nosuch", root=ocirun_root)
+    assert "level=debug" not in r.stderr, r.stderr
 
 
 # ============================================================================ spec

@@ -41,7 +41,10 @@ def state_of(root, cid) -> dict:
 
 
 def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    """`exec` itself failed: runc's status 255 (not one the process could have returned) and
+    runc's "exec failed: " before one line that names the problem."""
+    assert r.returncode == 255, (r.returncode, r.stdout, r.stderr)
+    assert r.stderr.startswith("exec failed: "), r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
     for n in needles:
@@ -449,3 +452,23 @@ def test_paused_exec_does_not_run_before_resume(tmp_path, ocirun_root):
     finally:
         run_ocirun("resume", "pz2", root=ocirun_root)
         run_ocirun("delete", "--force", "pz2", root=ocirun_root)
+
+
+@pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
+def test_exec_failures_exit_255_as_with_runc(tmp_path, ocirun_root, runc_root):
+    """Engines and scripts tell "exec failed" (255) from the process's own status (here 1)."""
+    bundle = make_bundle(tmp_path, ["sleep", "1000"])
+    ok("run", "-d", "-b", bundle, "e255", root=ocirun_root)
+    r = helpers.run_runc("run", "-d", "-b", str(bundle), "e255", root=runc_root)
+    assert r.returncode == 0, r.stderr
+    try:
+        for run in (run_ocirun, helpers.run_runc):
+            root = ocirun_root if run is run_ocirun else runc_root
+            assert run("exec", "e255", "sh", "-c", "exit 1", root=root).returncode == 1
+            for args in (["e255", "no-such-binary"], ["no-such-container", "true"]):
+                r = run("exec", *args, root=root)
+                assert r.returncode == 255, (run.__name__, args, r.returncode, r.stderr)
+                assert "exec failed: " in r.stderr, (run.__name__, r.stderr)
+    finally:
+        run_ocirun("delete", "--force", "e255", root=ocirun_root)
+        helpers.run_runc("delete", "--force", "e255", root=runc_root)
