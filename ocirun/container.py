@@ -52,7 +52,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     cgroup = None
     ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
                         no_new_keyring=opts.no_new_keyring, stdio_pipes=opts.stdio_pipes)
-    pid, spawned = 0, False
+    pid, spawned, shared_mnt = 0, False, None
     try:
         cgroup = _cgroup_manager(cid, cfg)
         st = _initial_state(cid, cfg, cgroup)
@@ -65,38 +65,78 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         _compile_seccomp(ctx)
         hook_state = lambda pid, status="creating": _hook_state(cid, cfg, pid, status)  # noqa: E731
         spawned = True
+        shared_mnt = _rootfs_mount_before(cfg)
         pid, ch = parent.spawn(ctx, cgroup, hook_state, lambda s: _run_runtime_hooks(cfg, s))
         ch.close()
         st["pid"] = pid
         st["start_time"] = proc_start_time(pid)
+        if shared_mnt is not None:
+            st["shared_rootfs_mount"] = _rootfs_mount_ours(cfg, shared_mnt)
         sd.write(st)
         if opts.pid_file:
             write_pid_file(opts.pid_file, pid)
         return pid
     except BaseException:
         _undo_create(sd, cgroup, pid, spawned)
+        if shared_mnt is not None:
+            _release_rootfs_mount(cfg.root_path, _rootfs_mount_ours(cfg, shared_mnt))
         raise
     finally:
         _close_launch_fds(ctx)
         sd.unlock()
 
 
+def _rootfs_mount_before(cfg: Config):
+    """Without a mount namespace the init's mounts stay in ours: the id of the mount at the
+    rootfs before the init binds it there (None with a mount namespace, the usual case)."""
+    if cfg.linux.namespace("mount") is not None:
+        return None
+    from . import rootfs
+    return rootfs.mount_id(cfg.root_path)
+
+
+def _rootfs_mount_ours(cfg: Config, before: int) -> int:
+    """The init's bind of the rootfs (every mount of the container is below it), or 0."""
+    from . import rootfs
+    now = rootfs.mount_id(cfg.root_path)
+    return now if now != before else 0
+
+
+def _release_rootfs_mount(root_path: str, mnt_id: int) -> None:
+    from . import rootfs
+    try:
+        rootfs.release_shared_rootfs(root_path, mnt_id)
+    except OCIError as e:
+        _log.get().warn(str(e))
+
+
 def _check_before_fork(cfg: Config) -> None:
     """Everything we can refuse on the host, before any process or cgroup exists."""
     from . import sysctl
-    if cfg.process is None:
-        raise ConfigError("process", "is required to create a container")
     if not cfg.has_new_namespace("mount"):
-        raise ConfigError("linux.namespaces", "a new mount namespace is required")
+        _check_shared_mount_namespace(cfg)
     sysctl.validate(cfg)
-    from . import lsm
-    lsm.check_available(cfg.process)
     from . import capabilities, limits
     capabilities.last_cap()  # cached now: the init reads it after pivot_root, where /proc may differ
+    limits.validate_personality(cfg.linux.personality)
+    if cfg.process is None:
+        # runtime.md: `process` is REQUIRED only when `start` is called.  The container is
+        # created and waits; `start` refuses it (see start).  runc 1.1 refuses it at create.
+        return
+    from . import lsm
+    lsm.check_available(cfg.process)
     limits.validate_rlimits(cfg.process.rlimits)
     limits.validate_io_priority(cfg.process.io_priority)
     limits.validate_scheduler(cfg.process.scheduler)
-    limits.validate_personality(cfg.linux.personality)
+
+
+def _check_shared_mount_namespace(cfg: Config) -> None:
+    """No new mount namespace: one joined by path, or none (the runtime's own, as the spec allows:
+    the container's mounts then go into that table, the init chroots instead of pivot_root, and
+    `delete` takes them away again; see rootfs.prepare_rootfs)."""
+    if cfg.linux.namespace("mount") is None and cfg.linux.namespace("user") is not None:
+        raise ConfigError("linux.namespaces", "a container in a user namespace needs a mount namespace "
+                          "of its own (its root may not mount in the runtime's)")
 
 
 def _cgroup_manager(cid: str, cfg: Config):
@@ -106,7 +146,7 @@ def _cgroup_manager(cid: str, cfg: Config):
 
 def _initial_state(cid: str, cfg: Config, cgroup) -> dict:
     hooks = cfg.raw.get("hooks") or {}
-    return {
+    st = {
         "ociVersion": SPEC_VERSION,
         "id": cid,
         "pid": 0,
@@ -120,6 +160,9 @@ def _initial_state(cid: str, cfg: Config, cgroup) -> dict:
         "cgroup": cgroup.to_state() if cgroup is not None else None,
         "shared_pid_ns": not cfg.has_new_namespace("pid"),
     }
+    if cfg.process is None:
+        st["no_process"] = True  # `start` must refuse it (runtime.md)
+    return st
 
 
 def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:
@@ -133,7 +176,7 @@ def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:
     elif opts.console_socket:
         from . import console
         ctx.console_fd = console.connect_console_socket(opts.console_socket)
-    elif ctx.cfg.process.terminal:
+    elif ctx.cfg.process is not None and ctx.cfg.process.terminal:
         raise OCIError("process.terminal is true: --console-socket is required")
     ctx.listen_fds = _systemd_listen_fds()
     ctx.preserve_fds = ctx.listen_fds + opts.preserve_fds
@@ -281,6 +324,9 @@ def start(root: str, cid: str) -> None:
             raise OCIError({"running": "cannot start an already running container",
                             "paused": "cannot start an already running container",
                             "stopped": "cannot start a container that has stopped"}[status])
+        if st.get("no_process"):
+            # Refused before the init is released: the container stays `created`, nothing ran.
+            raise OCIError("cannot start a container without a process: config.json has no `process`")
         _release_init(sd, st)
         hooks = _stored_hooks(st, "poststart")
         if hooks:
@@ -444,6 +490,8 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             _kill_and_wait(st["pid"], st.get("start_time"))
         if cg is not None:
             cg.destroy()
+        if st.get("shared_rootfs_mount"):  # no mount namespace: its mounts are in ours
+            _release_rootfs_mount(st["rootfs"], st["shared_rootfs_mount"])
         hooks = _stored_hooks(st, "poststop")
         if hooks:
             from . import hooks as _hooks

@@ -50,6 +50,8 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     own_console = None
     try:
         ctx.ns_fds = joiner.container_namespace_fds(st["pid"], [n.get("type") for n in lin.get("namespaces", [])])
+        if "mount" not in ctx.ns_fds:  # no mount namespace: the init chrooted in ours, so do we
+            ctx.root_fd = joiner.container_root_fd(st["pid"])
         ctx.seccomp_filter = _compile_seccomp(lin.get("seccomp"))
         from .exechelper import sealed_stub_fd
         ctx.exec_stub_fd = sealed_stub_fd()
@@ -79,7 +81,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         raise
     finally:
         listener = ctx.seccomp_filter.listener_sock if ctx.seccomp_filter is not None else -1
-        for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd, listener]:
+        for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd, listener, ctx.root_fd]:
             if fd >= 0:
                 os.close(fd)
     if opts.pid_file:

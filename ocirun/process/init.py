@@ -104,10 +104,9 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     finalize_rootfs(cfg)
     if not ctx.no_new_keyring:
         _join_session_keyring(ctx.id)
-    if proc is None:
-        raise OCIError("process: config.json has no process to run")
-    path, env = become.drop_to_process(proc, cfg.linux.personality, ctx.preserve_fds, ctx.listen_fds,
-                                       ctx.seccomp_filter)
+    if proc is not None:
+        path, env = become.drop_to_process(proc, cfg.linux.personality, ctx.preserve_fds, ctx.listen_fds,
+                                           ctx.seccomp_filter)
 
     ch.send("ready")
     if needs_state_after_ready(ctx):
@@ -117,6 +116,8 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     global _started_fd
     _started_fd = _wait_for_start(ctx.fifo_fd)
     ch.close()
+    if proc is None:  # `start` refuses such a container: only a hand-opened fifo gets here
+        raise OCIError("cannot start a container without a process: config.json has no `process`")
     if cfg.hooks.get("startContainer"):
         from .. import hooks  # loaded by the parent before the fork (parent._import_what_the_init_needs)
         hooks.run_hooks("startContainer", cfg.hooks["startContainer"], state or {})

@@ -46,6 +46,8 @@ class ExecContext(Record):
         "seccomp_filter": None,   # become.SeccompStep
         "exec_stub_fd": -1,
         "stdio_pipes": None,      # pipes.TerminalPipes: the runtime's side only, never the joiner's
+        "root_fd": -1,            # the init's /proc/<pid>/root when the container has no mount
+                                  # namespace (it shares ours): we chroot there instead of setns
     }
 
 
@@ -73,7 +75,7 @@ def main(ctx: ExecContext, ch: Channel, join=None) -> None:
 
 def _fds_we_need(ctx: ExecContext, ch: Channel) -> set[int]:
     listener = ctx.seccomp_filter.listener_sock if ctx.seccomp_filter is not None else -1
-    keep = {0, 1, 2, ch.fileno(), ctx.console_fd, ctx.exec_stub_fd, listener, *ctx.ns_fds.values()}
+    keep = {0, 1, 2, ch.fileno(), ctx.console_fd, ctx.exec_stub_fd, listener, ctx.root_fd, *ctx.ns_fds.values()}
     keep.update(range(3, 3 + ctx.preserve_fds))
     return {fd for fd in keep if fd >= 0}
 
@@ -86,6 +88,16 @@ def _join(ctx: ExecContext) -> None:
     for fd in ctx.ns_fds.values():
         os.close(fd)
     ctx.ns_fds = {}
+    if ctx.root_fd >= 0:
+        try:
+            os.fchdir(ctx.root_fd)
+            os.chroot(".")
+            os.chdir("/")
+        except OSError as e:
+            raise OCIError(f"enter the container's root: {e.strerror.lower()}") from None
+        finally:
+            os.close(ctx.root_fd)
+            ctx.root_fd = -1
 
 
 def _become(ctx: ExecContext, ch: Channel) -> None:
@@ -126,3 +138,11 @@ def container_namespace_fds(init_pid: int, ns_types: list[str]) -> dict[str, int
             os.close(fd)
         raise OCIError(f"open the container's namespaces: {e.strerror.lower()}") from None
     return fds
+
+
+def container_root_fd(init_pid: int) -> int:
+    """The init's root directory, for a container that shares our mount namespace."""
+    try:
+        return os.open(f"/proc/{init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise OCIError(f"open the container's root: {e.strerror.lower()}") from None

@@ -23,13 +23,28 @@ from .paths import fd_path, make_mount_target, mkdir_all_in_root, open_in_root
 from .pivot import enter
 
 __all__ = ["prepare_rootfs", "enter_rootfs", "finalize_rootfs", "parse_mount_options", "MountOptions",
-           "open_in_root", "mkdir_all_in_root", "make_mount_target"]
+           "open_in_root", "mkdir_all_in_root", "make_mount_target", "shares_runtime_mount_namespace",
+           "mount_id", "release_shared_rootfs"]
 
 _DEFAULT_ROOT_PROPAGATION = linux.MS_SLAVE | linux.MS_REC
 
 
+def shares_runtime_mount_namespace(cfg) -> bool:
+    """No `mount` entry in linux.namespaces: the container lives in the runtime's mount table.
+
+    The spec allows it (runc runs it).  Then the init leaves the propagation of the runtime's
+    mounts alone, binds the rootfs onto itself (one mount of ours that holds every other mount
+    of the container), mounts into it and chroots: pivot_root would move the root of every
+    process of the namespace.  `delete` detaches that one bind (release_shared_rootfs).
+    A mount namespace joined by path is the caller's to give: there we do what runc does,
+    the same as in a new one.
+    """
+    return cfg.linux.namespace("mount") is None
+
+
 def prepare_rootfs(cfg, in_userns: bool) -> None:
-    """Build the rootfs from the host side.  Must run in the init's new mount namespace."""
+    """Build the rootfs from the host side.  Runs in the init's mount namespace: a new one, one
+    joined by path, or the runtime's own (shares_runtime_mount_namespace)."""
     root = cfg.root_path
     prop = PROPAGATION.get(cfg.linux.rootfs_propagation, _DEFAULT_ROOT_PROPAGATION)
     if prop & linux.MS_UNBINDABLE:
@@ -37,8 +52,9 @@ def prepare_rootfs(cfg, in_userns: bool) -> None:
         # now; finalize_rootfs applies the requested propagation to the new root.
         prop = _DEFAULT_ROOT_PROPAGATION
     try:
-        linux.mount(None, "/", None, prop)
-        _make_parent_mount_private(root)
+        if not shares_runtime_mount_namespace(cfg):  # the runtime's mounts are not ours to change
+            linux.mount(None, "/", None, prop)
+            _make_parent_mount_private(root)
         linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
@@ -71,8 +87,35 @@ def _make_parent_mount_private(root: str) -> None:
 
 
 def enter_rootfs(cfg, no_pivot: bool) -> None:
-    """Make cfg.root_path the init's /; the host's tree is gone afterwards."""
-    enter(cfg.root_path, no_pivot)
+    """Make cfg.root_path the init's /; the host's tree is gone afterwards (in the runtime's own
+    mount namespace: out of reach, by chroot)."""
+    enter(cfg.root_path, no_pivot, chroot_only=shares_runtime_mount_namespace(cfg))
+
+
+def mount_id(path: str) -> int:
+    """The id of the mount `path` is on (its top mount when it is a mount point); 0 if none."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            for line in f:
+                if line.startswith(b"mnt_id:"):
+                    return int(line.split()[1])
+    finally:
+        os.close(fd)
+    return 0
+
+
+def release_shared_rootfs(root_path: str, mnt_id: int) -> None:
+    """Detach the rootfs bind a container without a mount namespace left in the runtime's mount
+    table (and every mount below it), if the mount at `root_path` is still that one."""
+    if mnt_id and mount_id(root_path) == mnt_id:
+        try:
+            linux.umount2(root_path, linux.MNT_DETACH)
+        except OSError as e:
+            raise os_error(f"unmount the container's rootfs {root_path}", e) from None
 
 
 def finalize_rootfs(cfg) -> None:

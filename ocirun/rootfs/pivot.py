@@ -65,11 +65,22 @@ def _hide_host_proc_and_sys(root_path: str) -> None:
         gone.append(path)
 
 
-def enter(root_path: str, no_pivot: bool) -> None:
+def chroot_into(root_path: str) -> None:
+    """In the runtime's own mount namespace, where neither pivot_root nor MS_MOVE onto / may
+    touch what every other process there sees (runc chroots there too)."""
+    os.chdir(root_path)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def enter(root_path: str, no_pivot: bool, chroot_only: bool = False) -> None:
+    how = "chroot" if chroot_only else "move" if no_pivot else "pivot_root"
     try:
-        if no_pivot:
+        if chroot_only:
+            chroot_into(root_path)
+        elif no_pivot:
             move_root(root_path)
         else:
             pivot_into(root_path)
     except OSError as e:
-        raise os_error(f"{'move' if no_pivot else 'pivot_root'} into {root_path}", e) from None
+        raise os_error(f"{how} into {root_path}", e) from None
