@@ -88,7 +88,9 @@ class _Relay:
         self.outputs = {ends[fd]: fd for fd in (1, 2) if fd in ends}  # pipe -> our fd
         self.stdin_pipe = ends.get(0, -1)
         self.pending = b""       # read from our stdin, not yet taken by the process
-        self.stdin_eof = self.stdin_pipe < 0
+        # In a background job (`ocirun exec ID cmd &`) a read of the terminal would stop us with
+        # SIGTTIN: there we never read it, and the process waits for input as a job would.
+        self.stdin_eof = self.stdin_pipe < 0 or not _in_foreground(0)
         self.pidfd = pidfd
         self.pid = pid
         for pipe in self.outputs:
@@ -181,6 +183,13 @@ class _Relay:
 def _is_terminal(fd: int) -> bool:
     try:
         return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _in_foreground(fd: int) -> bool:
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
     except OSError:
         return False
 
