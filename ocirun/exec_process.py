@@ -13,6 +13,7 @@ import os
 import _socket  # socket.py imports enum and selectors (~3 ms per command)
 
 from . import jsonio
+from . import log as _log
 from .config import parse_process, read_json
 from .errors import ConfigError, OCIError
 from .record import Record
@@ -39,6 +40,8 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         raise OCIError("cannot exec in a stopped container")
     if status == "paused" and not opts.ignore_paused:
         raise OCIError("cannot exec in a paused container (use --ignore-paused)")
+    log = _log.get()
+    log.debug(f"exec in {cid}: its init is {st['pid']}, {status}")
     sub_cgroup = parse_cgroup_flags(opts.cgroup)
     doc = _container_config(st)
     proc = build_process(opts, doc)
@@ -84,6 +87,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         for fd in [*ctx.ns_fds.values(), ctx.console_fd, ctx.exec_stub_fd, listener, ctx.root_fd]:
             if fd >= 0:
                 os.close(fd)
+    log.debug(f"exec in {cid}: process {pid} runs {proc.args!r}")
     if opts.pid_file:
         write_pid_file(opts.pid_file, pid)
     if opts.detach:
@@ -100,7 +104,9 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         relay_terminal(master, pid)
     elif ctx.stdio_pipes is not None:
         ctx.stdio_pipes.relay(pid)
-    return _wait_for(pid)
+    status = _wait_for(pid)
+    log.debug(f"exec in {cid}: process {pid} exited, status {status}")
+    return status
 
 
 def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgroup=None) -> int:

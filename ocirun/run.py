@@ -69,6 +69,7 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
         elif opts.stdio_pipes is not None:
             opts.stdio_pipes.relay(pid)
         status = _wait_for(pid)
+        _log.get().debug(f"run {cid}: the init {pid} exited, status {status}")
     except BaseException:
         # Also with --detach: a container that never started is no use to anyone (runc too).
         if opts.stdio_pipes is not None:
