@@ -22,6 +22,11 @@ I = init):
   I → P  mounts_done   (only if prestart/createRuntime/createContainer hooks exist) the container's mounts are in
                        place, pivot_root not done yet.  P runs prestart + createRuntime hooks.
   P → I  hooks_done    {"state": {...}} hooks ran; I runs createContainer hooks and pivots.
+  I → P  mount_source  {"index": i} (only in a user namespace) I may not look up the source of
+                       bind mount mounts[i] (a path only host root may reach), as in runc.
+  P → I  mount_source  P, host root, opened it through /proc/I/root (so the fd belongs to I's
+                       mount namespace: a bind from it is allowed there) and sends it as
+                       SCM_RIGHTS; if P cannot open it either, P fails the create.
   I → P  ready         I is fully set up and blocks on the exec fifo; P writes state.json and the
                        pid file and exits (or, for `run`, starts it).
   I → P  error         {"msg": "..."} at any point before ready; I exits 1 and P cleans up.
@@ -36,6 +41,7 @@ channel is closed before the container's process runs.
 from __future__ import annotations
 
 import os
+import sys
 
 # _socket, not socket: socket.py imports enum and selectors (~3 ms per command); a
 # SEQPACKET pair needs nothing they add.
@@ -76,6 +82,28 @@ class Channel:
         if msg["type"] != mtype:
             raise OCIError(f"internal error: expected {mtype!r} from the container process, got {msg['type']!r}")
         return msg
+
+    def send_fd(self, mtype: str, fd: int, **fields) -> None:
+        """One message carrying one open fd (SCM_RIGHTS)."""
+        fields["type"] = mtype
+        self.sock.sendmsg([jsonio.dumps(fields).encode()],
+                          [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+
+    def expect_fd(self, mtype: str) -> int:
+        """Like expect, for a message sent by send_fd: the fd received (close-on-exec)."""
+        data, anc, _flags, _addr = self.sock.recvmsg(1 << 20, _socket.CMSG_SPACE(4), _socket.MSG_CMSG_CLOEXEC)
+        fds = [int.from_bytes(d[:4], sys.byteorder) for lvl, kind, d in anc
+               if lvl == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS and len(d) >= 4]
+        if not data:
+            raise ChildDied("container init exited before it was ready")
+        msg = jsonio.loads(data)
+        if msg["type"] == "error" or msg["type"] != mtype or not fds:
+            for fd in fds:
+                os.close(fd)
+            if msg["type"] == "error":
+                raise OCIError(msg["msg"])
+            raise OCIError(f"internal error: expected {mtype!r} with an fd, got {msg['type']!r}")
+        return fds[0]
 
     def fileno(self) -> int:
         return self.sock.fileno()

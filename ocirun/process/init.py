@@ -83,7 +83,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     if cfg.linux.net_devices:
         ch.expect("netdevs_done")  # the parent moves them in; hooks and sysctls may need them
 
-    prepare_rootfs(cfg, ctx.in_userns)
+    prepare_rootfs(cfg, ctx.in_userns, fetch_source=_source_from_parent(ch) if ctx.in_userns else None)
     state = None
     if any(cfg.hooks.get(k) for k in ("prestart", "createRuntime", "createContainer")):
         ch.send("mounts_done")
@@ -122,6 +122,15 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
         from .. import hooks  # loaded by the parent before the fork (parent._import_what_the_init_needs)
         hooks.run_hooks("startContainer", cfg.hooks["startContainer"], state or {})
     become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
+
+
+def _source_from_parent(ch: Channel):
+    """In a user namespace our root may not look up a bind source only host root can reach:
+    the parent opens it for us (channel.py, mount_source)."""
+    def fetch(index: int) -> int:
+        ch.send("mount_source", index=index)
+        return ch.expect_fd("mount_source")
+    return fetch
 
 
 def _fds_we_need(ctx: LaunchContext, ch: Channel) -> set[int]:

@@ -134,6 +134,14 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
                 from .. import network
                 proc.net_devices = network.move_devices(ctx.cfg, proc.init_pid, ctx.state_dir)
                 ch.send("netdevs_done")
+        elif t == "mount_source":
+            if not proc.init_pid:  # the two children share the socket: order is not guaranteed
+                _got_init_pid(proc, ch.expect("init_pid"))
+            fd = _open_mount_source(ctx, proc.init_pid, msg.get("index"))
+            try:
+                ch.send_fd("mount_source", fd)
+            finally:
+                os.close(fd)
         elif t == "mounts_done":
             if not proc.init_pid:  # the two children share the socket: order is not guaranteed
                 _got_init_pid(proc, ch.expect("init_pid"))
@@ -148,6 +156,29 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             return
         else:
             raise OCIError(f"internal error: unexpected message {t!r} from the container process")
+
+
+def _open_mount_source(ctx: LaunchContext, init_pid: int, index) -> int:
+    """The source of bind mount mounts[index], opened by us (host root) inside the init's mount
+    namespace, for an init in a user namespace that may not look it up (runc does the same).
+    Resolved under /proc/<init>/root as the init would resolve it: absolute symlinks stay in
+    the init's namespace, so the fd is one the init may bind from."""
+    from .. import linux
+    from ..rootfs import parse_mount_options
+    mounts = ctx.cfg.mounts
+    if not ctx.in_userns or not isinstance(index, int) or not 0 <= index < len(mounts) \
+            or not (mounts[index].type == "bind" or parse_mount_options(mounts[index].options).bind):
+        raise OCIError(f"internal error: the container process asked for mount source {index!r}")
+    m = mounts[index]
+    path = m.source if os.path.isabs(m.source) else os.path.join(ctx.cfg.bundle, m.source)
+    try:
+        root = os.open(f"/proc/{init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return linux.openat2(root, path, os.O_PATH | os.O_CLOEXEC, 0, linux.RESOLVE_IN_ROOT)
+        finally:
+            os.close(root)
+    except OSError as e:
+        raise OCIError(f"mounts[{index}].source: {path}: {(e.strerror or str(e)).lower()}") from None
 
 
 def _got_init_pid(proc: Spawned, msg: dict) -> None:

@@ -42,9 +42,10 @@ def shares_runtime_mount_namespace(cfg) -> bool:
     return cfg.linux.namespace("mount") is None
 
 
-def prepare_rootfs(cfg, in_userns: bool) -> None:
+def prepare_rootfs(cfg, in_userns: bool, fetch_source=None) -> None:
     """Build the rootfs from the host side.  Runs in the init's mount namespace: a new one, one
-    joined by path, or the runtime's own (shares_runtime_mount_namespace)."""
+    joined by path, or the runtime's own (shares_runtime_mount_namespace).  `fetch_source(i)`:
+    an fd of mounts[i]'s bind source opened by the runtime, for the sources we may not reach."""
     root = cfg.root_path
     prop = PROPAGATION.get(cfg.linux.rootfs_propagation, _DEFAULT_ROOT_PROPAGATION)
     if prop & linux.MS_UNBINDABLE:
@@ -62,6 +63,7 @@ def prepare_rootfs(cfg, in_userns: bool) -> None:
     try:
         ctx = MountContext(root_fd, os.readlink(fd_path(root_fd)), cfg.bundle, in_userns,
                         cgroupns=cfg.linux.namespace("cgroup") is not None)
+        ctx.fetch_source = fetch_source
         for i, m in enumerate(cfg.mounts):
             mount_entry(ctx, i, m)
         if not dev_is_host_bind(cfg.mounts):

@@ -185,6 +185,7 @@ class MountContext:
         self.bundle = bundle
         self.in_userns = in_userns
         self.cgroupns = cgroupns
+        self.fetch_source = None        # index -> fd: the runtime opens a source we may not reach
 
 
 def mount_entry(ctx: MountContext, index: int, m) -> None:
@@ -198,7 +199,7 @@ def mount_entry(ctx: MountContext, index: int, m) -> None:
         raise OCIError(f"{where}: idmapped mounts (idmap, ridmap) are not supported")
     try:
         if o.bind:
-            _mount_bind(ctx, where, m, o)
+            _mount_bind(ctx, index, where, m, o)
         elif m.type in ("cgroup", "cgroup2"):
             _mount_cgroup(ctx, m, o)
         else:
@@ -217,18 +218,24 @@ def _reopen(ctx: MountContext, dest: str) -> int:
     return open_in_root(ctx.root_fd, dest, os.O_PATH)
 
 
-def _bind_source(ctx: MountContext, where: str, source: str) -> int:
+def _bind_source(ctx: MountContext, index: int, where: str, source: str) -> int:
     path = source if os.path.isabs(source) else os.path.join(ctx.bundle, source)
     try:
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except PermissionError:
+        if ctx.fetch_source is None:
+            raise OCIError(f"{where}.source: {path}: permission denied") from None
+        # Our root is a user namespace's: a path only host root may reach (a 0700 directory on
+        # the way) is opened by the runtime for us, as runc does.
+        return ctx.fetch_source(index)
     except FileNotFoundError:
         raise OCIError(f"{where}.source: {path}: no such file or directory") from None
     except OSError as e:
         raise os_error(f"{where}.source: {path}", e) from None
 
 
-def _mount_bind(ctx: MountContext, where: str, m, o: MountOptions) -> None:
-    src = _bind_source(ctx, where, m.source)
+def _mount_bind(ctx: MountContext, index: int, where: str, m, o: MountOptions) -> None:
+    src = _bind_source(ctx, index, where, m.source)
     try:
         is_dir = stat.S_ISDIR(os.fstat(src).st_mode)
         dst = make_mount_target(ctx.root_fd, m.destination, is_dir)
