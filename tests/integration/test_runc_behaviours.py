@@ -51,6 +51,21 @@ def test_cwd_only_root_can_enter(runtime, ocirun_root, runc_root, tmp_path):
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
+def test_exec_cwd_only_root_can_enter(runtime, ocirun_root, runc_root, tmp_path):
+    run = _runtime(runtime)
+    root = _root_for(runtime, ocirun_root, runc_root)
+    bundle = make_bundle(tmp_path, ["sleep", "30"])
+    r = run("run", "-d", "-b", bundle, "cwd3", root=root)
+    assert r.returncode == 0, r.stderr
+    try:
+        r = run("exec", "--cwd", "/root", "--user", "1000:1000", "cwd3", "sh", "-c", "pwd; id -u", root=root)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["/root", "1000"], r.stdout
+    finally:
+        run("delete", "--force", "cwd3", root=root)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
 def test_cwd_not_a_directory_still_fails_clearly(runtime, ocirun_root, runc_root, tmp_path):
     """Only a permission error is retried as the user; anything else fails at once."""
     run = _runtime(runtime)
