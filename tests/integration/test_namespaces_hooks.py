@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+import helpers
 from helpers import make_bundle, read_config, run_ocirun, write_config
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -33,7 +34,8 @@ def test_hooks_run_in_order_at_the_right_moment_with_state(ocirun_root, tmp_path
                                                 "poststart", "poststop")}
     # startContainer runs inside the container after pivot_root: it sees the log dir at /hl.
     hooks["startContainer"] = [_hook("startContainer", "/hl/log")]
-    bundle = make_bundle(tmp_path, ["true"], hooks=hooks)
+    # A private rootfs: the runtime makes the /hl mount point in it.
+    bundle = make_bundle(tmp_path, ["true"], hooks=hooks, rootfs=helpers.private_rootfs(tmp_path))
     cfg = read_config(bundle)
     cfg["mounts"].append({"destination": "/hl", "type": "bind", "source": str(logdir), "options": ["rbind"]})
     write_config(bundle, cfg)

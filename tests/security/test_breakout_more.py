@@ -378,7 +378,7 @@ def test_cve_2024_45310_rename_race_on_a_shared_volume(tmp_path, ocirun_root, se
     racer_mounts = helpers.default_config()["mounts"] + [
         {"destination": "/vol", "type": "bind", "source": str(vol), "options": ["rbind"]}]
     racer = make_bundle(tmp_path, ["sh", "-c", RACER, "racer", escape_abs, escape_rel], name="racer",
-                        mounts=racer_mounts)
+                        mounts=racer_mounts, rootfs=helpers.private_rootfs(tmp_path, "racer-rootfs"))
     rootfs = helpers.private_rootfs(tmp_path)
     victim_mounts = racer_mounts + [
         {"destination": "/vol/d1/t/a", "type": "tmpfs", "source": "tmpfs"},
