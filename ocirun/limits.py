@@ -40,20 +40,46 @@ def prlimit(pid: int, resource: int, soft: int, hard: int) -> None:
         raise OSError(e, os.strerror(e))
 
 
+RLIMIT_DATA, RLIMIT_STACK, RLIMIT_AS = 2, 3, 9
+
+# Limits on memory that the runtime's own Python, still running in the process until execve,
+# would be held to: its heap (RLIMIT_DATA), its stack (RLIMIT_STACK) and its whole address
+# space (RLIMIT_AS) are bigger than what a container may ask for its program (a static binary
+# runs in a few MiB).  Set any earlier, they make our next allocation fail (MemoryError in the
+# middle of the start) or our stack overflow; so they are set last, just before the execve.
+# runc's Go init gets them from its parent once it is ready, and its runtime reserved what it
+# needs long before.
+LATE_RLIMITS = (RLIMIT_DATA, RLIMIT_STACK, RLIMIT_AS)
+
+# No program can start in an address space smaller than this: the new image needs at least a
+# page of code, one of stack and the vDSO with its data pages (a 9 KiB static binary that only
+# calls exit needs 32 KiB here).  Below it, execve fails past its point of no return and the
+# container dies of SIGSEGV at `start` (runc: exit 139, no word why): refuse it at create.
+MIN_ADDRESS_SPACE = 16 << 10
+
+
 def validate_rlimits(rlimits) -> None:
-    """Fail early on an entry the kernel would refuse whatever our privileges (soft above hard)."""
+    """Fail early on an entry the kernel would refuse whatever our privileges (soft above hard),
+    or one with which no program could ever start."""
     for i, r in enumerate(rlimits):
         if r.soft > r.hard:
             raise ConfigError(f"process.rlimits[{i}]", f"{r.type}: soft limit {r.soft} is above the hard limit {r.hard}")
+        if r.resource == RLIMIT_AS and r.soft < MIN_ADDRESS_SPACE:
+            raise ConfigError(f"process.rlimits[{i}]",
+                              f"{r.type}: soft limit {r.soft} is too small for any program to start "
+                              f"(execve needs at least {MIN_ADDRESS_SPACE >> 10} KiB of address space)")
 
 
-def apply_rlimits(rlimits, pid: int = 0) -> None:
-    """Set every process.rlimits entry (list of config.Rlimit) on `pid` (0: ourselves).
+def apply_rlimits(rlimits, pid: int = 0, stage: str = "all") -> None:
+    """Set process.rlimits entries (list of config.Rlimit) on `pid` (0: ourselves).
 
-    Raising a hard limit needs CAP_SYS_RESOURCE, which this machine's bounding set lacks: that
-    fails with EPERM and the message says which entry and values.
+    `stage`: "early" sets all but LATE_RLIMITS, "late" only those (right before execve), "all"
+    every one.  Raising a hard limit needs CAP_SYS_RESOURCE, which this machine's bounding set
+    lacks: that fails with EPERM and the message says which entry and values.
     """
     for i, r in enumerate(rlimits):
+        if stage != "all" and (r.resource in LATE_RLIMITS) != (stage == "late"):
+            continue
         try:
             prlimit(pid, r.resource, r.soft, r.hard)
         except OSError as e:
