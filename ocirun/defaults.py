@@ -33,6 +33,9 @@ def default_config(args: list[str] | None = None, terminal: bool = True) -> dict
              "options": ["nosuid", "noexec", "nodev"]},
             {"destination": "/sys", "type": "sysfs", "source": "sysfs",
              "options": ["nosuid", "noexec", "nodev", "ro"]},
+            # runc's: the container sees its own cgroups (read-only) where tools look for them.
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
         ],
         "linux": {
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},

@@ -473,7 +473,7 @@ def _mount_cgroup_v1(ctx: MountContext, m, o: MountOptions) -> None:
     finally:
         os.close(dst)
     attr_flags = o.flags & ~_NOT_REMOUNT_FLAGS
-    for name, host_dir, fstype, fsdata in cgroup_v1_hierarchies():
+    for name, host_dir, fstype, fsdata in cgroup_v1_hierarchies(ctx.cgroupns):
         sub = mkdir_all_in_root(ctx.root_fd, f"{dest}/{name}")
         try:
             target = fd_path(sub)
@@ -513,11 +513,13 @@ def _add_comount_links(dir_fd: int) -> None:
                 os.symlink(name, ctrl, dir_fd=dir_fd)  # O_PATH dir fds work for *at()
 
 
-def cgroup_v1_hierarchies() -> list[tuple[str, str, str, str]]:
+def cgroup_v1_hierarchies(in_cgroupns: bool = False) -> list[tuple[str, str, str, str]]:
     """(dir name, host dir of our cgroup, fstype, mount data) per hierarchy we are in.
 
     Read from /proc/self/cgroup and /proc/self/mountinfo: the init has already joined the
-    container's cgroups, so its own paths are the container's.
+    container's cgroups, so its own paths are the container's.  In a cgroup namespace both are
+    shown relative to its root, the host's mounts with roots outside it ("/.."): the container
+    then gets a fresh mount of each hierarchy and needs no host directory ("").
     """
     mounts = _cgroup_mounts()
     out = []
@@ -533,9 +535,11 @@ def cgroup_v1_hierarchies() -> list[tuple[str, str, str, str]]:
                 continue
             root, mountpoint = mnt
             rel = os.path.relpath(path, root) if path.startswith(root) else None
-            if rel is None or rel.startswith(".."):
-                continue
             name = os.path.basename(mountpoint)
+            if rel is None or rel.startswith(".."):
+                if in_cgroupns:
+                    out.append((name, "", fstype, data))
+                continue
             out.append((name, os.path.normpath(os.path.join(mountpoint, rel)), fstype, data))
     return out
 
