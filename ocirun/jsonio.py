@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import _json
 
-_INFINITY = float("inf")
-_CONSTANTS = {"-Infinity": -_INFINITY, "Infinity": _INFINITY, "NaN": float("nan")}
 _WHITESPACE = " \t\n\r"
+
+
+def _no_constant(name: str):
+    # json accepts NaN and Infinity; JSON (RFC 8259) does not, Go's encoding/json (runc, every
+    # engine) refuses them, and a NaN that reached a limit or a timeout would compare false
+    # with everything.
+    raise ValueError(f"{name} is not valid JSON (JSON has no NaN or Infinity)")
 
 
 class _ScanContext:
@@ -23,7 +28,7 @@ class _ScanContext:
     object_pairs_hook = None
     parse_float = float
     parse_int = int
-    parse_constant = _CONSTANTS.__getitem__
+    parse_constant = staticmethod(_no_constant)
 
 
 _scan = _json.make_scanner(_ScanContext())
@@ -36,13 +41,24 @@ _ENCODERS = {(compact, sort): _json.make_encoder(None, None, _json.encode_basest
 
 
 def loads(s: str | bytes | bytearray):
-    """json.loads for UTF-8 text."""
+    """json.loads for UTF-8 text, refusing NaN and Infinity; every error is a ValueError."""
     try:
         text = s.decode("utf-8") if isinstance(s, (bytes, bytearray)) else s
         return _loads(text)
+    except RecursionError:
+        raise _too_deep() from None
     except Exception:  # noqa: BLE001 — json decides, and words the error
         import json
-        return json.loads(s)
+        try:
+            return json.loads(s, parse_constant=_no_constant)
+        except RecursionError:
+            raise _too_deep() from None
+
+
+def _too_deep() -> ValueError:
+    # The C scanner recurses once per level and stops at the interpreter's recursion limit: a
+    # document nested ~1,000 deep is bad input (Go's limit is 10,000; no config comes close).
+    return ValueError("nested too deeply (arrays and objects more than ~1,000 levels deep)")
 
 
 def _loads(text: str):

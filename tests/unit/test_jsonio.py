@@ -58,3 +58,21 @@ def test_does_not_import_json_or_re():
     out = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, check=True,
                          cwd="/").stdout
     assert out.strip() == "[]"
+
+
+# Issue 13 item 11: JSON has no NaN or Infinity (RFC 8259), and a document nested past Python's
+# recursion limit is bad input, not a crash of the runtime.
+
+@pytest.mark.parametrize("text", ['{"a": NaN}', '[Infinity]', '{"a": [1, -Infinity]}', "NaN"])
+def test_nan_and_infinity_are_refused(text):
+    for doc in (text, text.encode()):
+        with pytest.raises(ValueError, match="not valid JSON"):
+            jsonio.loads(doc)
+
+
+def test_deep_nesting_is_a_value_error():
+    for depth in (1000, 100_000):
+        for text in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
+            with pytest.raises(ValueError, match="nested too deeply"):
+                jsonio.loads(text)
+    assert jsonio.loads("[" * 100 + "]" * 100) == json.loads("[" * 100 + "]" * 100)
