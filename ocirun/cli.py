@@ -10,7 +10,7 @@ import sys
 
 from . import SPEC_VERSION, __version__, jsonio
 from . import log as _log
-from .errors import OCIError
+from .errors import OCIError, describe
 
 COMMIT = "none"
 
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.debug:
             import traceback
             logger.debug(traceback.format_exc())
-        logger.error(f"{prefix}internal error: {type(e).__name__}: {e}")
+        logger.error(prefix + describe(e))  # the kernel's words for an OSError; one printable line
         return failed
 
 
