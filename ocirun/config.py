@@ -12,6 +12,7 @@ hooks, `linux.resources` and `linux.seccomp` which their own modules parse).
 from __future__ import annotations
 
 import os
+import stat
 
 from . import jsonio
 from .errors import ConfigError, OCIError
@@ -300,13 +301,20 @@ class Config(_Record):
 
 # --------------------------------------------------------------------------- parsers
 
+# The kernel's limit on supplementary groups (NGROUPS_MAX in include/uapi/linux/limits.h):
+# setgroups(2) refuses more with EINVAL, Python's os.setgroups with "too many groups".
+NGROUPS_MAX = 65536
+
+
 def parse_user(d: dict, path: str) -> User:
+    gids = _get(d, "additionalGids", path, list, [])
+    if len(gids) > NGROUPS_MAX:
+        raise ConfigError(f"{path}.additionalGids", f"{len(gids)} groups, more than the kernel's NGROUPS_MAX ({NGROUPS_MAX})")
     return User(
         uid=_uint(d, "uid", path, 0),
         gid=_uint(d, "gid", path, 0),
         umask=_uint(d, "umask", path),
-        additional_gids=[_check_uint(g, f"{path}.additionalGids[{i}]")
-                         for i, g in enumerate(_get(d, "additionalGids", path, list, []))],
+        additional_gids=[_check_uint(g, f"{path}.additionalGids[{i}]") for i, g in enumerate(gids)],
     )
 
 
@@ -454,6 +462,11 @@ def _parse_devices(lin: dict) -> list[Device]:
     return out
 
 
+# The largest timeout runc can represent (a Go time.Duration: 2**63-1 ns, whole seconds); beyond
+# it runc's timer overflows and fires at once, and our clock arithmetic would overflow too.
+MAX_HOOK_TIMEOUT = ((1 << 63) - 1) // 10**9
+
+
 def _parse_hooks(doc: dict) -> dict[str, list[Hook]]:
     hooks_d = _get(doc, "hooks", "", dict, {})
     out: dict[str, list[Hook]] = {}
@@ -469,6 +482,8 @@ def _parse_hooks(doc: dict) -> dict[str, list[Hook]]:
             timeout = _get(h, "timeout", p, int)
             if timeout is not None and timeout <= 0:
                 raise ConfigError(f"{p}.timeout", "must be greater than zero")
+            if timeout is not None and timeout > MAX_HOOK_TIMEOUT:
+                raise ConfigError(f"{p}.timeout", f"{timeout} is too large (at most {MAX_HOOK_TIMEOUT} seconds, ~292 years)")
             lst.append(Hook(hp, _str_list(h, "args", p), _str_list(h, "env", p), timeout, p))
         if lst:
             out[kind] = lst
@@ -551,18 +566,102 @@ def parse_config(doc: object, bundle: str) -> Config:
     return cfg
 
 
+# runc has no cap (Go's decoder reads whatever the file holds); real configs are well under 1 MiB
+# (the biggest part, a seccomp profile, is ~100 KiB; Kubernetes caps annotations at 256 KiB).
+MAX_JSON_BYTES = 16 << 20
+
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: "a FIFO", "a directory", ..."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+
+
 def read_json(path: str, what: str = "config.json") -> object:
+    """Read and parse a JSON file of the bundle or the caller (config.json, exec's --process).
+
+    Only a regular file of at most MAX_JSON_BYTES: a FIFO would block us forever, /dev/zero (or
+    a huge file) would grow our memory until the kernel kills us.  The type is checked with
+    stat before the open, which never blocks (O_NONBLOCK) and is checked again on the fd, so
+    opening a device has no side effects and a file swapped in between is still caught."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise OCIError(f"{what}: {path}: no such file or directory") from None
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise OCIError(f"{what}: {path}: is {file_kind(st.st_mode)}, not a regular file")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OCIError(f"{what}: {path}: is {file_kind(st.st_mode)}, not a regular file")
+            data = _read_at_most(fd, MAX_JSON_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as e:
-        raise OCIError(f"{what}: {path}: {e.strerror.lower()}") from None
+        raise OCIError(f"{what}: {path}: {e.strerror[:1].lower()}{e.strerror[1:]}") from None
+    if len(data) > MAX_JSON_BYTES:
+        raise OCIError(f"{what}: {path}: larger than {MAX_JSON_BYTES >> 20} MiB")
     try:
-        return jsonio.loads(data)
+        doc = jsonio.loads(data)
     except ValueError as e:
         raise OCIError(f"{what}: invalid JSON: {e}") from None
+    if b"\\u" in data:  # a NUL or a lone surrogate can only be written as a \u escape
+        bad = find_bad_string(doc)
+        if bad:
+            raise OCIError(f"{what}: {bad[0] or '(the document)'}: {bad[1]}")
+    return doc
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks, size = [], 0
+    while size < limit:
+        chunk = os.read(fd, min(limit - size, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def find_bad_string(doc: object) -> tuple[str, str] | None:
+    """(JSON path, reason) of the first string (value or key) that no syscall can take: a NUL
+    ends a C string early (a path, an argument, a hostname silently cut, or Python's "embedded
+    null byte"), a lone surrogate is not Unicode at all (Go would turn it into U+FFFD, Python
+    into an invalid byte).  Iterative: the document may be nested ~1,000 deep."""
+    stack: list[tuple[object, tuple]] = [(doc, ())]
+    while stack:
+        obj, where = stack.pop()
+        if isinstance(obj, str):
+            reason = _bad_string_reason(obj)
+            if reason:
+                return _json_path(where), reason
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                reason = _bad_string_reason(k)
+                if reason:
+                    return _json_path(where), f"{reason} in the key {k!r}"
+                stack.append((v, where + (k,)))
+        elif isinstance(obj, list):
+            stack.extend((v, where + (i,)) for i, v in enumerate(obj))
+    return None
+
+
+def _bad_string_reason(s: str) -> str:
+    if "\x00" in s:
+        return "contains a NUL character (\\u0000), which no system call can take"
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"contains a lone surrogate (\\u{ord(s[e.start]):04x}), which is not Unicode"
+    return ""
+
+
+def _json_path(parts: tuple) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
 
 
 def load_bundle(bundle: str, validate: bool = True, doc: object = None) -> Config:

@@ -157,6 +157,10 @@ def _read_exec_status(exec_r: int) -> int | None:
     return int.from_bytes(data[:4], "little") if len(data) >= 4 else None
 
 
+# poll(2) takes an int of milliseconds (~24.8 days): a longer timeout is waited for in steps.
+_MAX_POLL_MS = (1 << 31) - 1
+
+
 def _communicate(pid: int, in_w: int, out_r: int, err_r: int, data: bytes, timeout):
     """Feed stdin, collect stdout/stderr until the hook exits or times out.
 
@@ -191,7 +195,7 @@ def _communicate(pid: int, in_w: int, out_r: int, err_r: int, data: bytes, timeo
                 if left <= 0:
                     _kill(pid)
                     return bytes(bufs[out_r]), bytes(bufs[err_r]), None
-                wait_ms = max(1, int(left * 1000))
+                wait_ms = max(1, min(int(left * 1000), _MAX_POLL_MS))
             for fd, ev in poller.poll(wait_ms):
                 if fd == pidfd:
                     _drain(bufs, open_pipes)

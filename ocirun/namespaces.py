@@ -12,9 +12,10 @@ so the container sees its own cgroup as its root.
 from __future__ import annotations
 
 import os
+import stat
 
 from . import linux
-from .config import NAMESPACE_TYPES, Config, IDMapping
+from .config import NAMESPACE_TYPES, Config, IDMapping, file_kind
 from .errors import ConfigError, OCIError
 
 # Join order for namespaces given by path (user handled separately, before all others).
@@ -28,16 +29,35 @@ def open_namespace_paths(cfg: Config) -> dict[str, int]:
         for i, ns in enumerate(cfg.linux.namespaces):
             if not ns.path:
                 continue
-            try:
-                fds[ns.type] = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as e:
-                raise ConfigError(f"linux.namespaces[{i}].path", f"{ns.path}: {e.strerror.lower()}") from None
+            fds[ns.type] = _open_namespace(ns.path, f"linux.namespaces[{i}].path")
             _check_ns_kind(fds[ns.type], ns.type, f"linux.namespaces[{i}].path", ns.path)
     except BaseException:
         for fd in fds.values():
             os.close(fd)
         raise
     return fds
+
+
+def _open_namespace(path: str, json_path: str) -> int:
+    """Open a namespace file for setns(2) without side effects on anything else.
+
+    A namespace file (/proc/PID/ns/*, or a bind mount of one) is a regular file of nsfs.  The
+    type is checked on an O_PATH fd first: opening a FIFO for reading would block until a writer
+    comes (runc hangs there), opening a device may do things (a watchdog starts counting); only
+    a regular file is then opened for real, through that same fd (no race with a rename)."""
+    try:
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(json_path, f"{path}: {e.strerror.lower()}") from None
+    try:
+        mode = os.fstat(pfd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(json_path, f"{path} is not a namespace (it is {file_kind(mode)})")
+        return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as e:
+        raise ConfigError(json_path, f"{path}: {e.strerror.lower()}") from None
+    finally:
+        os.close(pfd)
 
 
 def _check_ns_kind(fd: int, ns_type: str, json_path: str, path: str) -> None:

@@ -31,7 +31,9 @@ def switch_user(user, keep_caps: bool = True) -> None:
         try:
             os.setgroups(user.additional_gids)
         except OSError as e:
-            raise _err("process.user.additionalGids", f"setgroups {user.additional_gids}", e) from None
+            raise _err("process.user.additionalGids", f"setgroups {_gid_list(user.additional_gids)}", e) from None
+        except ValueError as e:  # more than the host's NGROUPS_MAX (config.py checks the kernel's)
+            raise OCIError(f"process.user.additionalGids: setgroups of {len(user.additional_gids)} groups: {e}") from None
     try:
         os.setresgid(user.gid, user.gid, user.gid)
     except OSError as e:
@@ -42,6 +44,11 @@ def switch_user(user, keep_caps: bool = True) -> None:
         raise _err("process.user.uid", f"setuid {user.uid}", e) from None
     if keep_caps:
         _keepcaps(False)
+
+
+def _gid_list(gids: list[int]) -> str:
+    """The groups for a message: all of a short list, the count of a long one (up to 65536)."""
+    return str(gids) if len(gids) <= 16 else f"[{', '.join(map(str, gids[:16]))}, ... ({len(gids)} groups)]"
 
 
 def _keepcaps(on: bool) -> None:
