@@ -92,10 +92,13 @@ def mkdirs(mountpoint: str, target: str, created: list[str]) -> None:
 
 
 def rmdir(path: str) -> bool:
-    """rmdir, tolerating a directory that is already gone; False if it is still busy."""
+    """rmdir, tolerating a directory that is already gone; False if it is still busy.
+
+    A path through a file (ENOTDIR: a tampered or corrupt state file naming a control file)
+    names no cgroup of ours: nothing to remove there either."""
     try:
         os.rmdir(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         pass
     except OSError as e:
         if e.errno in (errno.EBUSY, errno.ENOTEMPTY):

@@ -9,9 +9,14 @@ exist and which files do the work:
   cgroup2 directory (cgroup.freeze / cgroup.kill), which are race-free where v1's are not.
 * unified (v2 only): one directory; controllers enabled down the tree; everything in v2 files.
 
-What we created is remembered (`created`), and `to_state()` / `load_manager()` carry it to a
+What we create is remembered (`created`: `plan()` lists it before the first mkdir, so that a
+create killed half-way is recorded too), and `to_state()` / `load_manager()` carry it to a
 later `kill` / `delete` process: `destroy()` removes the container's own directory and
-everything below it, and of its ancestors only those this runtime made.
+everything below it, and of its ancestors only those this runtime made, when they are empty.
+
+A cgroup that already holds processes is used as runc does, with its warning (kubelet and
+systemd setups place processes first); it is then `shared`: `destroy()` kills nothing by cgroup
+there and leaves the directory if someone else's processes still hold it.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import time
 from ..errors import ConfigError, OCIError
 from . import freezer, fs, v1, v2
 from .detect import CGROUP_ROOT, UNIFIED_KEY, cgroup_mode, hierarchies
-from .paths import container_dirs, inner_path
+from .paths import check_dirs, container_dirs, inner_path
 
 SIGKILL = 9  # not via the signal module: it imports enum, a few ms on the hot path
 STATE_VERSION = 1
@@ -57,7 +62,7 @@ class Manager:
         self.created = created if created is not None else []  # dirs we made, in mkdir order
         self.resources = resources or {}
         self.warn = warn
-        self.refused = False        # create() found someone else's processes in our cgroup
+        self.shared = False         # create() found processes already in the cgroup (not ours)
 
     # ------------------------------------------------------------------ lookups
 
@@ -89,32 +94,51 @@ class Manager:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def check_not_frozen(self) -> None:
+        """Refuse a cgroupsPath whose cgroup (or the nearest existing ancestor, which a new child
+        inherits it from) is frozen: the init would stop on its first step and create would wait
+        for it forever.  runc: "container's cgroup unexpectedly frozen".  Called before any mkdir,
+        so that nothing is left to undo."""
+        for key, leaf in self.paths.items():
+            kind = "v2" if key == UNIFIED_KEY else "v1" if "freezer" in key.split(",") else None
+            if kind is None:
+                continue
+            d = _deepest_existing(self.mounts[key], leaf)
+            if d != self.mounts[key] and freezer.is_frozen(kind, d):
+                raise ConfigError("linux.cgroupsPath", f"the container's cgroup {d} is frozen (its process "
+                                  "could never run): thaw it or choose another cgroup")
+
+    def plan(self) -> None:
+        """Record, before the first mkdir, every directory create() will make (saved in the state
+        so that a create killed half-way is undone by `delete --force`)."""
+        self.created = [d for key, leaf in self.paths.items() for d in _missing(self.mounts[key], leaf)]
+
     def create(self) -> None:
         """mkdir the container's cgroup in every hierarchy; idempotent."""
-        self._refuse_busy()
+        self._note_busy()
+        made: list[str] = []
         for key, leaf in self.paths.items():
             mount = self.mounts[key]
             try:
-                fs.mkdirs(mount, leaf, self.created)
+                fs.mkdirs(mount, leaf, made)
             except OSError as e:
                 raise OCIError(f"cgroup: creating {leaf}: {fs.kernel_words(e)}") from None
             if key != UNIFIED_KEY and "cpuset" in key.split(","):
                 v1.prepare_cpuset(mount, leaf)
             if key == UNIFIED_KEY and self.mode == "unified":
                 v2.enable_controllers(mount, leaf)
+        self.created = made  # exactly what we made (plan() may have counted one someone else made since)
 
-    def _refuse_busy(self) -> None:
-        """Refuse a pre-existing cgroup that holds processes: it is not the container's own, and
-        kill --all / delete would hit them.  Checked before any mkdir; a refused manager's
-        destroy() then touches nothing."""
+    def _note_busy(self) -> None:
+        """A pre-existing cgroup that holds processes: warn as runc does and go on (kubelet and
+        systemd setups put processes there first), but remember that they are not ours."""
+        pids: set[int] = set()
         for leaf in self.paths.values():
-            if leaf in self.created or not os.path.isdir(leaf):
-                continue
-            pids = fs.procs(leaf)
-            if pids:
-                self.refused = True
-                raise ConfigError("linux.cgroupsPath", f"cgroup {leaf} already holds {len(pids)} process(es); "
-                                  "a container needs a cgroup of its own")
+            if leaf not in self.created and os.path.isdir(leaf):
+                pids.update(fs.procs(leaf))
+        if pids:
+            self.shared = True
+            self._warn(f"container's cgroup is not empty: {len(pids)} process(es) found")
 
     def apply_resources(self, update: bool = False) -> list[str]:
         """Write linux.resources; returns (and passes to `warn`) the fields left unapplied.
@@ -295,25 +319,35 @@ class Manager:
 
     def destroy(self) -> None:
         """SIGKILL what is left, wait for the tree to empty, rmdir it (and ancestors we made)."""
-        if self.refused:
-            return
         if not any(os.path.isdir(p) for p in self.paths.values()) and not self._leftover_created():
             return
-        if self._remove_dirs_in_one_go():
-            return
-        deadline = time.monotonic() + DESTROY_TIMEOUT_S
-        self._kill_until_empty(deadline)
-        busy = self._remove_dirs(deadline)
-        if busy:
-            raise OCIError(f"delete: cgroup {busy} could not be removed (still busy; pids {self.pids()})")
+        if self.shared:
+            self._remove_shared()
+        elif not all(fs.rmdir(d) for d in self.paths.values()):
+            # The usual case is the line above (no process, no sub-cgroup left: one rmdir per
+            # directory, nothing read first); the kernel refused one: kill and wait.
+            deadline = time.monotonic() + DESTROY_TIMEOUT_S
+            self._kill_until_empty(deadline)
+            busy = self._remove_dirs(deadline)
+            if busy:
+                raise OCIError(f"delete: cgroup {busy} could not be removed (still busy; pids {self.pids()})")
+        self._remove_created_ancestors()
 
-    def _remove_dirs_in_one_go(self) -> bool:
-        """The usual case (no process, no sub-cgroup left): one rmdir per directory, nothing
-        read first.  The kernel refuses to remove a cgroup that still has either, so a False
-        here leaves the rest to the kill-and-wait path."""
-        leaves = list(self.paths.values())
-        ancestors = sorted((p for p in self.created if p not in leaves), key=lambda p: p.count("/"), reverse=True)
-        return all(fs.rmdir(d) for d in leaves + ancestors)
+    def _remove_shared(self) -> None:
+        """A cgroup that held processes before the container came: remove what is empty, kill
+        nothing (runc leaves it too, with an error line; the processes are not ours)."""
+        for leaf in self.paths.values():
+            for d in fs.subdirs_bottom_up(leaf) + [leaf]:
+                if not fs.rmdir(d):
+                    self._warn(f"cgroup {d} still holds processes that are not the container's: left in place")
+                    break
+
+    def _remove_created_ancestors(self) -> None:
+        """The parents create made, deepest first, each only if empty: a busy one holds another
+        container's cgroup (a sibling under the same parent), which is not a failure."""
+        leaves = set(self.paths.values())
+        for d in sorted((p for p in self.created if p not in leaves), key=lambda p: p.count("/"), reverse=True):
+            fs.rmdir(d)
 
     def _leftover_created(self) -> bool:
         return any(os.path.isdir(p) for p in self.created)
@@ -330,13 +364,10 @@ class Manager:
             delay = min(delay * 2, 0.05)
 
     def _remove_dirs(self, deadline: float) -> str | None:
-        """rmdir leaves' subtrees, leaves, then created ancestors; returns the first busy dir."""
+        """rmdir leaves' subtrees and leaves; returns the first busy dir."""
         order: list[str] = []
         for leaf in self.paths.values():
             order += fs.subdirs_bottom_up(leaf) + [leaf]
-        leaves = set(self.paths.values())
-        # Deepest first, so a created parent goes after its created children.
-        order += sorted((p for p in self.created if p not in leaves), key=lambda p: p.count("/"), reverse=True)
         for d in order:
             delay = 0.001
             while not fs.rmdir(d):  # EBUSY right after the last task exits: the kernel lags a little
@@ -350,7 +381,7 @@ class Manager:
 
     def to_state(self) -> dict:
         return {"version": STATE_VERSION, "mode": self.mode, "paths": dict(self.paths),
-                "mounts": dict(self.mounts), "created": list(self.created), "refused": self.refused}
+                "mounts": dict(self.mounts), "created": list(self.created), "shared": self.shared}
 
     def __repr__(self) -> str:
         return f"Manager({self.mode!r}, {self.paths!r})"
@@ -396,6 +427,7 @@ def manager_for(container_id: str, cgroups_path: str, resources: dict | None, wa
     if not paths:
         raise OCIError(f"cgroup: no cgroup hierarchy is mounted under {CGROUP_ROOT}")
     mounts = {k: hier[k].mountpoint for k in paths}
+    check_dirs(paths, mounts)
     return Manager(mode, paths, mounts, [], dict(resources or {}), warn)
 
 
@@ -404,8 +436,9 @@ def load_manager(d: dict, warn=None) -> Manager:
     try:
         mode, paths, mounts, created = d["mode"], d["paths"], d["mounts"], d.get("created", [])
         ok = (mode in ("unified", "hybrid", "legacy") and isinstance(paths, dict) and isinstance(mounts, dict)
-              and isinstance(created, list) and set(paths) <= set(mounts))
-    except (KeyError, TypeError):
+              and isinstance(created, list) and set(paths) <= set(mounts)
+              and all(isinstance(m, str) for m in mounts.values()))
+    except (KeyError, TypeError, AttributeError):
         ok = False
     if not ok:
         raise OCIError("state.json: the cgroup section is malformed")
@@ -417,8 +450,28 @@ def load_manager(d: dict, warn=None) -> Manager:
         if not (m + "/").startswith(CGROUP_ROOT + "/"):
             raise OCIError(f"state.json: cgroup mount {m!r} is outside {CGROUP_ROOT}")
     m = Manager(mode, dict(paths), dict(mounts), list(created), {}, warn)
-    m.refused = bool(d.get("refused", False))
+    # "refused": older versions refused a busy cgroup and recorded that they never touched it
+    m.shared = bool(d.get("shared", False) or d.get("refused", False))
     return m
+
+
+def _missing(mount: str, leaf: str) -> list[str]:
+    """The directories from `mount` down to `leaf` that do not exist yet, in mkdir order."""
+    d = _deepest_existing(mount, leaf)
+    rest = leaf[len(d):].strip("/")
+    out = []
+    for comp in rest.split("/") if rest else ():
+        d = f"{d}/{comp}"
+        out.append(d)
+    return out
+
+
+def _deepest_existing(mount: str, leaf: str) -> str:
+    """`leaf` or its nearest existing ancestor (at worst `mount`)."""
+    d = leaf
+    while d != mount and len(d) > len(mount) and not os.path.isdir(d):
+        d = os.path.dirname(d)
+    return d if len(d) >= len(mount) else mount
 
 
 def _under_any(p: str, mounts) -> bool:

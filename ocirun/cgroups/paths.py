@@ -61,6 +61,27 @@ def inner_path(container_id: str, cgroups_path: str) -> str:
     return "/" + joined if absolute else joined
 
 
+def check_dirs(paths: dict[str, str], mounts: dict[str, str]) -> None:
+    """Refuse a cgroup path that goes through something other than a directory (a control file:
+    "/x/../memory.limit_in_bytes"), before anything is created: each existing component from the
+    hierarchy's mountpoint down must be a directory; the first missing one ends the walk (from
+    there on, create makes them)."""
+    import stat
+    for key, leaf in paths.items():
+        d = mounts[key]
+        rest = leaf[len(d):].strip("/")
+        for comp in rest.split("/") if rest else ():
+            d = f"{d}/{comp}"
+            try:
+                st = os.lstat(d)
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                raise ConfigError(FIELD, f"{d}: {(e.strerror or str(e)).lower()}") from None
+            if not stat.S_ISDIR(st.st_mode):
+                raise ConfigError(FIELD, f"{d} is not a directory (a cgroup file?): no cgroup can be made there")
+
+
 def hierarchy_dir(h: Hierarchy, inner: str, mode: str) -> str:
     """The container's directory in hierarchy `h`."""
     if inner.startswith("/"):

@@ -333,19 +333,28 @@ def test_created_parents_are_removed(fresh_id):
     assert dirs_named(name) == []
 
 
-def test_busy_cgroup_is_refused_and_left_alone(fresh_id):
+def test_busy_cgroup_is_used_with_a_warning_and_left_alone(fresh_id):
+    # runc: "container's cgroup is not empty: N process(es) found", and it goes on (issue 13)
     name, started = fresh_id
     other = manager_for(name, "/" + name, {})
     other.create()
     p = sleeper(started)
     other.add_pid(p.pid)
-    m = manager_for(name + "-2", "/" + name, {})
-    with pytest.raises(ConfigError, match=r"^linux.cgroupsPath: cgroup .* already holds 1 process"):
-        m.create()
-    m.destroy()  # must not kill someone else's process
+    warnings = []
+    m = manager_for(name + "-2", "/" + name, {}, warn=warnings.append)
+    m.plan()
+    m.create()
+    assert warnings == ["container's cgroup is not empty: 1 process(es) found"]
+    assert m.shared and load_manager(m.to_state()).shared
+    m.destroy()  # must not kill someone else's process, nor wait for it
     assert p.poll() is None
-    assert load_manager(m.to_state()).refused
+    assert all(os.path.isdir(d) for d in other.paths.values() if p.pid in _procs_of(d))
     other.destroy()
+
+
+def _procs_of(d: str) -> list[int]:
+    with open(f"{d}/cgroup.procs") as f:
+        return [int(x) for x in f.read().split()]
 
 
 def test_destroy_after_an_interrupted_create(fresh_id):
@@ -359,6 +368,18 @@ def test_destroy_after_an_interrupted_create(fresh_id):
     assert not os.path.exists(m.paths[first_key])  # the leaf is the container's: removed
     # its parent was not recorded as ours: kept (the sweep in the fixture removes it)
     assert os.path.isdir(os.path.dirname(m.paths[first_key]))
+
+
+def test_planned_parents_are_removed_after_an_interrupted_create(fresh_id):
+    # create saves the state after plan(): the parents it was about to make count as ours
+    name, _ = fresh_id
+    m = manager_for(name, f"/{name}/x", {})
+    m.plan()
+    state = m.to_state()
+    first_key = next(iter(m.paths))
+    os.makedirs(m.paths[first_key])  # killed after the first hierarchy's mkdirs
+    load_manager(state).destroy()
+    assert dirs_named(name) == []
 
 
 # ---------------------------------------------------------------- errors
