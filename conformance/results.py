@@ -48,11 +48,6 @@ BASELINE_SKIP_PREFIX = "baseline check "
 # Why a runtime fails a MUST check, keyed by (runtime name, check id).  Short and factual: the
 # table and the list below already show what the check saw.
 EXPLANATIONS: dict[tuple[str, str], str] = {
-    ("ocirun", "lifecycle.delete.created"):
-        "Deliberate. runtime.md § Delete requires `delete` of a container that is not "
-        "`stopped` to fail and leave it alone. ocirun, like runc, kills a `created` "
-        "container's init and removes it, kept for compatibility with engines written "
-        "against runc (not verified against a specific engine).",
     ("runc", "lifecycle.delete.created"):
         "`runc delete` of a `created` container kills its init and removes it instead of "
         "failing.",

@@ -48,18 +48,23 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     from .config import load_bundle  # here: start/state/kill/delete never parse a config
     cfg = load_bundle(opts.bundle, doc=opts.config_doc)
     _check_before_fork(cfg)
+    # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
+    manager = _cgroup_manager(cid, cfg)
     sd = StateDir.new(root, cid)
     cgroup = None
     ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
                         no_new_keyring=opts.no_new_keyring, stdio_pipes=opts.stdio_pipes)
     pid, spawned, shared_mnt = 0, False, None
     try:
-        cgroup = _cgroup_manager(cid, cfg)
+        manager.check_not_frozen()  # refused before any mkdir: nothing of the cgroup to undo
+        cgroup = manager
+        cgroup.plan()  # what create() will make, recorded before it exists (a kill -9 may come)
         st = _initial_state(cid, cfg, cgroup)
+        sd.write_recovery(st["cgroup"])  # for `delete --force` should state.json become unreadable
         sd.write(st)
-        if cgroup is not None:
-            cgroup.create()
-            cgroup.apply_resources()
+        cgroup.create()
+        cgroup.apply_resources()
+        st["cgroup"] = cgroup.to_state()  # what it really made: the state written below has it
         ctx.lock_fd = sd.lock_fd
         _open_launch_fds(ctx, sd, opts)
         _compile_seccomp(ctx)
@@ -342,38 +347,86 @@ def _release_init(sd: StateDir, st: dict) -> None:
 
     It writes "0" and keeps its end open until execve closes it: end-of-file means the
     container's process runs (or the init died on the way — the process exit tells that later).
+    If it fails in between (startContainer hooks) it writes its error and exits.
+
+    Only root can open the fifo (its directory is 0700), but what we read is still checked
+    against the init itself, so that another writer can neither hold `start` forever (it stops
+    once the init no longer has the fifo open: execve closed it) nor speak for the init (text
+    counts as the init's error only when the init then died).
     """
     try:
         fd = os.open(sd.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise OCIError("cannot start an already running container") from None
+    pid, start_time = st["pid"], st.get("start_time")
     released = False
     said = b""  # after "0": the init's words if it failed before execve (startContainer hooks)
+    deadline = time.monotonic() + FIFO_ANSWER_TIMEOUT_S
     try:
         while True:
             ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                data = os.read(fd, 4096)
-                if not released and data[:1] == b"0":
-                    released = True
-                    os.unlink(sd.fifo_path)  # from now on the container is "running"
-                    said += data[1:]
-                elif released and data:
-                    said += data
-                elif released:
-                    break  # end-of-file: execve closed the init's end
-            if not pid_alive(st["pid"], st.get("start_time")):
-                if not released and _read_nowait(fd) == b"0":
+            data = _read_nowait(fd, 4096) if ready else b""
+            eof = ready and not data
+            if data and not released and b"0" in data:
+                released = True
+                os.unlink(sd.fifo_path)  # from now on the container is "running"
+                data = data.replace(b"0", b"", 1)
+            said += data if released else b""
+            if eof and released:
+                break  # end-of-file: every writer, the init's execve included, closed its end
+            if not pid_alive(pid, start_time):
+                if not released and b"0" in _read_rest(fd):
                     os.unlink(sd.fifo_path)  # it wrote "0", ran and exited between our looks
                     released = True
                 said += _read_rest(fd) if released else b""
                 if not released:
                     raise OCIError("cannot start a container that has stopped")
                 break  # it ran and is already gone
+            if eof:
+                time.sleep(0.01)  # end-of-file before the init's "0": another writer came and went
+            elif not ready and released and not _holds_fifo(pid, fd):
+                said = b""  # the init exec'd; whatever is still open is not the init's
+                break
+            elif not released and time.monotonic() > deadline:
+                raise OCIError(f"container init {pid} did not answer on the exec fifo in "
+                               f"{FIFO_ANSWER_TIMEOUT_S:.0f}s (stopped or frozen?)")
     finally:
         os.close(fd)
-    if said:
+    if said and _died_soon(pid, start_time):
         raise OCIError(said.decode(errors="replace"))
+
+
+FIFO_ANSWER_TIMEOUT_S = 30.0  # from `start` opening the fifo to the init's "0": normally < 1 ms
+
+
+def _holds_fifo(pid: int, fifo_fd: int) -> bool:
+    """Whether `pid` still has the fifo open (the init's write end closes at its execve)."""
+    me = os.fstat(fifo_fd)
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except PermissionError:
+        return True  # cannot tell: wait for end-of-file as before
+    except OSError:
+        return False
+    for name in names:
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if st.st_ino == me.st_ino and st.st_dev == me.st_dev:
+            return True
+    return False
+
+
+def _died_soon(pid: int, start_time, timeout: float = 0.5) -> bool:
+    """The init writes its error, then exits: text followed by its death is its error; text
+    while it lives on (the container's process runs) came from someone else."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid, start_time):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
 
 
 def _read_rest(fd: int) -> bytes:
@@ -475,11 +528,19 @@ def delete(root: str, cid: str, force: bool = False) -> None:
                 sd.remove()
                 return
             raise OCIError(f"container does not exist: {cid}")
-        st = sd.read()
+        try:
+            st = sd.read()
+        except OCIError as e:
+            if not force:
+                raise  # "corrupt state file": nothing is touched without --force
+            _delete_unreadable(sd, e)
+            return
         status = status_of(sd, st)
-        if status in ("running", "paused") and not force:
+        # runtime.md (Delete): deleting a container that is not stopped MUST fail — a created
+        # one included (runc 1.1 kills and removes it; engines use --force or kill first).
+        if status != "stopped" and not force:
             raise OCIError(f"cannot delete container {cid} that is not stopped: {status}")
-        cg = _load_cgroup(st)
+        cg = _forced(force, lambda: _load_cgroup(st))
         if os.path.exists(os.path.join(sd.path, NET_DEVICES_RECORD)):
             from . import network  # pyroute2 loads only now: this container moved devices
             network.return_devices(sd.path, st["pid"] if status != "stopped" else 0)
@@ -487,9 +548,9 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             if cg is not None and status == "paused":
                 cg.kill_all(signal.SIGKILL)
                 cg.thaw()
-            _kill_and_wait(st["pid"], st.get("start_time"))
+            _forced(force, lambda: _kill_and_wait(st["pid"], st.get("start_time")))
         if cg is not None:
-            cg.destroy()
+            _forced(force, cg.destroy)
         if st.get("shared_rootfs_mount"):  # no mount namespace: its mounts are in ours
             _release_rootfs_mount(st["rootfs"], st["shared_rootfs_mount"])
         hooks = _stored_hooks(st, "poststop")
@@ -500,6 +561,60 @@ def delete(root: str, cid: str, force: bool = False) -> None:
         sd.remove()
     finally:
         sd.unlock()
+
+
+def _forced(force: bool, step):
+    """One step of delete: with --force a failure is a warning and the removal goes on (what
+    is ours must always go); without it, the error stops delete with the state kept."""
+    try:
+        return step()
+    except OCIError as e:
+        if not force:
+            raise
+        _log.get().warn(f"delete --force: {e}")
+        return None
+
+
+def _delete_unreadable(sd: StateDir, err: OCIError) -> None:
+    """`delete --force` of a container whose state.json cannot be used (corrupt, tampered):
+    kill and remove what can still be found, then the state directory.
+
+    Where it comes from: each field of state.json that still has its type (the init's pid is
+    killed only with its start time, so a reused pid is never hit), and for the cgroup, when
+    state.json's section is gone, cgroup.json (the same section, written by create before
+    anything existed).  Killing the cgroup's processes stops the container even without a pid;
+    poststop hooks are not run from a file we could not read."""
+    from .state import cgroup_section_ok
+    log = _log.get()
+    log.warn(f"{err}; removing what can be found")
+    try:
+        raw = sd.read_raw()
+    except OCIError:
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+    pid, start_time = raw.get("pid"), raw.get("start_time")
+    section = raw.get("cgroup") if cgroup_section_ok(raw.get("cgroup")) else sd.read_recovery()
+    cg = None
+    if cgroup_section_ok(section):
+        cg = _forced(True, lambda: _load_cgroup({"cgroup": section}))
+    if type(pid) is int and type(start_time) is int and pid > 0:
+        _forced(True, lambda: _kill_and_wait(pid, start_time))
+    if os.path.exists(os.path.join(sd.path, NET_DEVICES_RECORD)):
+        from . import network
+        try:
+            network.return_devices(sd.path, 0)
+        except OCIError as e:
+            log.warn(f"delete --force: {e}")
+    if cg is not None:
+        if cg.state() == "paused":
+            _forced(True, cg.thaw)
+        _forced(True, cg.destroy)
+    else:
+        log.warn(f"delete --force: no cgroup record for {sd.id}: its processes, if any, are left running")
+    mnt, rootfs = raw.get("shared_rootfs_mount"), raw.get("rootfs")
+    if type(mnt) is int and mnt > 0 and isinstance(rootfs, str):
+        _release_rootfs_mount(rootfs, mnt)
+    sd.remove()
 
 
 def _kill_and_wait(pid: int, start_time, timeout: float = 10.0) -> None:
@@ -531,9 +646,27 @@ def list_all(root: str) -> list[dict]:
         sd = StateDir(root, cid)
         try:
             out.append(public_state(sd, sd.read()))
-        except OCIError:
-            continue
+        except OCIError as e:
+            if os.path.exists(os.path.join(sd.path, "state.json")):  # else: deleted meanwhile
+                _log.get().warn(str(e))
+                out.append(_unknown_state(cid, sd))
     return out
+
+
+def _unknown_state(cid: str, sd: StateDir) -> dict:
+    """`list`'s row for a container whose state.json cannot be read: status "unknown" (the
+    reason went to stderr), and the bundle and creation time if they are still legible."""
+    try:
+        raw = sd.read_raw()
+    except OCIError:
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+
+    def text(key: str) -> str:
+        v = raw.get(key)
+        return v if isinstance(v, str) and v.isprintable() else ""
+    return {"ociVersion": text("ociVersion"), "id": cid, "pid": 0, "status": "unknown",
+            "bundle": text("bundle"), "rootfs": text("rootfs"), "created": text("created"), "owner": ""}
 
 
 # ============================================================================ pause / ps

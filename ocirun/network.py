@@ -217,11 +217,9 @@ class MovedDevices:
 
     def note(self, entry: dict) -> None:
         self.record["devices"].append(entry)
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            import json
-            json.dump(self.record, f)
-        os.replace(tmp, self.path)
+        import json
+        from .state import write_private  # 0600, atomic, like every file of the state directory
+        write_private(self.path, json.dumps(self.record).encode())
 
     def give_back(self) -> None:
         """Failed create: every device back where and as it was; errors become warnings."""

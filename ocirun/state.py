@@ -5,8 +5,15 @@ Files in it:
               (temp file + rename) so a reader never sees half a document.
   exec.fifo   exists between `create` and `start`: the init blocks opening it for writing, `start`
               opens it for reading and so releases the init.  Its presence means "created".
+  cgroup.json the cgroup section of state.json, written once before anything is created: what
+              `delete --force` kills and removes when state.json itself is unreadable.
   (flock)     every command that changes a container holds an exclusive flock on the directory
               itself, so concurrent commands on one id are serialised.
+
+Everything here is private to root whatever the caller's umask (runc's modes): the root and the
+container directories 0700, files 0600 (state.json holds the annotations, hook arguments and
+environment: secrets).  exec.fifo is 0622 inside its 0700 directory: only root can reach it by
+path, and the init, which may no longer be root, reopens it through an fd it already holds.
 
 The init's pid alone cannot identify it: pids are reused.  We store the process start time
 (field 22 of /proc/<pid>/stat, clock ticks since boot) and treat a pid whose start time differs
@@ -26,6 +33,10 @@ DEFAULT_ROOT = "/run/ocirun"
 STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
 NET_DEVICES_RECORD = "netdevices.json"  # network.py: the linux.netDevices moved in, to give back
+RECOVERY_FILE = "cgroup.json"
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+_OLD_ROOT_MODE = 0o711  # what ocirun made before: tightened when found (see _private_root)
 
 # runc's rule for ids (its regexp ^[\w+-\.]+$, ASCII as in Go): letters, digits, and _ + - . ;
 # never "." or ".." (would escape the root).  A set, not `re`: that import costs ~4 ms.
@@ -78,14 +89,15 @@ class StateDir:
     @classmethod
     def new(cls, root: str, cid: str) -> "StateDir":
         validate_id(cid)
-        os.makedirs(root, mode=0o711, exist_ok=True)
         sd = cls(root, cid)
         try:
-            os.mkdir(sd.path, 0o711)
+            _private_root(root)
+            os.mkdir(sd.path, DIR_MODE)
+            os.chmod(sd.path, DIR_MODE)  # mkdir's mode went through the caller's umask
         except FileExistsError:
             raise OCIError(f"container with id exists: {cid}") from None
         except OSError as e:
-            raise OCIError(f"create state directory {sd.path}: {e.strerror.lower()}") from None
+            raise OCIError(f"create state directory {e.filename or sd.path}: {e.strerror.lower()}") from None
         sd.lock()
         return sd
 
@@ -146,19 +158,38 @@ class StateDir:
         return os.path.exists(self.fifo_path)
 
     def read(self) -> dict:
+        """state.json, checked field by field: OCIError "corrupt state file" if it is not ours."""
+        st = self.read_raw()
+        check_state(self.id, st)
+        return st
+
+    def read_raw(self):
+        """state.json as JSON, whatever its shape (only `delete --force` wants that)."""
         try:
             with open(os.path.join(self.path, STATE_FILE), "rb") as f:
-                return jsonio.loads(f.read())
+                data = f.read()
         except FileNotFoundError:
             raise OCIError(f"container does not exist: {self.id}") from None
-        except ValueError as e:
-            raise OCIError(f"container {self.id}: corrupt state file: {e}") from None
+        except OSError as e:
+            raise OCIError(f"container {self.id}: read state file: {e.strerror.lower()}") from None
+        try:
+            return jsonio.loads(data)
+        except (ValueError, RecursionError) as e:
+            raise OCIError(f"container {self.id}: corrupt state file: {_one_line(str(e))}") from None
 
     def write(self, data: dict) -> None:
-        tmp = os.path.join(self.path, f".{STATE_FILE}.tmp")
-        with open(tmp, "w") as f:
-            f.write(jsonio.dumps(data))
-        os.rename(tmp, os.path.join(self.path, STATE_FILE))
+        write_private(os.path.join(self.path, STATE_FILE), jsonio.dumps(data).encode())
+
+    def write_recovery(self, cgroup_section) -> None:
+        write_private(os.path.join(self.path, RECOVERY_FILE), jsonio.dumps(cgroup_section).encode())
+
+    def read_recovery(self):
+        """The cgroup section as create first wrote it, or None."""
+        try:
+            with open(os.path.join(self.path, RECOVERY_FILE), "rb") as f:
+                return jsonio.loads(f.read())
+        except (OSError, ValueError, RecursionError):
+            return None
 
     def remove(self) -> None:
         for name in os.listdir(self.path) if os.path.isdir(self.path) else ():
@@ -173,6 +204,104 @@ class StateDir:
         except FileNotFoundError:
             pass
         self.unlock()
+
+
+def _private_root(root: str) -> None:
+    """The state root, 0700 whatever the umask.  A root an older ocirun made (0711, ours) is
+    tightened; one the user made with other modes is left as it is: the container directories
+    inside are 0700 anyway."""
+    try:
+        os.mkdir(root, DIR_MODE)
+    except FileExistsError:
+        st = os.stat(root)
+        if stat_mode(st.st_mode) == _OLD_ROOT_MODE and st.st_uid == os.geteuid():
+            os.chmod(root, DIR_MODE)
+        return
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(root.rstrip("/")) or "/", exist_ok=True)  # parents: as `mkdir -p`
+        try:
+            os.mkdir(root, DIR_MODE)
+        except FileExistsError:
+            return
+    os.chmod(root, DIR_MODE)
+
+
+def stat_mode(mode: int) -> int:
+    return mode & 0o7777
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write `path` atomically (temp file + rename), mode 0600 whatever the umask."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away, a stale temp file have others
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+# ------------------------------------------------------------------ the shape of state.json
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+_STR_FIELDS = ("ociVersion", "bundle", "rootfs", "created")
+
+
+def check_state(cid: str, st) -> None:
+    """Refuse a state.json that is not what create wrote (valid JSON of the wrong shape, a
+    tampered field): OCIError "container ID: corrupt state file: field X: ..." instead of a
+    KeyError or TypeError somewhere later."""
+    def bad(field: str, what: str):
+        return OCIError(f"container {cid}: corrupt state file: field {field}: {what}")
+    if not isinstance(st, dict):
+        raise OCIError(f"container {cid}: corrupt state file: not a JSON object")
+    if st.get("id") != cid:
+        raise bad("id", f"is {_short(st.get('id'))}, not the directory's name")
+    for key in _STR_FIELDS:
+        if not isinstance(st.get(key), str):
+            raise bad(key, "missing or not a string")
+    if not isinstance(st.get("owner", ""), str):
+        raise bad("owner", "not a string")
+    if not _is_int(st.get("pid")) or st["pid"] < 0:
+        raise bad("pid", "missing or not a non-negative integer")
+    if st.get("start_time") is not None and not _is_int(st["start_time"]):
+        raise bad("start_time", "not an integer")
+    ann = st.get("annotations")
+    if ann is not None and not (isinstance(ann, dict) and all(isinstance(v, str) for v in ann.values())):
+        raise bad("annotations", "not an object of strings")
+    hooks = st.get("hooks")
+    if hooks is not None and not (isinstance(hooks, dict) and all(isinstance(v, list) for v in hooks.values())):
+        raise bad("hooks", "not an object of arrays")
+    if not isinstance(st.get("shared_pid_ns", False), bool):
+        raise bad("shared_pid_ns", "not a boolean")
+    cg = st.get("cgroup")
+    if cg is not None and not cgroup_section_ok(cg):
+        raise bad("cgroup", "not a cgroup record")
+
+
+def cgroup_section_ok(cg) -> bool:
+    """The shape `Manager.to_state()` writes (load_manager checks where the paths point)."""
+    return (isinstance(cg, dict) and isinstance(cg.get("mode"), str)
+            and all(isinstance(cg.get(k), dict) and all(isinstance(a, str) and isinstance(b, str)
+                                                         for a, b in cg[k].items())
+                    for k in ("paths", "mounts"))
+            and isinstance(cg.get("created", []), list)
+            and all(isinstance(p, str) for p in cg.get("created", [])))
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _detach_and_unlink(path: str) -> None:

@@ -20,11 +20,7 @@ import helpers
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 # MUST checks ocirun fails today: spec violations to fix in ocirun (or to decide to keep).
-KNOWN_OCIRUN_MUST_FAILURES = {
-    # runtime.md Delete: a created container must not be deletable without --force; ocirun
-    # follows runc, which kills and removes it.
-    "lifecycle.delete.created",
-}
+KNOWN_OCIRUN_MUST_FAILURES: set[str] = set()
 
 # runc 1.1.5 on this host, for the record (see conformance/README.md for the explanations).
 KNOWN_RUNC_MUST_FAILURES = {

@@ -137,12 +137,15 @@ def test_start_twice_and_start_stopped(ocirun_root, tmp_path):
     ok("delete", "c1", root=ocirun_root)
 
 
-def test_delete_created_container_kills_its_init(ocirun_root, tmp_path):
-    # runc deletes a created (never started) container without --force: it was never running.
+def test_delete_created_container_needs_force(ocirun_root, tmp_path):
+    # runtime.md Delete: deleting a container that is not stopped MUST fail — a created one too
+    # (runc 1.1 kills and removes it); --force kills its init and removes it.
     bundle = make_bundle(tmp_path, SLEEPER)
     ok("create", "-b", bundle, "c1", root=ocirun_root)
     pid = state_of(ocirun_root, "c1")["pid"]
-    ok("delete", "c1", root=ocirun_root)
+    one_line_error(run_ocirun("delete", "c1", root=ocirun_root), "not stopped", "created")
+    assert state_of(ocirun_root, "c1")["status"] == "created" and alive(pid)
+    ok("delete", "--force", "c1", root=ocirun_root)
     wait_gone(pid)
     assert not (ocirun_root / "c1").exists()
 

@@ -85,3 +85,10 @@ def test_runtime_specs():
 def test_missing_runtime_is_a_note_not_a_run(tmp_path):
     run = R.run_runtime("nope", str(tmp_path / "nope"), tmp_path)
     assert not run.ran and "not installed" in run.note
+
+
+def test_ocirun_keeps_no_deliberate_delete_deviation():
+    # issue 13: `delete` of a created container now fails as runtime.md requires (was a
+    # runc-compatible deviation with an explanation here)
+    assert ("ocirun", "lifecycle.delete.created") not in R.EXPLANATIONS
+    assert ("runc", "lifecycle.delete.created") in R.EXPLANATIONS
