@@ -162,7 +162,7 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
         if frozen:
             return pid
         try:
-            msg = ours.recv()  # EOF (ChildDied) here means execve succeeded
+            msg = ours.recv("the exec'd process to start")  # EOF (ChildDied) here means execve succeeded
         except ChildDied:
             return pid
         if msg.get("type") == "error":

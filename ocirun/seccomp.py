@@ -28,8 +28,13 @@ a sandbox escape).  Files are written whole and renamed into place.
 The listener (SCMP_ACT_NOTIFY with `listenerPath`): the runtime connects to the socket on the host
 before it forks (`connect_listener`); the init builds the payload before loading
 (`listener_payload`), loads the filter (which returns the notify fd), then sends both over the
-already-connected socket (`send_listener_fd`) — one sendmsg(2), the only syscall besides execve
-that must survive the profile, which is why NOTIFY on `sendmsg` is refused.
+already-connected socket (`send_listener_fd`) — one sendmsg(2), the only syscall between the load
+and the moment the agent holds the fd, which is why NOTIFY on `sendmsg` is refused.  Every later
+syscall of ours may be notified: the agent answers it.  This holds in both orders: with
+no_new_privs the load is the last step before execve (after `start`); without it the filter is
+loaded while still privileged, during `create` (process/become.py), and the init asks the runtime
+for the state first (process/channel.py, `listener_state`).  NOTIFY without `listenerPath` is
+refused (process/become.py SeccompStep), as by runc.
 """
 from __future__ import annotations
 
@@ -146,10 +151,11 @@ class Filter:
 
     def __init__(self, program: bytes, flags: int, uses_notify: bool,
                  listener_path: str | None = None, listener_metadata: str | None = None,
-                 from_cache: bool = False):
+                 from_cache: bool = False, notify_rule: str | None = None):
         self.program = program
         self.flags = flags
         self.uses_notify = uses_notify
+        self.notify_rule = notify_rule  # JSON path of the first SCMP_ACT_NOTIFY rule
         self.listener_path = listener_path
         self.listener_metadata = listener_metadata
         self.from_cache = from_cache
@@ -213,8 +219,10 @@ def compile_filter(profile: dict, json_path: str = "linux.seccomp",
         program = _build_program(plan, json_path)
         if key:
             _cache_write(cache_dir, key, program)
+    _check_kernel_takes_length(program, json_path)
+    notify_rule = next((r.path for r in plan.rules if r.action == _NOTIFY), None)
     return Filter(program, plan.flags, plan.uses_notify, plan.listener_path,
-                  plan.listener_metadata, from_cache)
+                  plan.listener_metadata, from_cache, notify_rule)
 
 
 def _check_profile(profile, p: str) -> _Plan:
@@ -284,8 +292,11 @@ def _check_listener(profile: dict, plan: _Plan, p: str) -> None:
         return
     for r in plan.rules:
         if r.action == _NOTIFY and "sendmsg" in r.names:
-            # The init sends the listener fd with sendmsg after the filter is loaded.
-            raise ConfigError(f"{r.path}.action", "SCMP_ACT_NOTIFY cannot be used for sendmsg")
+            # The process that loads the filter sends the notify fd to the agent with sendmsg
+            # right after the load: notified, it would wait for an agent that has no fd yet.
+            # (runc refuses `write` instead: its init writes the fd's number to its parent.)
+            raise ConfigError(f"{r.path}.action", "SCMP_ACT_NOTIFY cannot be used for the sendmsg syscall "
+                              "(the runtime sends the notify fd to the agent with it)")
     plan.listener_path = path or None
     plan.listener_metadata = meta
     # TSYNC and NEW_LISTENER exclude each other; the loading process is single-threaded anyway.
@@ -331,6 +342,16 @@ def _list(obj: dict, key: str, p: str) -> list:
 
 def _is_uint(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+_BPF_MAXINSNS = 4096  # the kernel's limit for one classic-BPF seccomp program
+
+
+def _check_kernel_takes_length(program: bytes, p: str) -> None:
+    """seccomp(2) refuses a longer program with EINVAL; say so at create, not after `start`."""
+    n = len(program) // 8
+    if n > _BPF_MAXINSNS:
+        raise ConfigError(p, f"the profile compiles to {n} BPF instructions; the kernel loads at most {_BPF_MAXINSNS}")
 
 
 def _check_kernel_takes_flags(flags: int, p: str) -> None:
@@ -635,9 +656,11 @@ def send_listener_fd(sock_fd: int, seccomp_fd: int, payload: bytes) -> None:
     # load() every syscall counts.
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=sock_fd)
     try:
-        sent = sock.sendmsg([payload], ancillary)
+        # MSG_NOSIGNAL: an agent gone away is an error to report, not a SIGPIPE that kills us
+        # silently (SIGPIPE is back to its default by now).
+        sent = sock.sendmsg([payload], ancillary, socket.MSG_NOSIGNAL)
         if sent < len(payload):
-            sock.sendall(payload[sent:])  # the fd went with the first part, as the spec asks
+            sock.sendall(payload[sent:], socket.MSG_NOSIGNAL)  # the fd went with the first part
     except OSError as e:
         raise os_error("seccomp: send the notify fd to the listener", e) from None
     finally:

@@ -29,12 +29,24 @@ class SeccompStep:
     """A compiled filter and, with SCMP_ACT_NOTIFY + listenerPath, where its listener fd goes."""
 
     def __init__(self, flt, listener_sock: int = -1):
+        if flt.uses_notify and listener_sock < 0:
+            # The notify fd would have no one to go to but us: a notified syscall of ours (close,
+            # execve...) would wait for ourselves forever, the others get ENOSYS.  runc refuses
+            # it too ("listenerPath is not set").
+            from ..errors import ConfigError
+            raise ConfigError("linux.seccomp.listenerPath",
+                              f"is required: {flt.notify_rule}.action is SCMP_ACT_NOTIFY")
         self.filter = flt
         self.listener_sock = listener_sock   # connected before fork: the path is on the host
         self.payload: bytes = b""            # the spec's container process state, built before load
         self.loaded = False
 
     def load(self) -> None:
+        """Load the filter and hand the notify fd to the agent at once: from the load on, every
+        notified syscall of ours waits for the agent, which must have the fd by then.  Between
+        the two only sendmsg runs (seccomp.py refuses NOTIFY for it)."""
+        if self.listener_sock >= 0 and not self.payload:
+            raise OCIError("internal error: the seccomp listener's state was not prepared before the load")
         fd = self.filter.load()
         self.loaded = True
         if fd >= 0 and self.listener_sock >= 0:

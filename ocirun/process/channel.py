@@ -37,6 +37,14 @@ I = init):
 
 After that the init has no one to talk to: `start` releases it through the exec fifo, and the
 channel is closed before the container's process runs.
+
+Deadlines: the runtime's end (the first of `Channel.pair()`) gives every answer it waits for
+STEP_TIMEOUT_S seconds (plus the timeouts of hooks the child runs meanwhile), then raises
+`Timeout`, naming what it waited for; the caller kills the children.  So no bug of ours, no
+stuck kernel call and no seccomp agent that never answers can hang create or exec.  The
+children's ends have no deadline: they wait for the runtime, which either answers, times out
+and kills them, or dies (end-of-file).  The environment variable OCIRUN_STEP_TIMEOUT (seconds)
+overrides STEP_TIMEOUT_S, for slow machines and for the tests that prove the deadline fires.
 """
 from __future__ import annotations
 
@@ -55,28 +63,66 @@ class ChildDied(OCIError):
     pass
 
 
+class Timeout(OCIError):
+    pass
+
+
+STEP_TIMEOUT_S = 60.0  # one step of the conversation normally takes milliseconds
+
+
+def step_timeout() -> float:
+    """STEP_TIMEOUT_S, or OCIRUN_STEP_TIMEOUT from the environment (a positive number)."""
+    text = os.environ.get("OCIRUN_STEP_TIMEOUT")
+    if text:
+        try:
+            value = float(text)
+        except ValueError:
+            value = 0.0
+        if 0 < value < 1e9:
+            return value
+    return STEP_TIMEOUT_S
+
+
+# What the runtime waits for, by message type (for the deadline's error).
+_WAITING_FOR = {
+    "init_pid": "the intermediate process to enter the namespaces and fork the init",
+    "ready": "the container's init to finish its setup",
+    "exec_pid": "the joiner to enter the container and fork the exec'd process",
+}
+
+
 class Channel:
-    def __init__(self, sock):
+    def __init__(self, sock, timeout: float | None = None):
         self.sock = sock
+        self.timeout = timeout  # seconds each recv may wait; None: no deadline
 
     @classmethod
     def pair(cls) -> tuple["Channel", "Channel"]:
+        """(the runtime's end, with the step deadline; the child's end, without one)."""
         a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
-        return cls(a), cls(b)
+        return cls(a, step_timeout()), cls(b)
 
     def send(self, mtype: str, **fields) -> None:
         fields["type"] = mtype
         self.sock.send(jsonio.dumps(fields).encode())
 
-    def recv(self) -> dict:
-        data = self.sock.recv(1 << 20)
+    def recv(self, what: str = "the container process", extra: float | None = 0.0) -> dict:
+        """One message.  With a deadline, wait at most `timeout` + `extra` seconds (`extra` None:
+        no deadline for this one, e.g. a hook without a timeout runs meanwhile)."""
+        limit = None if self.timeout is None or extra is None else self.timeout + extra
+        if self.timeout is not None:  # never in a child: no fcntl(2) there, a filter may be loaded
+            self.sock.settimeout(limit)
+        try:
+            data = self.sock.recv(1 << 20)
+        except TimeoutError:
+            raise Timeout(f"timed out after {limit:g}s waiting for {what}") from None
         if not data:
             raise ChildDied("container init exited before it was ready")
         return jsonio.loads(data)
 
-    def expect(self, mtype: str) -> dict:
+    def expect(self, mtype: str, what: str | None = None, extra: float | None = 0.0) -> dict:
         """Read one message; an `error` message becomes the OCIError it describes."""
-        msg = self.recv()
+        msg = self.recv(what or _WAITING_FOR.get(mtype, f"{mtype!r} from the container process"), extra)
         if msg["type"] == "error":
             raise OCIError(msg["msg"])
         if msg["type"] != mtype:

@@ -105,14 +105,19 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     if not ctx.no_new_keyring:
         _join_session_keyring(ctx.id)
     if proc is not None:
+        if _loads_filter_early(ctx):
+            # drop_to_process loads the filter and sends the agent its fd: the payload first.
+            ch.send("listener_state")
+            _prepare_listener_payload(ctx.seccomp_filter, ch.expect("state")["state"], "creating")
         path, env = become.drop_to_process(proc, cfg.linux.personality, ctx.preserve_fds, ctx.listen_fds,
                                            ctx.seccomp_filter)
+        _check_fds_left_for_start(ctx, proc)
 
     ch.send("ready")
     if needs_state_after_ready(ctx):
         state = ch.expect("state")["state"]
-        if ctx.seccomp_filter is not None and ctx.seccomp_filter.listener_sock >= 0:
-            _prepare_listener_payload(ctx.seccomp_filter, state)
+        if _has_listener(ctx) and not _loads_filter_early(ctx):
+            _prepare_listener_payload(ctx.seccomp_filter, state, "running")
     global _started_fd
     _started_fd = _wait_for_start(ctx.fifo_fd)
     ch.close()
@@ -142,14 +147,49 @@ def _fds_we_need(ctx: LaunchContext, ch: Channel) -> set[int]:
 
 def needs_state_after_ready(ctx: LaunchContext) -> bool:
     """Whether the parent sends `state` after `ready` (see channel.py)."""
-    listener = ctx.seccomp_filter is not None and ctx.seccomp_filter.listener_sock >= 0
-    return bool(ctx.cfg.hooks.get("startContainer")) or listener
+    late_listener = _has_listener(ctx) and not _loads_filter_early(ctx)
+    return bool(ctx.cfg.hooks.get("startContainer")) or late_listener
 
 
-def _prepare_listener_payload(step, state: dict) -> None:
+def _has_listener(ctx: LaunchContext) -> bool:
+    return ctx.seccomp_filter is not None and ctx.seccomp_filter.listener_sock >= 0
+
+
+def _loads_filter_early(ctx: LaunchContext) -> bool:
+    """Without no_new_privs the filter is loaded before `ready`, while we are still privileged
+    (become.drop_to_process); with a listener the init then asks for the state first."""
+    proc = ctx.cfg.process
+    return _has_listener(ctx) and proc is not None and not proc.no_new_privileges
+
+
+def _prepare_listener_payload(step, state: dict, status: str) -> None:
     from .. import SPEC_VERSION, seccomp
-    running = dict(state, status="running")
-    step.payload = seccomp.listener_payload(running, state["pid"], step.filter.listener_metadata, SPEC_VERSION)
+    now = dict(state, status=status)
+    step.payload = seccomp.listener_payload(now, state["pid"], step.filter.listener_metadata, SPEC_VERSION)
+
+
+def _check_fds_left_for_start(ctx: LaunchContext, proc) -> None:
+    """`ready` promises that nothing but `start` stands between us and the container's process.
+    After it we still open the exec fifo (then close two fds, which leaves room for the notify
+    fd of a filter loaded last) and startContainer hooks take up to four pipes and a pidfd:
+    with process.rlimits RLIMIT_NOFILE that low we would die after `create` said yes (runc
+    fails at create then too).  Try now, so that `create` fails with the reason."""
+    need = 1 + (8 if ctx.cfg.hooks.get("startContainer") else 0)
+    probes: list[int] = []
+    try:
+        for _ in range(need):
+            probes.append(os.dup(ctx.fifo_fd))
+    except OSError as e:
+        if e.errno != 24:  # EMFILE
+            raise
+        where = next((f"process.rlimits[{i}]: RLIMIT_NOFILE soft limit {r.soft}"
+                      for i, r in enumerate(proc.rlimits) if r.type == "RLIMIT_NOFILE"),
+                     "the RLIMIT_NOFILE soft limit")
+        raise OCIError(f"{where} is too low to start the container: the runtime still needs "
+                       f"{need} more open files before the container's process runs") from None
+    finally:
+        for fd in probes:
+            os.close(fd)
 
 
 def _set_names(cfg) -> None:

@@ -7,12 +7,14 @@ caller (container.py) removes the cgroup and the state directory.
 from __future__ import annotations
 
 import os
+import select
+import time
 
 # _signal: the same C module as signal, without the enum wrappers signal.py adds (it
 # imports enum: ~3 ms per command).
 import _signal as signal
 
-from .. import namespaces
+from .. import linux, namespaces
 from ..cgroups import join as cgroup_join
 from ..errors import OCIError
 from . import init as _init  # noqa: F401 — imported now: the init cannot import after pivot_root
@@ -49,13 +51,44 @@ class Spawned:
     def reap(self) -> None:
         for attr in ("intermediate_pid", "init_pid"):
             pid = getattr(self, attr)
-            if pid:
-                try:
-                    os.waitpid(pid, 0)
-                except ChildProcessError:
-                    pass  # not our child (the init belongs to a subreaper) or already reaped
-                if attr == "intermediate_pid":
-                    self.intermediate_pid = 0
+            if pid and not wait_exit(pid, KILL_WAIT_S):
+                # Stuck in the kernel (an unkillable sleep): say so rather than hang with it.
+                from .. import log
+                log.get().warn(f"container process {pid} did not exit {KILL_WAIT_S:g}s after SIGKILL")
+            if attr == "intermediate_pid":
+                self.intermediate_pid = 0
+
+
+KILL_WAIT_S = 10.0  # SIGKILL takes effect in microseconds unless the process is stuck in the kernel
+
+
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Reap our child `pid`, waiting at most `timeout` seconds; False if it is still running.
+    True as well when it is not our child (the init belongs to a subreaper) or already reaped."""
+    try:
+        pidfd = linux.pidfd_open(pid)  # readable once it exits: no polling latency on create's path
+    except OSError:
+        pidfd = -1  # gone already (ESRCH) or an old kernel: short sleeps below
+    try:
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    return True
+            except ChildProcessError:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if pidfd >= 0:
+                select.select([pidfd], [], [], left)
+            else:
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 0.05)
+    finally:
+        if pidfd >= 0:
+            os.close(pidfd)
 
 
 def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tuple[int, Channel]:
@@ -120,8 +153,9 @@ def _import_what_the_init_needs(ctx: LaunchContext) -> None:
 
 
 def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, run_runtime_hooks) -> None:
+    waiting, extra = "the container's namespaces and init to be set up", 0.0  # for the deadline
     while True:
-        msg = ch.recv()
+        msg = ch.recv(waiting, extra)
         t = msg["type"]
         if t == "error":
             raise OCIError(msg["msg"])
@@ -130,6 +164,8 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             ch.send("userns_done")
         elif t == "init_pid":
             _got_init_pid(proc, msg)
+            if extra == 0.0:
+                waiting = "the container's init to finish its setup"
             if ctx.cfg.linux.net_devices:
                 from .. import network
                 proc.net_devices = network.move_devices(ctx.cfg, proc.init_pid, ctx.state_dir)
@@ -148,6 +184,16 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             state = state_for_hooks(proc.init_pid)
             run_runtime_hooks(state)
             ch.send("hooks_done", state=state)
+            # The init runs the createContainer hooks next: their time is theirs.
+            waiting = "the container's init to run the createContainer hooks and finish its setup"
+            extra = _hooks_time(ctx.cfg.hooks.get("createContainer", []))
+        elif t == "listener_state":
+            if not proc.init_pid:  # the two children share the socket: order is not guaranteed
+                _got_init_pid(proc, ch.expect("init_pid"))
+            ch.send("state", state=state_for_hooks(proc.init_pid, "creating"))
+            if extra == 0.0:
+                waiting = ("the container's init to finish its setup under its seccomp filter "
+                           "(does the agent at linux.seccomp.listenerPath answer?)")
         elif t == "ready":
             if not proc.init_pid:  # under load the intermediate may speak after the init
                 _got_init_pid(proc, ch.expect("init_pid"))
@@ -181,10 +227,21 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index) -> int:
         raise OCIError(f"mounts[{index}].source: {path}: {(e.strerror or str(e)).lower()}") from None
 
 
+def _hooks_time(hooks) -> float | None:
+    """How long hooks may run: the sum of their timeouts; None (no bound) if one has none."""
+    total = 0.0
+    for h in hooks:
+        if not h.timeout:
+            return None
+        total += h.timeout
+    return total
+
+
 def _got_init_pid(proc: Spawned, msg: dict) -> None:
     proc.init_pid = msg["pid"]
-    try:
-        os.waitpid(proc.intermediate_pid, 0)
-    except ChildProcessError:
-        pass
+    # The intermediate exits right after it sent the pid.
+    if not wait_exit(proc.intermediate_pid, KILL_WAIT_S):
+        from .channel import Timeout
+        raise Timeout(f"timed out after {KILL_WAIT_S:g}s waiting for the intermediate process "
+                      f"{proc.intermediate_pid} to exit")
     proc.intermediate_pid = 0
