@@ -233,15 +233,22 @@ def stat_mode(mode: int) -> int:
 def write_private(path: str, data: bytes) -> None:
     """Write `path` atomically (temp file + rename), mode 0600 whatever the umask."""
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away, a stale temp file have others
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, FILE_MODE)
+        try:
+            os.fchmod(fd, FILE_MODE)  # the umask may have taken bits away, a stale temp file have others
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except OSError as e:  # ENOSPC, EDQUOT, EROFS of the state root: say which file, leave no temp file
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OCIError(f"write {path}: {(e.strerror or str(e)).lower()}") from None
 
 
 def _one_line(text: str) -> str:
