@@ -180,7 +180,7 @@ def _check_fds_left_for_start(ctx: LaunchContext, proc) -> None:
         for _ in range(need):
             probes.append(os.dup(ctx.fifo_fd))
     except OSError as e:
-        if e.errno != 24:  # EMFILE
+        if e.errno not in (24, 22):  # EMFILE; EINVAL: F_DUPFD's minimum 0 is not below a limit of 0
             raise
         where = next((f"process.rlimits[{i}]: RLIMIT_NOFILE soft limit {r.soft}"
                       for i, r in enumerate(proc.rlimits) if r.type == "RLIMIT_NOFILE"),
