@@ -46,7 +46,8 @@ import struct
 from . import jsonio
 from .errors import ConfigError, OCIError, os_error
 
-__all__ = ["Filter", "compile_filter", "connect_listener", "features", "listener_payload", "send_listener_fd"]
+__all__ = ["Filter", "ListenerSend", "compile_filter", "connect_listener", "features", "listener_payload",
+           "send_listener_fd"]
 
 _COMPILER_VERSION = "1"   # bump when the program we generate for a given profile changes
 DEFAULT_CACHE_DIR = "/run/ocirun-cache/seccomp"
@@ -645,28 +646,42 @@ def listener_payload(state: dict, pid: int, metadata: str | None, oci_version: s
     return jsonio.dumps(doc).encode()
 
 
-def send_listener_fd(sock_fd: int, seccomp_fd: int, payload: bytes) -> None:
-    """Send the payload and the notify fd (SCM_RIGHTS, in the same and only sendmsg), then close
-    both: the spec wants one state per connection, closed after sending.
+class ListenerSend:
+    """The send of the notify fd to the agent, made ready before `Filter.load()`: between the
+    load and the moment the agent holds the fd, every syscall of ours that the profile notifies
+    waits for an agent that cannot answer yet.  So the only syscall left there is the sendmsg
+    (NOTIFY on it is refused): Python's socket object, whose constructor calls getsockname(2)
+    even when told the family, is made here, before the load."""
 
-    Runs after `Filter.load()`: socket must already be imported (`connect_listener` did it)."""
-    import socket
-    ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", seccomp_fd))]
-    # Family, type and proto given: otherwise Python asks the kernel (getsockopt), and after
-    # load() every syscall counts.
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=sock_fd)
-    try:
+    def __init__(self, sock_fd: int, payload: bytes):
+        import socket  # imported by connect_listener, in the runtime, before the fork
+        self.sock_fd = sock_fd
+        self.payload = payload
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=sock_fd)
+        self._rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
         # MSG_NOSIGNAL: an agent gone away is an error to report, not a SIGPIPE that kills us
-        # silently (SIGPIPE is back to its default by now).
-        sent = sock.sendmsg([payload], ancillary, socket.MSG_NOSIGNAL)
-        if sent < len(payload):
-            sock.sendall(payload[sent:], socket.MSG_NOSIGNAL)  # the fd went with the first part
-    except OSError as e:
-        raise os_error("seccomp: send the notify fd to the listener", e) from None
-    finally:
-        sock.detach()
-        _close_quietly(sock_fd)
-        _close_quietly(seccomp_fd)
+        # silently (SIGPIPE is back to its default by then).
+        self._flags = socket.MSG_NOSIGNAL
+
+    def send(self, seccomp_fd: int) -> None:
+        """Send the payload and the notify fd (SCM_RIGHTS, with the first byte), then close both:
+        the spec wants one state per connection, closed after sending."""
+        try:
+            ancillary = [(*self._rights, struct.pack("i", seccomp_fd))]
+            sent = self.sock.sendmsg([self.payload], ancillary, self._flags)
+            if sent < len(self.payload):
+                self.sock.sendall(self.payload[sent:], self._flags)  # the fd went with the first part
+        except OSError as e:
+            raise os_error("seccomp: send the notify fd to the listener", e) from None
+        finally:
+            self.sock.detach()
+            _close_quietly(self.sock_fd)
+            _close_quietly(seccomp_fd)
+
+
+def send_listener_fd(sock_fd: int, seccomp_fd: int, payload: bytes) -> None:
+    """ListenerSend in one go (for a caller that has no filter loaded)."""
+    ListenerSend(sock_fd, payload).send(seccomp_fd)
 
 
 def _close_quietly(fd: int) -> None:

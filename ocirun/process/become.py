@@ -45,13 +45,16 @@ class SeccompStep:
         """Load the filter and hand the notify fd to the agent at once: from the load on, every
         notified syscall of ours waits for the agent, which must have the fd by then.  Between
         the two only sendmsg runs (seccomp.py refuses NOTIFY for it)."""
-        if self.listener_sock >= 0 and not self.payload:
-            raise OCIError("internal error: the seccomp listener's state was not prepared before the load")
+        sender = None
+        if self.listener_sock >= 0:
+            if not self.payload:
+                raise OCIError("internal error: the seccomp listener's state was not prepared before the load")
+            from .. import seccomp
+            sender = seccomp.ListenerSend(self.listener_sock, self.payload)
         fd = self.filter.load()
         self.loaded = True
-        if fd >= 0 and self.listener_sock >= 0:
-            from .. import seccomp
-            seccomp.send_listener_fd(self.listener_sock, fd, self.payload)
+        if fd >= 0 and sender is not None:
+            sender.send(fd)
 
 
 def drop_to_process(proc, personality, preserve_fds: int, listen_fds: int,

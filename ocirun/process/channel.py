@@ -27,13 +27,18 @@ I = init):
   P → I  mount_source  P, host root, opened it through /proc/I/root (so the fd belongs to I's
                        mount namespace: a bind from it is allowed there) and sends it as
                        SCM_RIGHTS; if P cannot open it either, P fails the create.
+  I → P  listener_state  (only with a seccomp listener and noNewPrivileges false: the filter is
+                       then loaded before `ready`, while I is still privileged) I needs the state
+                       for the agent's payload before it loads the filter.
+  P → I  state         {"state": {...}} the answer, status "creating" (runc sends the same).
   I → P  ready         I is fully set up and blocks on the exec fifo; P writes state.json and the
                        pid file and exits (or, for `run`, starts it).
   I → P  error         {"msg": "..."} at any point before ready; I exits 1 and P cleans up.
 
   P → I  state         {"state": {...}} right after `ready`, only when I needs the state with
                        its host pid later: for startContainer hooks, or for the seccomp
-                       listener payload (init.needs_state_after_ready decides for both sides).
+                       listener payload when the filter is loaded last, with noNewPrivileges
+                       (init.needs_state_after_ready decides for both sides).
 
 After that the init has no one to talk to: `start` releases it through the exec fifo, and the
 channel is closed before the container's process runs.

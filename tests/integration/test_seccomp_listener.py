@@ -180,7 +180,7 @@ def notify_profile(path: str, names: list[str]) -> dict:
 
 # The init and the exec'd process make these after the filter is loaded, in either order
 # (without no_new_privs the filter is loaded while still privileged, before `ready`).
-BUSY = ["execve", "execveat", "openat", "read", "close", "write", "chdir", "getcwd", "newfstatat",
+BUSY = ["execve", "execveat", "openat", "read", "close", "write", "chdir", "getcwd", "newfstatat", "getsockname",
         "mkdir", "mkdirat"]
 
 
