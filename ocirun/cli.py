@@ -201,11 +201,20 @@ def build_parser(only: str | None = None):
 
 # ---------------------------------------------------------------------------- commands
 
+def _checked_preserve_fds(n: int) -> int:
+    """--preserve-fds N hands fds 3..3+N-1 on: no more than this process may hold (a huge N
+    once meant a loop over billions of fds), never negative (runc's flag is unsigned)."""
+    most = os.sysconf("SC_OPEN_MAX") - 3
+    if not 0 <= n <= most:
+        raise OCIError(f"--preserve-fds {n}: must be between 0 and {most} (the open-files limit less stdio)")
+    return n
+
+
 def _create_opts(a):
     from .container import CreateOptions
     return CreateOptions(bundle=a.bundle, console_socket=a.console_socket, pid_file=a.pid_file,
                          no_pivot=a.no_pivot, no_new_keyring=a.no_new_keyring,
-                         preserve_fds=a.preserve_fds)
+                         preserve_fds=_checked_preserve_fds(a.preserve_fds))
 
 
 def _unwind_on_termination() -> None:
@@ -332,7 +341,8 @@ def cmd_exec(a) -> int:
     opts = ExecOptions(args=args, process_file=a.process_file, tty=a.tty, console_socket=a.console_socket,
                        detach=a.detach, pid_file=a.pid_file, env=a.env, cwd=a.cwd, user=a.user,
                        additional_gids=a.additional_gids, caps=a.cap, no_new_privs=a.no_new_privs,
-                       apparmor=a.apparmor, process_label=a.process_label, preserve_fds=a.preserve_fds,
+                       apparmor=a.apparmor, process_label=a.process_label,
+                       preserve_fds=_checked_preserve_fds(a.preserve_fds),
                        ignore_paused=a.ignore_paused, cgroup=a.cgroup)
     return exec_in_container(a.root, a.id, opts)
 

@@ -9,9 +9,9 @@ container keeps running; a refused value fails the command and leaves earlier wr
 """
 from __future__ import annotations
 
-import json
 import sys
 
+from . import jsonio
 from .errors import OCIError
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
@@ -93,7 +93,7 @@ def read_resources(src: str) -> dict:
     except OSError as e:
         raise OCIError(f"update: reading {src}: {(e.strerror or str(e)).lower()}") from None
     try:
-        doc = json.loads(text)
+        doc = jsonio.loads(text)  # as config.json: NaN and Infinity are not JSON
     except ValueError as e:
         raise OCIError(f"update: {'stdin' if src == '-' else src}: invalid JSON: {e}") from None
     if not isinstance(doc, dict):

@@ -300,3 +300,23 @@ def test_config_strings_in_errors_are_escaped(ocirun_root, tmp_path):
         msg = json.loads(logged[0])["msg"] if fmt == "json" else logged[0]
         assert "\x1b" not in msg and "\\x1b]0;pwned" in msg, msg
         assert os.listdir(ocirun_root) == []
+
+
+@pytest.mark.parametrize("value", ["99999999999", "-1"])
+@pytest.mark.parametrize("command", ["create", "exec"])
+def test_preserve_fds_out_of_range(ocirun_root, tmp_path, command, value):
+    """A huge --preserve-fds once looped over billions of fds (a hang); a negative one was taken
+    as 0 (runc's flag is unsigned).  Both are refused at once, before anything is made."""
+    if command == "create":
+        args = ["create", "--preserve-fds", value, "-b", str(make_bundle(tmp_path, ["true"])), "pf"]
+    else:
+        args = ["exec", "--preserve-fds", value, "pf", "true"]
+    r = run_ocirun(*args, root=ocirun_root, timeout=20)
+    assert r.returncode == (255 if command == "exec" else 1), (r.returncode, r.stderr)
+    assert f"--preserve-fds {value}: must be between 0 and" in r.stderr, r.stderr
+    assert not os.listdir(ocirun_root)
+
+
+def test_update_resources_refuse_nan(ocirun_root, tmp_path):
+    r = run_ocirun("update", "-r", "-", "nosuch", root=ocirun_root, input='{"pids": {"limit": NaN}}')
+    assert r.returncode == 1 and "NaN" in r.stderr and "Traceback" not in r.stderr, r.stderr
