@@ -29,6 +29,7 @@ A straight line, in the order runc's standard_init uses, each step for a reason:
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 import _socket  # socket.py imports enum and selectors (~3 ms); sethostname is here
@@ -42,7 +43,7 @@ from .. import linux, network, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
 from . import become
-from .channel import Channel, report_error_and_exit
+from .channel import Channel, report_error_and_exit, step_timeout
 from .context import LaunchContext
 
 
@@ -120,6 +121,8 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
             _prepare_listener_payload(ctx.seccomp_filter, state, "running")
     global _started_fd
     _started_fd = _wait_for_start(ctx.fifo_fd)
+    if ctx.seccomp_filter is not None:
+        _arm_exec_deadline(cfg.hooks.get("startContainer", []))
     ch.close()
     if proc is None:  # `start` refuses such a container: only a hand-opened fifo gets here
         raise OCIError("cannot start a container without a process: config.json has no `process`")
@@ -136,6 +139,60 @@ def _source_from_parent(ch: Channel):
         ch.send("mount_source", index=index)
         return ch.expect_fd("mount_source")
     return fetch
+
+
+# ------------------------------------------------------------ the deadline between start and execve
+#
+# `start` reads the exec fifo until our execve closes it.  Between the startContainer hooks (their
+# own timeouts) and the execve only our last steps run: the memory rlimits, no_new_privs, the
+# seccomp load and the send to the agent, the execve.  A seccomp agent that takes the fd and never
+# answers a notified syscall of ours (close, execveat...) would stall us there, and `start` with
+# us, forever.  So two POSIX timers, which a successful execve deletes (timer_create(2)): after
+# STEP_TIMEOUT_S a signal whose handler tells `start` why and exits; 5 s later SIGKILL, should
+# that handler be stalled too (a notified write).  Armed right after `start` released us, only
+# with a seccomp filter (nothing else there waits on anyone), the hooks' timeouts added.
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_timer_create, _timer_settime = _libc.timer_create, _libc.timer_settime  # resolved before pivot_root
+_CLOCK_MONOTONIC = 1
+_SIGEV_SIGNAL = 0
+
+
+class _SigEvent(ctypes.Structure):
+    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int),
+                ("pad", ctypes.c_int * 12)]
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [("interval_s", ctypes.c_long), ("interval_ns", ctypes.c_long),
+                ("value_s", ctypes.c_long), ("value_ns", ctypes.c_long)]
+
+
+def _arm_exec_deadline(start_hooks) -> None:
+    limit = step_timeout()
+    for h in start_hooks:
+        if not h.timeout:
+            return  # a hook without a timeout may take what it likes (as with runc)
+        limit += h.timeout
+
+    def stalled(_sig, _frame):
+        _tell_start(OCIError(f"timed out after {limit:g}s waiting for the container's process to "
+                             f"start: the runtime stalled under the seccomp filter before execve "
+                             f"(does the agent at linux.seccomp.listenerPath answer?)"))
+        os._exit(1)
+    signal.signal(signal.SIGVTALRM, stalled)
+    _start_timer(signal.SIGVTALRM, limit)
+    _start_timer(signal.SIGKILL, limit + 5)
+
+
+def _start_timer(signo: int, seconds: float) -> None:
+    ev = _SigEvent(None, signo, _SIGEV_SIGNAL)
+    timer = ctypes.c_void_p()
+    if _timer_create(_CLOCK_MONOTONIC, ctypes.byref(ev), ctypes.byref(timer)) != 0:
+        return  # best effort: a profile may deny timer_create (the filter is loaded without NNP)
+    whole = int(seconds)
+    spec = _ITimerSpec(0, 0, whole, int((seconds - whole) * 1e9))
+    _timer_settime(timer, 0, ctypes.byref(spec), None)
 
 
 def _fds_we_need(ctx: LaunchContext, ch: Channel) -> set[int]:

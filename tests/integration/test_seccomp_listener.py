@@ -259,6 +259,26 @@ def test_a_stuck_agent_fails_exec_at_the_deadline(ocirun_root, tmp_path):
         agent.close()
 
 
+def test_a_stuck_agent_fails_start_at_the_deadline(ocirun_root, tmp_path):
+    # With no_new_privs the filter is loaded after `start` released the init: a notified close
+    # of ours right after the send waits for the agent; `start` (reading the exec fifo until the
+    # execve) must not wait forever.
+    agent = Agent(str(tmp_path / "stuck.sock"), stuck=True)
+    bundle = make_bundle(tmp_path, ["true"], linux={"seccomp": notify_profile(agent.path, ["close", "mkdir"])})
+    try:
+        r = run_ocirun("create", "-b", str(bundle), "st3", root=ocirun_root, env=FAST)
+        assert r.returncode == 0, r.stderr
+        t0 = time.monotonic()
+        r = run_ocirun("start", "st3", root=ocirun_root, timeout=60)
+        assert r.returncode == 1 and time.monotonic() - t0 < 20, (r.returncode, r.stderr)
+        assert "timed out after 2s waiting for the container's process to start" in r.stderr, r.stderr
+        assert len(agent.states) == 1
+        assert json.loads(run_ocirun("state", "st3", root=ocirun_root).stdout)["status"] == "stopped"
+    finally:
+        run_ocirun("delete", "--force", "st3", root=ocirun_root)
+        agent.close()
+
+
 # ---------------------------------------------------------------------------- refused profiles
 
 
