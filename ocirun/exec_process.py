@@ -155,7 +155,7 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
             join.finish_in_parent(child)
             ours.send("go")
         pid = ours.expect("exec_pid")["pid"]
-        _reap(child)
+        _reap(child)  # it exits right after telling us
         if cgroup is not None and join is None:
             cgroup.add_pid(pid, sub_cgroup)
         ours.send("cgroup_done", state=state or {}, pid=pid)
@@ -170,7 +170,7 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
         raise OCIError(f"internal error: unexpected message {msg.get('type')!r} from the exec'd process")
     except BaseException as e:
         ours.close()  # a joiner still waiting for "go" reads end-of-file and exits
-        _reap(child)
+        _reap(child, kill=True)
         if pid > 0:
             _kill_and_reap(pid)  # never leave a half-made process behind (it may be outside the cgroup)
         if isinstance(e, ChildDied):
@@ -181,11 +181,7 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
 
 
 def _kill_and_reap(pid: int) -> None:
-    try:
-        os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
-    _reap(pid)
+    _reap(pid, kill=True)
 
 
 def parse_cgroup_flags(values) -> dict[str, str]:
@@ -202,11 +198,18 @@ def parse_cgroup_flags(values) -> dict[str, str]:
     return out
 
 
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+def _reap(pid: int, kill: bool = False) -> None:
+    """Reap our child `pid` (after SIGKILL with `kill`), waiting a bounded time: a process
+    stuck in the kernel is reported, never waited for forever."""
+    from .process.reaping import KILL_WAIT_S, wait_exit
+    if kill:
+        try:
+            os.kill(pid, 9)
+        except ProcessLookupError:
+            pass
+    if not wait_exit(pid, KILL_WAIT_S):
+        _log.get().warn(f"exec: process {pid} did not exit {KILL_WAIT_S:g}s after "
+                        f"{'SIGKILL' if kill else 'it should have'}")
 
 
 def _container_config(st: dict) -> dict:

@@ -7,8 +7,6 @@ caller (container.py) removes the cgroup and the state directory.
 from __future__ import annotations
 
 import os
-import select
-import time
 
 # _signal: the same C module as signal, without the enum wrappers signal.py adds (it
 # imports enum: ~3 ms per command).
@@ -20,6 +18,7 @@ from ..errors import OCIError
 from . import init as _init  # noqa: F401 — imported now: the init cannot import after pivot_root
 from . import become, intermediate
 from .channel import Channel, ChildDied
+from .reaping import KILL_WAIT_S, wait_exit
 from .context import LaunchContext
 
 
@@ -57,38 +56,6 @@ class Spawned:
                 log.get().warn(f"container process {pid} did not exit {KILL_WAIT_S:g}s after SIGKILL")
             if attr == "intermediate_pid":
                 self.intermediate_pid = 0
-
-
-KILL_WAIT_S = 10.0  # SIGKILL takes effect in microseconds unless the process is stuck in the kernel
-
-
-def wait_exit(pid: int, timeout: float) -> bool:
-    """Reap our child `pid`, waiting at most `timeout` seconds; False if it is still running.
-    True as well when it is not our child (the init belongs to a subreaper) or already reaped."""
-    try:
-        pidfd = linux.pidfd_open(pid)  # readable once it exits: no polling latency on create's path
-    except OSError:
-        pidfd = -1  # gone already (ESRCH) or an old kernel: short sleeps below
-    try:
-        deadline = time.monotonic() + timeout
-        pause = 0.001
-        while True:
-            try:
-                if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                    return True
-            except ChildProcessError:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            if pidfd >= 0:
-                select.select([pidfd], [], [], left)
-            else:
-                time.sleep(min(pause, left))
-                pause = min(pause * 2, 0.05)
-    finally:
-        if pidfd >= 0:
-            os.close(pidfd)
 
 
 def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tuple[int, Channel]:
@@ -209,7 +176,6 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index) -> int:
     namespace, for an init in a user namespace that may not look it up (runc does the same).
     Resolved under /proc/<init>/root as the init would resolve it: absolute symlinks stay in
     the init's namespace, so the fd is one the init may bind from."""
-    from .. import linux
     from ..rootfs import parse_mount_options
     mounts = ctx.cfg.mounts
     if not ctx.in_userns or not isinstance(index, int) or not 0 <= index < len(mounts) \
