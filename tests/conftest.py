@@ -61,7 +61,7 @@ def _no_leaks_after_suite():
     helpers.shared_rootfs(check=True)
     yield
     mounts = helpers.leftover_mounts(helpers.CACHE)
-    cgroups = [c for c in helpers.leftover_cgroups() if c not in before]
+    cgroups = [c for c in helpers.leftover_cgroups() if c not in before and not helpers.another_runs_cgroup(c)]
     for target in reversed(mounts):  # innermost first
         subprocess.run(["umount", "-l", target], stderr=subprocess.DEVNULL)
     for path in cgroups:

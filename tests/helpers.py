@@ -35,6 +35,9 @@ MKROOTFS = REPO / "tools" / "mkrootfs.sh"
 ROOTFS_VERSION = "2"
 
 TEST_PREFIX = "ocirun-test"
+# This test run's mark in the cgroup names make_bundle gives: `ocirun-test-s<run>-<unique>`.
+# The leak check then leaves alone the cgroups of another run going on at the same time.
+RUN_MARK = f"s{secrets.token_hex(3)}"
 RUNC = shutil.which("runc")
 
 DEFAULT_ENV = ["PATH=/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"]
@@ -150,7 +153,7 @@ def default_config(args: list[str] | None = None, rootfs: Path | str | None = No
         ],
         "linux": {
             # Named so conftest.py's leak check finds it if a test forgets to delete.
-            "cgroupsPath": f"/{TEST_PREFIX}-{secrets.token_hex(6)}",
+            "cgroupsPath": f"/{TEST_PREFIX}-{RUN_MARK}-{secrets.token_hex(5)}",
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
             "maskedPaths": list(MASKED_PATHS),
@@ -277,6 +280,14 @@ def leftover_mounts(marker: str | Path = CACHE) -> list[str]:
             if marker in line:
                 found.append(line.split()[4])
     return found
+
+
+def another_runs_cgroup(path: str) -> bool:
+    """Named by make_bundle in another test run (see RUN_MARK)."""
+    name = os.path.basename(path)
+    mark = name[len(TEST_PREFIX) + 1:].split("-", 1)[0]
+    return len(mark) == len(RUN_MARK) and mark.startswith("s") and mark != RUN_MARK \
+        and all(c in "0123456789abcdef" for c in mark[1:]) and name.count("-") >= 3
 
 
 def leftover_cgroups(prefix: str = TEST_PREFIX, top: str = "/sys/fs/cgroup") -> list[str]:

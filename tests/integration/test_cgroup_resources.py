@@ -214,8 +214,9 @@ def test_pause_stops_a_counter_and_resume_restarts_it(ocirun_root, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     mounts = helpers.default_config()["mounts"] + [
-        {"destination": "/out", "type": "bind", "source": str(out), "options": ["bind", "rw"]}]
-    start_detached(tmp_path, ocirun_root, "while :; do echo .; done >/out/n", "pz", mounts=mounts)
+        # On /tmp, which the image has: a new mount point would be made in the shared rootfs.
+        {"destination": "/tmp", "type": "bind", "source": str(out), "options": ["bind", "rw"]}]
+    start_detached(tmp_path, ocirun_root, "while :; do echo .; done >/tmp/n", "pz", mounts=mounts)
     n = lambda: (out / "n").stat().st_size  # noqa: E731  # only grows while the loop runs
     try:
         time.sleep(0.3)
