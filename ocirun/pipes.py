@@ -21,6 +21,7 @@ import select
 from . import linux
 
 _CHUNK = 65536
+_DRAIN_LIMIT = 1 << 20  # after the process exited: the default pipe buffer is 64 KiB
 
 
 class TerminalPipes:
@@ -88,9 +89,11 @@ class _Relay:
         self.outputs = {ends[fd]: fd for fd in (1, 2) if fd in ends}  # pipe -> our fd
         self.stdin_pipe = ends.get(0, -1)
         self.pending = b""       # read from our stdin, not yet taken by the process
-        # In a background job (`ocirun exec ID cmd &`) a read of the terminal would stop us with
-        # SIGTTIN: there we never read it, and the process waits for input as a job would.
-        self.stdin_eof = self.stdin_pipe < 0 or not _in_foreground(0)
+        self.stdin_eof = self.stdin_pipe < 0
+        # In a background job (`ocirun exec ID cmd &`) a read of the terminal is refused with
+        # SIGTTIN (which would stop the job, ocirun forwarding it to the process): stdin is
+        # left alone until the job is brought to the foreground (`fg`), looked at every 200 ms.
+        self.stdin_waits_for_foreground = not self.stdin_eof and not _in_foreground(0)
         self.pidfd = pidfd
         self.pid = pid
         for pipe in self.outputs:
@@ -103,9 +106,15 @@ class _Relay:
         self._watch_stdin()
 
     def run(self) -> None:
-        # Without a pidfd (kernels before 5.3) we look at the process every 100 ms.
-        timeout = None if self.pidfd >= 0 else 100
         while True:
+            # Without a pidfd (kernels before 5.3) we look at the process every 100 ms.
+            timeout = None if self.pidfd >= 0 else 100
+            if self.stdin_waits_for_foreground:
+                if _in_foreground(0):
+                    self.stdin_waits_for_foreground = False
+                    self._watch_stdin()
+                else:
+                    timeout = 200 if timeout is None else min(timeout, 200)
             for fd, _ev in self.poller.poll(timeout):
                 if fd == self.pidfd:
                     self._drain_outputs()
@@ -130,11 +139,14 @@ class _Relay:
 
     def _drain_outputs(self) -> None:
         """What the process wrote before it exited; not more (its own children may hold the
-        pipes open forever, and we do not wait for them)."""
+        pipes open forever, and we do not wait for them): at most what a pipe holds, plus what
+        a writer still running adds meanwhile, up to _DRAIN_LIMIT."""
         for pipe in list(self.outputs):
             os.set_blocking(pipe, False)
-            while data := _read(pipe):
+            left = _DRAIN_LIMIT
+            while left > 0 and (data := _read(pipe)):
                 _write_all(self.outputs[pipe], data)
+                left -= len(data)
 
     def _read_stdin(self) -> None:
         data = _read(0)
@@ -171,7 +183,7 @@ class _Relay:
         want = set()
         if self.pending and self.stdin_pipe >= 0:
             want.add(self.stdin_pipe)
-        elif not self.stdin_eof:
+        elif not self.stdin_eof and not self.stdin_waits_for_foreground:
             want.add(0)
         for fd in self.watched - want:
             self.poller.unregister(fd)
@@ -188,10 +200,12 @@ def _is_terminal(fd: int) -> bool:
 
 
 def _in_foreground(fd: int) -> bool:
+    """Whether a read of terminal `fd` is ours to make: we are in its foreground process group,
+    or it is not our controlling terminal at all (no job control applies then)."""
     try:
         return os.tcgetpgrp(fd) == os.getpgrp()
-    except OSError:
-        return False
+    except OSError:  # ENOTTY: not our controlling terminal
+        return True
 
 
 def _exited(pid: int) -> bool:
@@ -215,6 +229,12 @@ def _write_all(fd: int, data: bytes) -> None:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
-            select.select([], [fd], [])
+            _wait_writable(fd)
         except OSError:  # our own stdout is gone: the process's output has nowhere to go
             return
+
+
+def _wait_writable(fd: int) -> None:
+    poller = select.poll()  # not select(): fds above 1023 are possible (--preserve-fds)
+    poller.register(fd, select.POLLOUT)
+    poller.poll()

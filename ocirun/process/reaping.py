@@ -31,7 +31,10 @@ def wait_exit(pid: int, timeout: float) -> bool:
             if left <= 0:
                 return False
             if pidfd >= 0:
-                select.select([pidfd], [], [], left)
+                # poll, not select: the pidfd may be above 1023 (a caller's --preserve-fds).
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                poller.poll(min(left, 86400) * 1000)
             else:
                 time.sleep(min(pause, left))
                 pause = min(pause * 2, 0.05)

@@ -84,7 +84,8 @@ def _bundle(tmp_path, poc: str, args, caps=None, uid=0, name="bundle"):
     return make_bundle(tmp_path, args, name=name, rootfs=rootfs, process=process)
 
 
-def on_terminal(cmd: list[str], timeout: float = 30, typed: bytes = b"") -> tuple[int, bytes, bytes]:
+def on_terminal(cmd: list[str], timeout: float = 30, typed: bytes = b"",
+                controlling: bool = True) -> tuple[int, bytes, bytes]:
     """Run `cmd` with a new pty as its controlling terminal and stdio, like a command typed in an
     interactive shell.  Returns (exit status, what it printed, what is left in the terminal's
     input queue afterwards: bytes pushed there by TIOCSTI).  `typed` is typed on it first."""
@@ -94,7 +95,8 @@ def on_terminal(cmd: list[str], timeout: float = 30, typed: bytes = b"") -> tupl
     termios.tcsetattr(slave, termios.TCSANOW, attrs)
 
     def become_session_leader_on_the_pty():
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        if controlling:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     try:
         p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
@@ -253,3 +255,12 @@ def test_foreground_exec_and_run_still_talk_to_the_terminal_through_the_pipes(tm
         run_ocirun("delete", "--force", "talk2", root=ocirun_root)
     assert rc == 7, (rc, out)
     assert b"got:hello" in out and b"to-stderr" in out and b"more" in out and b"eof-seen" in out, out
+
+
+def test_a_terminal_that_is_not_ours_to_control_is_still_relayed(tmp_path, ocirun_root):
+    """stdin a terminal but not ocirun's controlling terminal (`setsid ocirun ... </dev/pts/N`):
+    no job control applies, so typed input must reach the process (it once was never read)."""
+    bundle = make_bundle(tmp_path, ["sh", "-c", 'read -r line; echo "got:$line"'])
+    cmd = [*helpers.ocirun_command(), "--root", str(ocirun_root), "run", "-b", str(bundle), "nc"]
+    rc, out, _ = on_terminal(cmd, typed=b"typed-here\n", controlling=False, timeout=20)
+    assert rc == 0 and b"got:typed-here" in out, (rc, out)
