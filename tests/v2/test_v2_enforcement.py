@@ -209,8 +209,9 @@ def test_freeze_stops_a_counter(ocirun_root, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     mounts = helpers.default_config()["mounts"] + [
-        {"destination": "/out", "type": "bind", "source": str(out), "options": ["bind", "rw"]}]
-    m = start(tmp_path, ocirun_root, "while :; do echo .; done >/out/n", "fz", mounts=mounts)
+        # On /tmp, which the image has: a new mount point would be made in the shared rootfs.
+        {"destination": "/tmp", "type": "bind", "source": str(out), "options": ["bind", "rw"]}]
+    m = start(tmp_path, ocirun_root, "while :; do echo .; done >/tmp/n", "fz", mounts=mounts)
     size = lambda: (out / "n").stat().st_size  # noqa: E731
     try:
         time.sleep(1)
