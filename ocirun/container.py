@@ -54,7 +54,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     cgroup = None
     ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
                         no_new_keyring=opts.no_new_keyring, stdio_pipes=opts.stdio_pipes)
-    pid, spawned, shared_mnt = 0, False, None
+    pid, spawned, st = 0, False, {}
     try:
         manager.check_not_frozen()  # refused before any mkdir: nothing of the cgroup to undo
         cgroup = manager
@@ -70,41 +70,41 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         _compile_seccomp(ctx)
         hook_state = lambda pid, status="creating": _hook_state(cid, cfg, pid, status)  # noqa: E731
         spawned = True
-        shared_mnt = _rootfs_mount_before(cfg)
+        _bind_shared_rootfs(cfg, sd, st)  # no mount namespace: its mounts go into ours
         pid, ch = parent.spawn(ctx, cgroup, hook_state, lambda s: _run_runtime_hooks(cfg, s))
         ch.close()
         st["pid"] = pid
         st["start_time"] = proc_start_time(pid)
-        if shared_mnt is not None:
-            st["shared_rootfs_mount"] = _rootfs_mount_ours(cfg, shared_mnt)
         sd.write(st)
         if opts.pid_file:
             write_pid_file(opts.pid_file, pid)
         return pid
     except BaseException:
         _undo_create(sd, cgroup, pid, spawned)
-        if shared_mnt is not None:
-            _release_rootfs_mount(cfg.root_path, _rootfs_mount_ours(cfg, shared_mnt))
+        if st.get("shared_rootfs_mount"):
+            _release_rootfs_mount(cfg.root_path, st["shared_rootfs_mount"])
         raise
     finally:
         _close_launch_fds(ctx)
         sd.unlock()
 
 
-def _rootfs_mount_before(cfg: Config):
-    """Without a mount namespace the init's mounts stay in ours: the id of the mount at the
-    rootfs before the init binds it there (None with a mount namespace, the usual case)."""
+def _bind_shared_rootfs(cfg: Config, sd: StateDir, st: dict) -> None:
+    """Without a mount namespace the init's mounts stay in ours, all under one bind of the
+    rootfs that we make here, before the fork.  Its mount id is in state.json before the bind
+    is attached (rootfs.bind_shared_rootfs), so that a create killed at any later point leaves
+    `delete --force` the record of what to detach."""
     if cfg.linux.namespace("mount") is not None:
-        return None
+        return
     from . import rootfs
-    return rootfs.mount_id(cfg.root_path)
 
-
-def _rootfs_mount_ours(cfg: Config, before: int) -> int:
-    """The init's bind of the rootfs (every mount of the container is below it), or 0."""
-    from . import rootfs
-    now = rootfs.mount_id(cfg.root_path)
-    return now if now != before else 0
+    def record(mnt_id: int) -> None:
+        st["shared_rootfs_mount"] = mnt_id
+        sd.write(st)
+    try:
+        rootfs.bind_shared_rootfs(cfg.root_path, record)
+    except OSError as e:
+        raise os_error(f"bind the rootfs {cfg.root_path} onto itself", e) from None
 
 
 def _release_rootfs_mount(root_path: str, mnt_id: int) -> None:

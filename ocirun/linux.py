@@ -78,6 +78,12 @@ MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 
 MNT_DETACH = 2
+UMOUNT_NOFOLLOW = 8
+
+# statx: the id of the mount a file is on.  STATX_MNT_ID_UNIQUE (Linux 6.8) is never reused;
+# STATX_MNT_ID (5.8) is the id of /proc/*/mountinfo, handed out again once the mount is gone.
+STATX_MNT_ID = 0x1000
+STATX_MNT_ID_UNIQUE = 0x4000
 
 # openat2 resolve flags
 RESOLVE_NO_XDEV = 0x01
@@ -92,6 +98,7 @@ AT_EMPTY_PATH = 0x1000
 OPEN_TREE_CLONE = 1
 OPEN_TREE_CLOEXEC = os.O_CLOEXEC
 MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 MOUNT_ATTR_RDONLY = 0x1
 MOUNT_ATTR_NOSUID = 0x2
 MOUNT_ATTR_NODEV = 0x4
@@ -179,6 +186,22 @@ def open_tree(dirfd: int, path: str, flags: int) -> int:
 def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
     _check(_syscall(NR_MOVE_MOUNT, ctypes.c_int(from_dirfd), _c(from_path), ctypes.c_int(to_dirfd),
                     _c(to_path), ctypes.c_uint(flags)), to_path)
+
+
+_STATX_SIZE = 256
+_STATX_MASK_OFF, _STATX_MNT_ID_OFF = 0, 0x90  # struct statx: stx_mask, stx_mnt_id
+
+
+def statx_mount_id(fd: int) -> int:
+    """The id of the mount `fd` is on: the unique one where the kernel has it, else the
+    mountinfo one (the two never meet: unique ids start at 2^31, above every mountinfo id)."""
+    buf = ctypes.create_string_buffer(_STATX_SIZE)
+    _check(_libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH),
+                       ctypes.c_uint(STATX_MNT_ID_UNIQUE | STATX_MNT_ID), buf))
+    mask = int.from_bytes(buf.raw[_STATX_MASK_OFF:_STATX_MASK_OFF + 4], sys.byteorder)
+    if not mask & (STATX_MNT_ID_UNIQUE | STATX_MNT_ID):
+        raise OSError(errno.ENOSYS, "statx has no mount id on this kernel")
+    return int.from_bytes(buf.raw[_STATX_MNT_ID_OFF:_STATX_MNT_ID_OFF + 8], sys.byteorder)
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:

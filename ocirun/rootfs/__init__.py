@@ -24,7 +24,7 @@ from .pivot import enter
 
 __all__ = ["prepare_rootfs", "enter_rootfs", "finalize_rootfs", "parse_mount_options", "MountOptions",
            "open_in_root", "mkdir_all_in_root", "make_mount_target", "shares_runtime_mount_namespace",
-           "mount_id", "release_shared_rootfs"]
+           "bind_shared_rootfs", "release_shared_rootfs"]
 
 _DEFAULT_ROOT_PROPAGATION = linux.MS_SLAVE | linux.MS_REC
 
@@ -34,8 +34,9 @@ def shares_runtime_mount_namespace(cfg) -> bool:
 
     The spec allows it (runc runs it).  Then the init leaves the propagation of the runtime's
     mounts alone, binds the rootfs onto itself (one mount of ours that holds every other mount
-    of the container), mounts into it and chroots: pivot_root would move the root of every
-    process of the namespace.  `delete` detaches that one bind (release_shared_rootfs).
+    of the container: made by the runtime before the fork, bind_shared_rootfs), mounts into it
+    and chroots: pivot_root would move the root of every process of the namespace.  `delete`
+    detaches that one bind (release_shared_rootfs).
     A mount namespace joined by path is the caller's to give: there we do what runc does,
     the same as in a new one.
     """
@@ -56,7 +57,8 @@ def prepare_rootfs(cfg, in_userns: bool, fetch_source=None) -> None:
         if not shares_runtime_mount_namespace(cfg):  # the runtime's mounts are not ours to change
             linux.mount(None, "/", None, prop)
             _make_parent_mount_private(root)
-        linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
+            linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
+        # else the runtime made the bind before the fork (bind_shared_rootfs): we mount under it
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise os_error(f"prepare rootfs {root}", e) from None
@@ -94,30 +96,55 @@ def enter_rootfs(cfg, no_pivot: bool) -> None:
     enter(cfg.root_path, no_pivot, chroot_only=shares_runtime_mount_namespace(cfg))
 
 
-def mount_id(path: str) -> int:
-    """The id of the mount `path` is on (its top mount when it is a mount point); 0 if none."""
+def bind_shared_rootfs(root_path: str, record) -> int:
+    """Bind the rootfs onto itself in the runtime's mount table for a container without a mount
+    namespace (the init mounts everything under it) and return the bind's mount id.
+
+    The bind is made detached (open_tree), `record(id)` is called (create writes it to
+    state.json), and only then is it attached: a `kill -9` at any point leaves either nothing
+    (a detached tree dies with its fd) or a mount that state.json names, for `delete --force`."""
+    dir_fd = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-    except OSError:
-        return 0
-    try:
-        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
-            for line in f:
-                if line.startswith(b"mnt_id:"):
-                    return int(line.split()[1])
+        tree = linux.open_tree(dir_fd, "", linux.OPEN_TREE_CLONE | linux.OPEN_TREE_CLOEXEC
+                               | linux.AT_RECURSIVE | linux.AT_EMPTY_PATH)
+        try:
+            mnt_id = linux.statx_mount_id(tree)
+            record(mnt_id)
+            linux.move_mount(tree, "", dir_fd, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
+        finally:
+            os.close(tree)
     finally:
-        os.close(fd)
-    return 0
+        os.close(dir_fd)
+    return mnt_id
 
 
 def release_shared_rootfs(root_path: str, mnt_id: int) -> None:
     """Detach the rootfs bind a container without a mount namespace left in the runtime's mount
-    table (and every mount below it), if the mount at `root_path` is still that one."""
-    if mnt_id and mount_id(root_path) == mnt_id:
+    table (and every mount below it), if the mount at `root_path` is still that one.
+
+    The check and the unmount are about one object: the mount an O_PATH fd of `root_path` lands
+    on, compared by its id (unique since Linux 6.8: a mount made later at the same path, ours or
+    not, never matches), is detached through /proc/self/fd/N, which names that very mount
+    whatever happens to the path meanwhile (a symlink swapped in, another mount stacked on it).
+    What the kernel leaves open: a mount stacked onto our bind's root between the open and the
+    detach is detached with it (MNT_DETACH takes a mount's children), and a bind that is covered
+    by a later one (two such containers on one rootfs path, deleted first-made-first) is not
+    reachable by path: it is left, not guessed at."""
+    if not mnt_id:
+        return
+    try:
+        fd = os.open(root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return  # gone (the bundle was removed): nothing of ours can be there
+    try:
         try:
-            linux.umount2(root_path, linux.MNT_DETACH)
+            if linux.statx_mount_id(fd) != mnt_id:
+                return
+            linux.umount2(f"/proc/self/fd/{fd}", linux.MNT_DETACH)
         except OSError as e:
             raise os_error(f"unmount the container's rootfs {root_path}", e) from None
+    finally:
+        os.close(fd)
 
 
 def finalize_rootfs(cfg) -> None:

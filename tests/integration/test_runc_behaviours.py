@@ -284,6 +284,63 @@ def test_exec_into_a_container_without_mount_namespace_sees_its_root(ocirun_root
     assert os.listdir(ocirun_root) == []
 
 
+def _no_mount_ns_bundle(tmp_path: Path, args: list[str], rootfs: Path, **cfg_extra) -> Path:
+    bundle = make_bundle(tmp_path, args, rootfs=rootfs)
+    cfg = read_config(bundle)
+    cfg["linux"]["namespaces"] = [ns for ns in cfg["linux"]["namespaces"] if ns["type"] != "mount"]
+    cfg.update(cfg_extra)
+    write_config(bundle, cfg)
+    return bundle
+
+
+def test_no_mount_namespace_create_killed_at_any_point_is_cleaned(ocirun_root, tmp_path):
+    """`kill -9` of `create` while it sets up a container without a mount namespace (here during
+    a createRuntime hook, after the init made all its mounts in the shared table, and at earlier
+    and later points): `delete --force` removes every mount it made.  Before the fix the mount
+    record reached state.json only after the init was spawned: 18 mounts stayed behind."""
+    rootfs = private_rootfs(tmp_path)
+    bundle = _no_mount_ns_bundle(tmp_path, ["sleep", "30"], rootfs,
+                                 hooks={"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "3"]}]})
+    oci = " ".join(map(str, _runtime_cmd("ocirun", ocirun_root)))
+    script = ""
+    for i, delay in enumerate((2, 0.05, 0.2, 0.4, 0.8, 1.2)):
+        script += (f"{oci} create -b {bundle} k{i} </dev/null >/dev/null 2>&1 & pid=$!; sleep {delay}; "
+                   f"kill -9 $pid; wait $pid; {oci} delete --force k{i}; echo rc=$?; "
+                   f"grep -c ' {rootfs}[ /]' /proc/self/mountinfo; ")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["rc=0", "0"] * 6, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert os.listdir(ocirun_root) == []
+
+
+def test_no_mount_namespace_delete_detaches_only_its_own_mount(ocirun_root, tmp_path):
+    """`delete` detaches the container's rootfs bind only if the very mount it opens at the rootfs
+    path is the one create made.  Here the container's bind is taken away by someone else and
+    another mount is made at the same path (the kernel hands the freed mount id out again):
+    `delete --force` must leave that other mount alone.  Before the fix the check compared the
+    reusable mount id and unmounted the path afterwards: it detached the stranger's mount."""
+    rootfs = private_rootfs(tmp_path)
+    bundle = _no_mount_ns_bundle(tmp_path, ["sleep", "30"], rootfs)
+    oci = " ".join(map(str, _runtime_cmd("ocirun", ocirun_root)))
+    mnt_id = f"awk '$5 == \"{rootfs}\" {{print $1}}' /proc/self/mountinfo | tail -n1"
+    script = (f"{oci} run -d -b {bundle} own1 </dev/null >/dev/null; echo rc=$?; "
+              f"{oci} kill own1 KILL; sleep 0.5; "
+              f"before=$({mnt_id}); umount -l {rootfs}; sleep 0.3; n=0; "
+              # Binds at the path until one gets the freed id (the kernel hands out the lowest free).
+              f"while [ $n -lt 300 ]; do mount --bind {rootfs} {rootfs}; n=$((n+1)); "
+              f"[ \"$({mnt_id})\" = \"$before\" ] && break; done; "
+              f"[ \"$({mnt_id})\" = \"$before\" ] && echo same-id || echo other-id; "
+              f"{oci} delete --force own1; echo rc=$?; "
+              f"[ $(grep -c ' {rootfs} ' /proc/self/mountinfo) = $n ] && echo kept || echo detached; "
+              f"umount -R -l {rootfs}")
+    r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60)
+    out = r.stdout.split()
+    assert out == ["rc=0", "same-id", "rc=0", "kept"], r.stdout + r.stderr
+    assert os.listdir(ocirun_root) == []
+
+
 def test_no_mount_namespace_with_new_userns_is_refused(ocirun_root, tmp_path):
     bundle = make_bundle(tmp_path, ["true"])
     cfg = read_config(bundle)
