@@ -157,10 +157,6 @@ def _read_exec_status(exec_r: int) -> int | None:
     return int.from_bytes(data[:4], "little") if len(data) >= 4 else None
 
 
-# poll(2) takes an int of milliseconds (~24.8 days): a longer timeout is waited for in steps.
-_MAX_POLL_MS = (1 << 31) - 1
-
-
 def _communicate(pid: int, in_w: int, out_r: int, err_r: int, data: bytes, timeout):
     """Feed stdin, collect stdout/stderr until the hook exits or times out.
 
@@ -174,6 +170,10 @@ def _communicate(pid: int, in_w: int, out_r: int, err_r: int, data: bytes, timeo
         pidfd = -1  # old kernel: we stop at EOF on both pipes instead
     bufs = {out_r: bytearray(), err_r: bytearray()}
     deadline = time.monotonic() + timeout if timeout else None
+    if deadline is not None:
+        # Loaded already wherever hooks run in the container (the init imported it before
+        # pivot_root); elsewhere only needed with a timeout.
+        from .process.channel import wait_step
     poller = select.poll()
     poller.register(in_w, select.POLLOUT)
     for fd in bufs:
@@ -195,7 +195,7 @@ def _communicate(pid: int, in_w: int, out_r: int, err_r: int, data: bytes, timeo
                 if left <= 0:
                     _kill(pid)
                     return bytes(bufs[out_r]), bytes(bufs[err_r]), None
-                wait_ms = max(1, min(int(left * 1000), _MAX_POLL_MS))
+                wait_ms = max(1, int(wait_step(left) * 1000))  # at most what poll(2) takes
             for fd, ev in poller.poll(wait_ms):
                 if fd == pidfd:
                     _drain(bufs, open_pipes)

@@ -48,7 +48,9 @@ RLIMIT_DATA, RLIMIT_STACK, RLIMIT_AS = 2, 3, 9
 # runs in a few MiB).  Set any earlier, they make our next allocation fail (MemoryError in the
 # middle of the start) or our stack overflow; so they are set last, just before the execve.
 # runc's Go init gets them from its parent once it is ready, and its runtime reserved what it
-# needs long before.
+# needs long before.  A hard limit above ours still goes up early, while we are root
+# (apply_rlimits, stage "early"): raising it needs CAP_SYS_RESOURCE, which the process has lost
+# by the time of the late stage.
 LATE_RLIMITS = (RLIMIT_DATA, RLIMIT_STACK, RLIMIT_AS)
 
 # No program can start in an address space smaller than this: the new image needs at least a
@@ -70,21 +72,57 @@ def validate_rlimits(rlimits) -> None:
                               f"(execve needs at least {MIN_ADDRESS_SPACE >> 10} KiB of address space)")
 
 
+def getrlimit(pid: int, resource: int) -> tuple[int, int]:
+    """(soft, hard) of `pid` (0 = ourselves), full 64-bit values."""
+    old = _Rlimit64()
+    if _prlimit(pid, resource, None, ctypes.byref(old)) < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    return old.cur, old.max
+
+
 def apply_rlimits(rlimits, pid: int = 0, stage: str = "all") -> None:
     """Set process.rlimits entries (list of config.Rlimit) on `pid` (0: ourselves).
 
-    `stage`: "early" sets all but LATE_RLIMITS, "late" only those (right before execve), "all"
-    every one.  Raising a hard limit needs CAP_SYS_RESOURCE, which this machine's bounding set
-    lacks: that fails with EPERM and the message says which entry and values.
+    `stage`: "early" (still root, before the user and capabilities are dropped) sets all but
+    LATE_RLIMITS and, of those, only raises a hard limit that goes up (the soft one stays ours);
+    "late" (right before execve, unprivileged) sets LATE_RLIMITS to their final values, which
+    then only lowers limits; "all" sets every one.  Raising a hard limit needs CAP_SYS_RESOURCE,
+    which this machine's bounding set lacks: that fails with EPERM and the message says which
+    entry and values.
     """
     for i, r in enumerate(rlimits):
-        if stage != "all" and (r.resource in LATE_RLIMITS) != (stage == "late"):
+        values = _values_at(stage, pid, r)
+        if values is None:
             continue
         try:
-            prlimit(pid, r.resource, r.soft, r.hard)
+            prlimit(pid, r.resource, *values)
         except OSError as e:
             raise OCIError(f"process.rlimits[{i}]: setrlimit {r.type} (soft {_lim(r.soft)}, "
                            f"hard {_lim(r.hard)}): {_lower(e.strerror)}") from None
+
+
+def _values_at(stage: str, pid: int, r) -> tuple[int, int] | None:
+    """(soft, hard) to set for entry `r` at `stage`, None for nothing."""
+    if stage == "all":
+        return r.soft, r.hard
+    if r.resource not in LATE_RLIMITS:
+        return (r.soft, r.hard) if stage == "early" else None
+    return _raised_hard(pid, r) if stage == "early" else (r.soft, r.hard)
+
+
+def _raised_hard(pid: int, r) -> tuple[int, int] | None:
+    """For a memory limit set late: (our soft, its hard) if its hard limit is above ours, else
+    None.  Raising a hard limit needs CAP_SYS_RESOURCE, gone after the drop to the process's
+    user and capabilities (runc sets every rlimit as root); so it goes up early, and the final
+    values, set late, only lower limits.  Our soft limit stays: nothing is lowered early."""
+    try:
+        cur_soft, cur_hard = getrlimit(pid, r.resource)
+    except OSError:
+        return None  # the late stage says what the kernel thinks of it
+    if r.hard <= cur_hard:
+        return None
+    return cur_soft, r.hard
 
 
 def _lim(v: int) -> str:

@@ -87,7 +87,8 @@ def drop_to_process(proc, personality, preserve_fds: int, listen_fds: int,
 
 
 def _apply_process_attrs(proc, personality) -> None:
-    limits.apply_rlimits(proc.rlimits, stage="early")  # the memory limits at execve (limits.LATE_RLIMITS)
+    # As root: all but the memory limits, whose hard limits only go up now (limits.LATE_RLIMITS).
+    limits.apply_rlimits(proc.rlimits, stage="early")
     if proc.oom_score_adj is not None:
         limits.apply_oom_score_adj(proc.oom_score_adj)
     if proc.io_priority:
@@ -187,7 +188,8 @@ def execute(proc, path: str, env: list[str], seccomp: SeccompStep | None = None,
     for sig in _RESET_SIGNALS:
         signal.signal(sig, signal.SIG_DFL)
     env_map = _env_dict(env)  # as little Python as possible runs under the filter
-    # The container's memory limits, last: our own Python would not fit in them.  Before the
+    # The container's memory limits, last: our own Python would not fit in them.  Only lowering
+    # now (a higher hard limit went up early, as root), so no privilege is needed.  Before the
     # filter, which may not allow prlimit64.
     limits.apply_rlimits(proc.rlimits, stage="late")
     if proc.no_new_privileges:

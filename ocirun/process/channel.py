@@ -50,11 +50,14 @@ stuck kernel call and no seccomp agent that never answers can hang create or exe
 children's ends have no deadline: they wait for the runtime, which either answers, times out
 and kills them, or dies (end-of-file).  The environment variable OCIRUN_STEP_TIMEOUT (seconds)
 overrides STEP_TIMEOUT_S, for slow machines and for the tests that prove the deadline fires.
+A deadline longer than poll(2) can wait at once (~24.8 days: a hook's timeout may be anything)
+is waited for in steps (wait_step).
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
 
 # _socket, not socket: socket.py imports enum and selectors (~3 ms per command); a
 # SEQPACKET pair needs nothing they add.
@@ -73,6 +76,28 @@ class Timeout(OCIError):
 
 
 STEP_TIMEOUT_S = 60.0  # one step of the conversation normally takes milliseconds
+
+# poll(2) takes an int of milliseconds (~24.8 days), and so does every socket timeout (CPython
+# hands it to poll): a longer wait wraps around (to under a second for a hook timeout of
+# 4294908 s).  So one wait lasts at most this many whole seconds, and the caller loops until
+# its deadline (hooks._communicate too).
+MAX_WAIT_STEP_S = ((1 << 31) - 1) // 1000
+
+
+def wait_step(left: float) -> float:
+    """How long one poll (or socket timeout) may wait with `left` seconds to the deadline."""
+    return min(left, MAX_WAIT_STEP_S)
+
+
+def hooks_time(hooks) -> float | None:
+    """How long hooks may run: the sum of their timeouts; None (no bound) if one has none
+    (a hook without a timeout may take what it likes, as with runc)."""
+    total = 0.0
+    for h in hooks:
+        if not h.timeout:
+            return None
+        total += h.timeout
+    return total
 
 
 def step_timeout() -> float:
@@ -115,15 +140,28 @@ class Channel:
         """One message.  With a deadline, wait at most `timeout` + `extra` seconds (`extra` None:
         no deadline for this one, e.g. a hook without a timeout runs meanwhile)."""
         limit = None if self.timeout is None or extra is None else self.timeout + extra
-        if self.timeout is not None:  # never in a child: no fcntl(2) there, a filter may be loaded
-            self.sock.settimeout(limit)
-        try:
+        if self.timeout is None:  # a child: no fcntl(2) there, a filter may be loaded
             data = self.sock.recv(1 << 20)
-        except TimeoutError:
-            raise Timeout(f"timed out after {limit:g}s waiting for {what}") from None
+        else:
+            data = self._recv_by(None if limit is None else time.monotonic() + limit, limit, what)
         if not data:
             raise ChildDied("container init exited before it was ready")
         return jsonio.loads(data)
+
+    def _recv_by(self, deadline: float | None, limit: float | None, what: str) -> bytes:
+        """recv, waiting until `deadline` (monotonic; None: forever) in steps poll can take."""
+        while True:
+            if deadline is None:
+                self.sock.settimeout(None)
+            else:
+                left = deadline - time.monotonic()
+                if left <= 0:  # (a timeout of 0 would make the socket non-blocking)
+                    raise Timeout(f"timed out after {limit:g}s waiting for {what}")
+                self.sock.settimeout(wait_step(left))
+            try:
+                return self.sock.recv(1 << 20)
+            except TimeoutError:
+                continue  # a step, or the deadline: the top of the loop says which
 
     def expect(self, mtype: str, what: str | None = None, extra: float | None = 0.0) -> dict:
         """Read one message; an `error` message becomes the OCIError it describes."""

@@ -43,7 +43,7 @@ from .. import linux, network, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
 from . import become
-from .channel import Channel, report_error_and_exit, step_timeout
+from .channel import Channel, hooks_time, report_error_and_exit, step_timeout
 from .context import LaunchContext
 
 
@@ -169,11 +169,10 @@ class _ITimerSpec(ctypes.Structure):
 
 
 def _arm_exec_deadline(start_hooks) -> None:
-    limit = step_timeout()
-    for h in start_hooks:
-        if not h.timeout:
-            return  # a hook without a timeout may take what it likes (as with runc)
-        limit += h.timeout
+    hooks_limit = hooks_time(start_hooks)
+    if hooks_limit is None:
+        return  # a hook without a timeout may take what it likes (as with runc)
+    limit = step_timeout() + hooks_limit
 
     def stalled(_sig, _frame):
         _tell_start(OCIError(f"timed out after {limit:g}s waiting for the container's process to "

@@ -17,7 +17,7 @@ from ..cgroups import join as cgroup_join
 from ..errors import OCIError
 from . import init as _init  # noqa: F401 — imported now: the init cannot import after pivot_root
 from . import become, intermediate
-from .channel import Channel, ChildDied
+from .channel import Channel, ChildDied, hooks_time
 from .reaping import KILL_WAIT_S, wait_exit
 from .context import LaunchContext
 
@@ -153,7 +153,7 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             ch.send("hooks_done", state=state)
             # The init runs the createContainer hooks next: their time is theirs.
             waiting = "the container's init to run the createContainer hooks and finish its setup"
-            extra = _hooks_time(ctx.cfg.hooks.get("createContainer", []))
+            extra = hooks_time(ctx.cfg.hooks.get("createContainer", []))
         elif t == "listener_state":
             if not proc.init_pid:  # the two children share the socket: order is not guaranteed
                 _got_init_pid(proc, ch.expect("init_pid"))
@@ -191,16 +191,6 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index) -> int:
             os.close(root)
     except OSError as e:
         raise OCIError(f"mounts[{index}].source: {path}: {(e.strerror or str(e)).lower()}") from None
-
-
-def _hooks_time(hooks) -> float | None:
-    """How long hooks may run: the sum of their timeouts; None (no bound) if one has none."""
-    total = 0.0
-    for h in hooks:
-        if not h.timeout:
-            return None
-        total += h.timeout
-    return total
 
 
 def _got_init_pid(proc: Spawned, msg: dict) -> None:

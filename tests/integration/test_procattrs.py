@@ -218,6 +218,30 @@ def test_rlimits_applied_and_eperm_named():
     assert err == "process.rlimits[0]: setrlimit RLIMIT_NOFILE (soft 4096, hard 4096): operation not permitted"
 
 
+def test_memory_rlimits_raise_hard_early_and_lower_late(monkeypatch):
+    """The memory limits (limits.LATE_RLIMITS): early, while root, only a hard limit above ours
+    goes up (our soft one kept, nothing lowered: our Python must still fit); late, unprivileged,
+    the final values, which then only lower.  Other limits are all set early.  (A fake prlimit:
+    this host cannot raise a hard limit even as root; the real-container side is in
+    test_rlimits_and_long_deadlines.py.)"""
+    M = 1 << 20
+    ours = {limits.RLIMIT_STACK: (8 * M, 8 * M), limits.RLIMIT_DATA: (64 * M, 1024 * M),
+            limits.RLIMIT_AS: (limits.RLIM_INFINITY, limits.RLIM_INFINITY)}
+    calls = []
+    monkeypatch.setattr(limits, "getrlimit", lambda pid, res: ours[res])
+    monkeypatch.setattr(limits, "prlimit", lambda pid, res, soft, hard: calls.append((res, soft, hard)))
+    rl = [Rlimit("RLIMIT_STACK", limits.RLIMIT_STACK, 4 * M, 16 * M),  # hard goes up
+          Rlimit("RLIMIT_DATA", limits.RLIMIT_DATA, 4 * M, 512 * M),  # both go down
+          Rlimit("RLIMIT_AS", limits.RLIMIT_AS, 64 * M, 64 * M),
+          Rlimit("RLIMIT_NOFILE", resource.RLIMIT_NOFILE, 100, 100)]
+    limits.apply_rlimits(rl, stage="early")
+    assert calls == [(limits.RLIMIT_STACK, 8 * M, 16 * M), (resource.RLIMIT_NOFILE, 100, 100)]
+    calls.clear()
+    limits.apply_rlimits(rl, stage="late")
+    assert calls == [(limits.RLIMIT_STACK, 4 * M, 16 * M), (limits.RLIMIT_DATA, 4 * M, 512 * M),
+                     (limits.RLIMIT_AS, 64 * M, 64 * M)]
+
+
 def test_rlimit_soft_above_hard_fails_early():
     with pytest.raises(ConfigError, match=r"process.rlimits\[0\]: RLIMIT_NOFILE: soft limit 10 is above"):
         limits.validate_rlimits([Rlimit("RLIMIT_NOFILE", 7, 10, 5)])
