@@ -467,7 +467,8 @@ def _parse_devices(lin: dict) -> list[Device]:
 MAX_HOOK_TIMEOUT = ((1 << 63) - 1) // 10**9
 
 
-def _parse_hooks(doc: dict) -> dict[str, list[Hook]]:
+def parse_hooks(doc: dict) -> dict[str, list[Hook]]:
+    """The `hooks` of config.json (or of state.json, which keeps poststart/poststop for later)."""
     hooks_d = _get(doc, "hooks", "", dict, {})
     out: dict[str, list[Hook]] = {}
     for kind in HOOK_KINDS:
@@ -556,7 +557,7 @@ def parse_config(doc: object, bundle: str) -> Config:
         mounts=_parse_mounts(doc),
         hostname=_get(doc, "hostname", "", str),
         domainname=_get(doc, "domainname", "", str),
-        hooks=_parse_hooks(doc),
+        hooks=parse_hooks(doc),
         annotations=_get(doc, "annotations", "", dict, {}),
         linux=_parse_linux(doc),
         bundle=bundle,

@@ -21,7 +21,8 @@ from .record import Record
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (~6 ms to import)
 if TYPE_CHECKING:
     from .config import Config
-from .state import NET_DEVICES_RECORD, StateDir, pid_alive, proc_start_time, utc_now, write_pid_file
+from .state import (NET_DEVICES_RECORD, PAUSED, STOPPED, Container, ContainerState, StateDir, load_cgroup, pid_alive,
+                    proc_start_time, utc_now, write_pid_file)
 
 
 class CreateOptions(Record):
@@ -54,17 +55,17 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     cgroup = None
     ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
                         no_new_keyring=opts.no_new_keyring, stdio_pipes=opts.stdio_pipes)
-    pid, spawned, st = 0, False, {}
+    pid, spawned, st = 0, False, None
     try:
         manager.check_not_frozen()  # refused before any mkdir: nothing of the cgroup to undo
         cgroup = manager
         cgroup.plan()  # what create() will make, recorded before it exists (a kill -9 may come)
         st = _initial_state(cid, cfg, cgroup)
-        sd.write_recovery(st["cgroup"])  # for `delete --force` should state.json become unreadable
+        sd.write_recovery(st.cgroup)  # for `delete --force` should state.json become unreadable
         sd.write(st)
         cgroup.create()
         cgroup.apply_resources()
-        st["cgroup"] = cgroup.to_state()  # what it really made: the state written below has it
+        st.cgroup = cgroup.to_state()  # what it really made: the state written below has it
         ctx.lock_fd = sd.lock_fd
         _open_launch_fds(ctx, sd, opts)
         _compile_seccomp(ctx)
@@ -73,23 +74,23 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         _bind_shared_rootfs(cfg, sd, st)  # no mount namespace: its mounts go into ours
         pid, ch = parent.spawn(ctx, cgroup, hook_state, lambda s: _run_runtime_hooks(cfg, s))
         ch.close()
-        st["pid"] = pid
-        st["start_time"] = proc_start_time(pid)
+        st.pid = pid
+        st.start_time = proc_start_time(pid)
         sd.write(st)
         if opts.pid_file:
             write_pid_file(opts.pid_file, pid)
         return pid
     except BaseException:
         _undo_create(sd, cgroup, pid, spawned)
-        if st.get("shared_rootfs_mount"):
-            _release_rootfs_mount(cfg.root_path, st["shared_rootfs_mount"])
+        if st is not None and st.shared_rootfs_mount:
+            _release_rootfs_mount(cfg.root_path, st.shared_rootfs_mount)
         raise
     finally:
         _close_launch_fds(ctx)
         sd.unlock()
 
 
-def _bind_shared_rootfs(cfg: Config, sd: StateDir, st: dict) -> None:
+def _bind_shared_rootfs(cfg: Config, sd: StateDir, st: ContainerState) -> None:
     """Without a mount namespace the init's mounts stay in ours, all under one bind of the
     rootfs that we make here, before the fork.  Its mount id is in state.json before the bind
     is attached (rootfs.bind_shared_rootfs), so that a create killed at any later point leaves
@@ -99,7 +100,7 @@ def _bind_shared_rootfs(cfg: Config, sd: StateDir, st: dict) -> None:
     from . import rootfs
 
     def record(mnt_id: int) -> None:
-        st["shared_rootfs_mount"] = mnt_id
+        st.shared_rootfs_mount = mnt_id
         sd.write(st)
     try:
         rootfs.bind_shared_rootfs(cfg.root_path, record)
@@ -149,25 +150,15 @@ def _cgroup_manager(cid: str, cfg: Config):
     return manager_for(cid, cfg.linux.cgroups_path, cfg.linux.resources)
 
 
-def _initial_state(cid: str, cfg: Config, cgroup) -> dict:
+def _initial_state(cid: str, cfg: Config, cgroup) -> ContainerState:
     hooks = cfg.raw.get("hooks") or {}
-    st = {
-        "ociVersion": SPEC_VERSION,
-        "id": cid,
-        "pid": 0,
-        "start_time": None,
-        "bundle": cfg.bundle,
-        "rootfs": cfg.root_path,
-        "created": utc_now(),
-        "owner": "",
-        "annotations": cfg.annotations,
-        "hooks": {k: hooks[k] for k in ("poststart", "poststop") if hooks.get(k)},
-        "cgroup": cgroup.to_state() if cgroup is not None else None,
-        "shared_pid_ns": not cfg.has_new_namespace("pid"),
-    }
-    if cfg.process is None:
-        st["no_process"] = True  # `start` must refuse it (runtime.md)
-    return st
+    return ContainerState(
+        cid, cfg.bundle, cfg.root_path, utc_now(), oci_version=SPEC_VERSION,
+        annotations=cfg.annotations,
+        hooks={k: hooks[k] for k in ("poststart", "poststop") if hooks.get(k)},
+        cgroup=cgroup.to_state() if cgroup is not None else None,
+        shared_pid_ns=not cfg.has_new_namespace("pid"),
+        no_process=cfg.process is None)  # `start` must refuse it (runtime.md)
 
 
 def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:
@@ -249,7 +240,7 @@ def _run_poststop_after_failed_create(sd: StateDir) -> None:
     hooks = _stored_hooks(st, "poststop")
     if hooks:
         from . import hooks as _hooks
-        _hooks.run_hooks("poststop", hooks, _stored_hook_state(st, "stopped"), warn_only=True,
+        _hooks.run_hooks("poststop", hooks, st.hook_state("stopped"), warn_only=True,
                          log=_log.get().log)
 
 
@@ -264,85 +255,31 @@ def _run_runtime_hooks(cfg: Config, state: dict) -> None:
     hooks.run_hooks("createRuntime", cfg.hooks.get("createRuntime", []), state)
 
 
-# ============================================================================ status
-
-def _load_cgroup(st: dict):
-    if not st.get("cgroup"):
-        return None
-    from .cgroups import load_manager
-    return load_manager(st["cgroup"])
-
-
-def status_of(sd: StateDir, st: dict) -> str:
-    if not st.get("pid") or not pid_alive(st["pid"], st.get("start_time")):
-        return "stopped"
-    if sd.has_fifo():
-        return "created"
-    if _cgroup_paused(st.get("cgroup")):
-        return "paused"
-    return "running"
-
-
-def _cgroup_paused(section) -> bool:
-    """Whether state.json's cgroup section names a frozen cgroup, read without loading the
-    cgroup manager (`state`, `kill` and `list` ask on every call).  Paths outside the cgroup
-    mounts are not read (a tampered state file); `load_manager` refuses them later anyway."""
-    if not isinstance(section, dict) or not isinstance(section.get("paths"), dict):
-        return False
-    paths = {k: p for k, p in section["paths"].items()
-             if isinstance(k, str) and isinstance(p, str) and p.startswith("/sys/fs/cgroup/") and ".." not in p}
-    from .cgroups import freezer
-    return freezer.paused(section.get("mode", ""), paths)
-
-
-def public_state(sd: StateDir, st: dict) -> dict:
-    """The runtime-spec state (plus runc's extra fields), as `state` and `list` print it."""
-    status = status_of(sd, st)
-    out = {
-        "ociVersion": st["ociVersion"],
-        "id": st["id"],
-        "pid": st["pid"] if status != "stopped" else 0,
-        "status": status,
-        "bundle": st["bundle"],
-        "rootfs": st["rootfs"],
-        "created": st["created"],
-        "owner": st.get("owner", ""),
-    }
-    if st.get("annotations"):
-        out["annotations"] = st["annotations"]
-    return out
-
+# ============================================================================ state
 
 def state(root: str, cid: str) -> dict:
-    sd = StateDir.open(root, cid, lock=False)
-    return public_state(sd, sd.read())
+    with Container.open(root, cid, lock=False) as c:
+        return c.public_state()
 
 
 # ============================================================================ start
 
 def start(root: str, cid: str) -> None:
-    sd = StateDir.open(root, cid)
-    try:
-        st = sd.read()
-        status = status_of(sd, st)
-        if status != "created":
-            raise OCIError({"running": "cannot start an already running container",
-                            "paused": "cannot start an already running container",
-                            "stopped": "cannot start a container that has stopped"}[status])
-        if st.get("no_process"):
+    with Container.open(root, cid) as c:
+        c.require("start")
+        st = c.state
+        if st.no_process:
             # Refused before the init is released: the container stays `created`, nothing ran.
             raise OCIError("cannot start a container without a process: config.json has no `process`")
-        _release_init(sd, st)
+        _release_init(c.dir, st)
         hooks = _stored_hooks(st, "poststart")
         if hooks:
             from . import hooks as _hooks
-            _hooks.run_hooks("poststart", hooks, _stored_hook_state(st, "running"), warn_only=True,
+            _hooks.run_hooks("poststart", hooks, st.hook_state("running"), warn_only=True,
                              log=_log.get().log)
-    finally:
-        sd.unlock()
 
 
-def _release_init(sd: StateDir, st: dict) -> None:
+def _release_init(sd: StateDir, st: ContainerState) -> None:
     """Open the exec fifo for reading: the init, blocked opening it for writing, goes on.
 
     It writes "0" and keeps its end open until execve closes it: end-of-file means the
@@ -358,7 +295,7 @@ def _release_init(sd: StateDir, st: dict) -> None:
         fd = os.open(sd.fifo_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise OCIError("cannot start an already running container") from None
-    pid, start_time = st["pid"], st.get("start_time")
+    pid, start_time = st.pid, st.start_time
     released = False
     said = b""  # after "0": the init's words if it failed before execve (startContainer hooks)
     deadline = time.monotonic() + FIFO_ANSWER_TIMEOUT_S
@@ -443,18 +380,12 @@ def _read_nowait(fd: int, size: int = 1) -> bytes:
         return b""
 
 
-def _stored_hooks(st: dict, kind: str):
-    raw = (st.get("hooks") or {}).get(kind)
+def _stored_hooks(st: ContainerState, kind: str):
+    raw = st.hooks.get(kind)
     if not raw:
         return []
-    from .config import _parse_hooks
-    return _parse_hooks({"hooks": {kind: raw}}).get(kind, [])
-
-
-def _stored_hook_state(st: dict, status: str) -> dict:
-    return {"ociVersion": st["ociVersion"], "id": st["id"], "status": status,
-            "pid": st["pid"] if status != "stopped" else 0, "bundle": st["bundle"],
-            "annotations": st.get("annotations") or {}}
+    from .config import parse_hooks
+    return parse_hooks({"hooks": {kind: raw}}).get(kind, [])
 
 
 # ============================================================================ kill
@@ -481,20 +412,14 @@ def parse_signal(text: str) -> int:
 
 
 def kill(root: str, cid: str, sig: int, all_procs: bool = False) -> None:
-    sd = StateDir.open(root, cid)
-    try:
-        st = sd.read()
-        status = status_of(sd, st)
+    with Container.open(root, cid) as c:
         if all_procs:
-            cg = _load_cgroup(st)
+            cg = c.cgroup()
             if cg is not None:
                 cg.kill_all(sig)
                 return
-        if status == "stopped":
-            raise OCIError("container not running")
-        _signal(st["pid"], sig)
-    finally:
-        sd.unlock()
+        c.require("kill")
+        _signal(c.state.pid, sig)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -529,34 +454,31 @@ def delete(root: str, cid: str, force: bool = False) -> None:
                 return
             raise OCIError(f"container does not exist: {cid}")
         try:
-            st = sd.read()
+            c = Container(sd, sd.read())
         except OCIError as e:
             if not force:
                 raise  # "corrupt state file": nothing is touched without --force
             _delete_unreadable(sd, e)
             return
-        status = status_of(sd, st)
-        # runtime.md (Delete): deleting a container that is not stopped MUST fail — a created
-        # one included (runc 1.1 kills and removes it; engines use --force or kill first).
-        if status != "stopped" and not force:
-            raise OCIError(f"cannot delete container {cid} that is not stopped: {status}")
-        cg = _forced(force, lambda: _load_cgroup(st))
+        st, status = c.state, c.status
+        c.require("delete", force=force)  # not stopped: refused (runtime.md) unless forced
+        cg = _forced(force, c.cgroup)
         if os.path.exists(os.path.join(sd.path, NET_DEVICES_RECORD)):
             from . import network  # pyroute2 loads only now: this container moved devices
-            network.return_devices(sd.path, st["pid"] if status != "stopped" else 0)
-        if status != "stopped" or st.get("shared_pid_ns"):
-            if cg is not None and status == "paused":
+            network.return_devices(sd.path, st.pid if status != STOPPED else 0)
+        if status != STOPPED or st.shared_pid_ns:
+            if cg is not None and status == PAUSED:
                 cg.kill_all(signal.SIGKILL)
                 cg.thaw()
-            _forced(force, lambda: _kill_and_wait(st["pid"], st.get("start_time")))
+            _forced(force, lambda: _kill_and_wait(st.pid, st.start_time))
         if cg is not None:
             _forced(force, cg.destroy)
-        if st.get("shared_rootfs_mount"):  # no mount namespace: its mounts are in ours
-            _release_rootfs_mount(st["rootfs"], st["shared_rootfs_mount"])
+        if st.shared_rootfs_mount:  # no mount namespace: its mounts are in ours
+            _release_rootfs_mount(st.rootfs, st.shared_rootfs_mount)
         hooks = _stored_hooks(st, "poststop")
         if hooks:
             from . import hooks as _hooks
-            _hooks.run_hooks("poststop", hooks, _stored_hook_state(st, "stopped"), warn_only=True,
+            _hooks.run_hooks("poststop", hooks, st.hook_state("stopped"), warn_only=True,
                              log=_log.get().log)
         sd.remove()
     finally:
@@ -596,7 +518,7 @@ def _delete_unreadable(sd: StateDir, err: OCIError) -> None:
     section = raw.get("cgroup") if cgroup_section_ok(raw.get("cgroup")) else sd.read_recovery()
     cg = None
     if cgroup_section_ok(section):
-        cg = _forced(True, lambda: _load_cgroup({"cgroup": section}))
+        cg = _forced(True, lambda: load_cgroup(section))
     if type(pid) is int and type(start_time) is int and pid > 0:
         _forced(True, lambda: _kill_and_wait(pid, start_time))
     if os.path.exists(os.path.join(sd.path, NET_DEVICES_RECORD)):
@@ -645,7 +567,7 @@ def list_all(root: str) -> list[dict]:
     for cid in list_ids(root):
         sd = StateDir(root, cid)
         try:
-            out.append(public_state(sd, sd.read()))
+            out.append(Container(sd, sd.read()).public_state())
         except OCIError as e:
             if os.path.exists(os.path.join(sd.path, "state.json")):  # else: deleted meanwhile
                 _log.get().warn(str(e))
@@ -680,25 +602,17 @@ def resume(root: str, cid: str) -> None:
 
 
 def _freeze(root: str, cid: str, frozen: bool) -> None:
-    sd = StateDir.open(root, cid)
-    try:
-        st = sd.read()
-        status = status_of(sd, st)
-        want = "running" if frozen else "paused"
-        if status != want:
-            raise OCIError(f"container not {want}" if not frozen else "container not running")
-        cg = _load_cgroup(st)
+    with Container.open(root, cid) as c:
+        c.require("pause" if frozen else "resume")
+        cg = c.cgroup()
         if cg is None:
             raise OCIError("the container has no cgroup: cannot pause or resume it")
         cg.freeze() if frozen else cg.thaw()
-    finally:
-        sd.unlock()
 
 
 def processes(root: str, cid: str) -> list[int]:
-    sd = StateDir.open(root, cid, lock=False)
-    st = sd.read()
-    cg = _load_cgroup(st)
-    if cg is not None:
-        return sorted(cg.pids())
-    return [st["pid"]] if status_of(sd, st) != "stopped" else []
+    with Container.open(root, cid, lock=False) as c:
+        cg = c.cgroup()
+        if cg is not None:
+            return sorted(cg.pids())
+        return [c.state.pid] if c.status != STOPPED else []

@@ -56,16 +56,13 @@ def _emit(out, kind: str, cid: str, data=None) -> None:
 
 
 def _load(root: str, cid: str):
-    """(manager, still running?) — the state is re-read so a deleted container ends the stream."""
-    from .cgroups import load_manager
-    from .container import status_of
-    from .state import StateDir
-    sd = StateDir.open(root, cid, lock=False)
-    st = sd.read()
-    running = status_of(sd, st) != "stopped"
-    if not st.get("cgroup"):
-        raise OCIError(f"container {cid} has no cgroup: no events")
-    return load_manager(st["cgroup"]), running
+    """(manager, status) — the state is re-read so a deleted container ends the stream."""
+    from .state import Container
+    with Container.open(root, cid, lock=False) as c:
+        status = c.status
+        if not c.state.cgroup:
+            raise OCIError(f"container {cid} has no cgroup: no events")
+        return c.cgroup(), status
 
 
 def events(root: str, cid: str, interval: float = 5.0, stats_only: bool = False, out=None) -> int:
@@ -73,9 +70,10 @@ def events(root: str, cid: str, interval: float = 5.0, stats_only: bool = False,
     out = out or sys.stdout
     if interval <= 0:
         raise OCIError("duration interval must be greater than 0")
-    m, running = _load(root, cid)
-    if not running:
-        raise OCIError(f"container with id {cid} is not running")
+    from .state import can_watch, refusal
+    m, status = _load(root, cid)
+    if not can_watch(status):
+        raise refusal("events", status, cid)
     if stats_only:
         _emit(out, "stats", cid, stats.collect(m))
         return 0
@@ -92,8 +90,8 @@ def events(root: str, cid: str, interval: float = 5.0, stats_only: bool = False,
             _emit(out, "oom", cid)
         ooms = max(ooms, count)
         try:
-            _, running = _load(root, cid)
+            _, status = _load(root, cid)
         except OCIError:
             return 0  # deleted
-        if not running:
+        if not can_watch(status):
             return 0

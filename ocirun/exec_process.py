@@ -17,7 +17,7 @@ from . import log as _log
 from .config import parse_process, read_json
 from .errors import ConfigError, OCIError
 from .record import Record
-from .state import StateDir, write_pid_file
+from .state import PAUSED, Container, ContainerState, write_pid_file
 
 
 class ExecOptions(Record):
@@ -30,18 +30,13 @@ class ExecOptions(Record):
 
 
 def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
-    from .container import _load_cgroup, status_of
     from .process import joiner  # noqa: F401 — loads every module the child needs
 
-    sd = StateDir.open(root, cid, lock=False)
-    st = sd.read()
-    status = status_of(sd, st)
-    if status == "stopped":
-        raise OCIError("cannot exec in a stopped container")
-    if status == "paused" and not opts.ignore_paused:
-        raise OCIError("cannot exec in a paused container (use --ignore-paused)")
+    c = Container.open(root, cid, lock=False)  # unlocked: an exec runs beside other commands (runc)
+    st, status = c.state, c.status
+    c.require("exec", ignore_paused=opts.ignore_paused)
     log = _log.get()
-    log.debug(f"exec in {cid}: its init is {st['pid']}, {status}")
+    log.debug(f"exec in {cid}: its init is {st.pid}, {status}")
     sub_cgroup = parse_cgroup_flags(opts.cgroup)
     doc = _container_config(st)
     proc = build_process(opts, doc)
@@ -52,9 +47,9 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
                              personality=lin.get("personality"))
     own_console = None
     try:
-        ctx.ns_fds = joiner.container_namespace_fds(st["pid"], [n.get("type") for n in lin.get("namespaces", [])])
+        ctx.ns_fds = joiner.container_namespace_fds(st.pid, [n.get("type") for n in lin.get("namespaces", [])])
         if "mount" not in ctx.ns_fds:  # no mount namespace: the init chrooted in ours, so do we
-            ctx.root_fd = joiner.container_root_fd(st["pid"])
+            ctx.root_fd = joiner.container_root_fd(st.pid)
         ctx.seccomp_filter = _compile_seccomp(lin.get("seccomp"))
         from .exechelper import sealed_stub_fd
         ctx.exec_stub_fd = sealed_stub_fd()
@@ -70,14 +65,13 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         if not opts.detach:
             import prctl
             prctl.set_child_subreaper(True)
-        from .container import public_state
-        cgroup = _load_cgroup(st)
+        cgroup = c.cgroup()
         if sub_cgroup and cgroup is None:
             raise OCIError("--cgroup: the container has no cgroup")
         if not proc.terminal and not opts.detach:
             from .pipes import TerminalPipes
             ctx.stdio_pipes = TerminalPipes.if_needed()  # never the caller's terminal (pipes.py)
-        pid = _spawn(ctx, cgroup, frozen=status == "paused", state=public_state(sd, st), sub_cgroup=sub_cgroup)
+        pid = _spawn(ctx, cgroup, frozen=status == PAUSED, state=c.public_state(), sub_cgroup=sub_cgroup)
     except BaseException:
         if ctx.stdio_pipes is not None:
             ctx.stdio_pipes.close()
@@ -92,19 +86,19 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         write_pid_file(opts.pid_file, pid)
     if opts.detach:
         return 0
-    from .run import _install_resize, _SignalRelay, _wait_for
+    from .foreground import SignalRelay, install_resize, wait_for
     master = -1
     if own_console is not None:
         from .console import recv_console_fd, relay_terminal
         master = recv_console_fd(own_console.fileno())
         own_console.close()
-    _SignalRelay().attach(pid)
-    _install_resize(master)
+    SignalRelay().attach(pid)
+    install_resize(master)
     if master >= 0:
         relay_terminal(master, pid)
     elif ctx.stdio_pipes is not None:
         ctx.stdio_pipes.relay(pid)
-    status = _wait_for(pid)
+    status = wait_for(pid)
     log.debug(f"exec in {cid}: process {pid} exited, status {status}")
     return status
 
@@ -212,10 +206,8 @@ def _reap(pid: int, kill: bool = False) -> None:
                         f"{'SIGKILL' if kill else 'it should have'}")
 
 
-def _container_config(st: dict) -> dict:
-    if isinstance(st.get("config"), dict):
-        return st["config"]
-    doc = read_json(os.path.join(st["bundle"], "config.json"))
+def _container_config(st: ContainerState) -> dict:
+    doc = read_json(os.path.join(st.bundle, "config.json"))
     return doc if isinstance(doc, dict) else {}
 
 

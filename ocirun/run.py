@@ -13,25 +13,13 @@ from __future__ import annotations
 import os
 
 import _socket  # socket.py imports enum and selectors (~3 ms per command)
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
 
 import prctl
 
 from . import container
 from . import log as _log
 from .container import CreateOptions
-
-# Every signal a user can send is relayed, except: those that cannot be caught; SIGCHLD and
-# SIGWINCH, which are about us; SIGPIPE and SIGURG, which our own I/O raises; and the fault
-# signals, which a Python-level handler would turn into an endless loop on a real fault.
-_NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGWINCH, signal.SIGPIPE,
-                  signal.SIGURG, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL,
-                  signal.SIGTRAP, signal.SIGSYS}
-# The named signals (what signal.Signals lists, aliases once), by number.
-_FORWARDED = sorted({getattr(signal, n) for n in dir(signal) if n.startswith("SIG") and not n.startswith("SIG_")}
-                    - _NOT_FORWARDED)
+from .foreground import SignalRelay, install_resize, wait_for
 
 
 def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
@@ -39,7 +27,7 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
     if not detach:
         prctl.set_child_subreaper(True)
         # From the first moment, so that no signal kills us half-way and leaves the container.
-        relay = _SignalRelay()
+        relay = SignalRelay()
     own_console = _needs_own_console(opts)
     console_peer = None
     if own_console:
@@ -62,13 +50,13 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
         if detach:
             return 0
         relay.attach(pid)
-        _install_resize(master)
+        install_resize(master)
         if master >= 0:
             from . import console
             console.relay_terminal(master, pid)
         elif opts.stdio_pipes is not None:
             opts.stdio_pipes.relay(pid)
-        status = _wait_for(pid)
+        status = wait_for(pid)
         _log.get().debug(f"run {cid}: the init {pid} exited, status {status}")
     except BaseException:
         # Also with --detach: a container that never started is no use to anyone (runc too).
@@ -79,41 +67,6 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
     if not keep:
         _cleanup(root, cid)
     return status
-
-
-class _SignalRelay:
-    """Forwards every signal `ocirun run` receives to the container's init (like runc).
-
-    Installed before `create`; signals that arrive before the init runs the container's process
-    are held and delivered right after `start`, as runc's buffered signal channel does.
-    """
-
-    def __init__(self) -> None:
-        self.pid = 0
-        self.pending: list[int] = []
-        for sig in _FORWARDED:
-            try:
-                signal.signal(sig, self._on_signal)
-            except (OSError, ValueError):
-                pass
-
-    def _on_signal(self, sig, _frame) -> None:
-        if self.pid:
-            self._forward(sig)
-        elif len(self.pending) < 64:
-            self.pending.append(sig)
-
-    def _forward(self, sig: int) -> None:
-        try:
-            os.kill(self.pid, sig)
-        except ProcessLookupError:
-            pass
-
-    def attach(self, pid: int) -> None:
-        self.pid = pid
-        held, self.pending = self.pending, []
-        for sig in held:
-            self._forward(sig)
 
 
 def _needs_own_console(opts: CreateOptions) -> bool:
@@ -130,33 +83,6 @@ def _receive_master(peer) -> int:
     fd = console.recv_console_fd(peer.fileno())
     peer.close()
     return fd
-
-
-def _install_resize(master: int) -> None:
-    """Keep the container's terminal the size of ours."""
-    if master >= 0 and os.isatty(0):
-        def resize(_sig, _frame):
-            import fcntl
-            import termios
-            try:
-                fcntl.ioctl(master, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8))
-            except OSError:
-                pass
-        signal.signal(signal.SIGWINCH, resize)
-        resize(None, None)
-
-
-def _wait_for(pid: int) -> int:
-    """Reap children until the init exits (orphans of a shared pid ns are reaped too)."""
-    while True:
-        try:
-            got, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return 255
-        if got == pid:
-            if os.WIFSIGNALED(status):
-                return 128 + os.WTERMSIG(status)
-            return os.WEXITSTATUS(status)
 
 
 def _cleanup(root: str, cid: str) -> None:

@@ -157,11 +157,10 @@ class StateDir:
     def has_fifo(self) -> bool:
         return os.path.exists(self.fifo_path)
 
-    def read(self) -> dict:
-        """state.json, checked field by field: OCIError "corrupt state file" if it is not ours."""
-        st = self.read_raw()
-        check_state(self.id, st)
-        return st
+    def read(self) -> "ContainerState":
+        """state.json as a ContainerState, checked field by field: OCIError "corrupt state
+        file" if it is not ours, or naming the format version if a newer ocirun wrote it."""
+        return ContainerState.from_json(self.id, self.read_raw())
 
     def read_raw(self):
         """state.json as JSON, whatever its shape (only `delete --force` wants that)."""
@@ -177,8 +176,8 @@ class StateDir:
         except (ValueError, RecursionError) as e:
             raise OCIError(f"container {self.id}: corrupt state file: {_one_line(str(e))}") from None
 
-    def write(self, data: dict) -> None:
-        write_private(os.path.join(self.path, STATE_FILE), jsonio.dumps(data).encode())
+    def write(self, state: "ContainerState") -> None:
+        write_private(os.path.join(self.path, STATE_FILE), jsonio.dumps(state.to_json()).encode())
 
     def write_recovery(self, cgroup_section) -> None:
         write_private(os.path.join(self.path, RECOVERY_FILE), jsonio.dumps(cgroup_section).encode())
@@ -257,6 +256,102 @@ def _one_line(text: str) -> str:
 
 # ------------------------------------------------------------------ the shape of state.json
 
+# The format of state.json this release writes, in its "state_version" field.  Releases before
+# the field existed wrote the same fields without it: a missing field means version 1.  Raise it
+# when a field changes meaning or a reader would misread the new shape; a state directory of a
+# newer format is then refused by name (rather than half-understood) by an older ocirun.
+STATE_VERSION = 1
+
+
+class ContainerState:
+    """What state.json holds: everything the commands after `create` need.  A plain class with
+    declared fields (no dataclasses: ~7 ms per command); `from_json` checks a loaded document
+    field by field, `to_json` is what `StateDir.write` stores."""
+
+    state_version: int
+    oci_version: str
+    id: str
+    pid: int                   # the init's host pid; 0 until create has forked it
+    start_time: int | None     # its start time (see proc_start_time): a reused pid is not ours
+    bundle: str
+    rootfs: str
+    created: str               # RFC 3339, UTC
+    owner: str
+    annotations: dict          # str -> str
+    hooks: dict                # "poststart"/"poststop" -> config.json's hook objects (run after create)
+    cgroup: dict | None        # Manager.to_state()
+    shared_pid_ns: bool        # no pid namespace of its own: delete kills the init even when stopped
+    no_process: bool           # config.json had no `process`: start refuses it (runtime.md)
+    shared_rootfs_mount: int | None  # no mount namespace: the mount id of the rootfs bind to detach
+
+    def __init__(self, id: str, bundle: str, rootfs: str, created: str, *, oci_version: str,  # noqa: A002
+                 pid: int = 0, start_time: int | None = None, owner: str = "", annotations=None,
+                 hooks=None, cgroup: dict | None = None, shared_pid_ns: bool = False,
+                 no_process: bool = False, shared_rootfs_mount: int | None = None,
+                 state_version: int = STATE_VERSION):
+        self.state_version = state_version
+        self.oci_version = oci_version
+        self.id = id
+        self.pid = pid
+        self.start_time = start_time
+        self.bundle = bundle
+        self.rootfs = rootfs
+        self.created = created
+        self.owner = owner
+        self.annotations = annotations or {}
+        self.hooks = hooks or {}
+        self.cgroup = cgroup
+        self.shared_pid_ns = shared_pid_ns
+        self.no_process = no_process
+        self.shared_rootfs_mount = shared_rootfs_mount
+
+    def to_json(self) -> dict:
+        doc = {
+            "state_version": STATE_VERSION,
+            "ociVersion": self.oci_version,
+            "id": self.id,
+            "pid": self.pid,
+            "start_time": self.start_time,
+            "bundle": self.bundle,
+            "rootfs": self.rootfs,
+            "created": self.created,
+            "owner": self.owner,
+            "annotations": self.annotations,
+            "hooks": self.hooks,
+            "cgroup": self.cgroup,
+            "shared_pid_ns": self.shared_pid_ns,
+        }
+        if self.no_process:
+            doc["no_process"] = True
+        if self.shared_rootfs_mount is not None:
+            doc["shared_rootfs_mount"] = self.shared_rootfs_mount
+        return doc
+
+    @classmethod
+    def from_json(cls, cid: str, doc) -> "ContainerState":
+        """A loaded state.json of container `cid`; OCIError for anything else (see check_state)."""
+        if not isinstance(doc, dict):
+            raise OCIError(f"container {cid}: corrupt state file: not a JSON object")
+        version = doc.get("state_version", 1)
+        if not _is_int(version) or version < 1:
+            raise OCIError(f"container {cid}: corrupt state file: field state_version: not a positive integer")
+        if version > STATE_VERSION:
+            raise OCIError(f"container {cid}: state file format version {version} is newer than this ocirun "
+                           f"reads (up to {STATE_VERSION}): use the ocirun release that created the container")
+        check_state(cid, doc)
+        return cls(doc["id"], doc["bundle"], doc["rootfs"], doc["created"], oci_version=doc["ociVersion"],
+                   pid=doc["pid"], start_time=doc.get("start_time"), owner=doc.get("owner", ""),
+                   annotations=doc.get("annotations"), hooks=doc.get("hooks"), cgroup=doc.get("cgroup"),
+                   shared_pid_ns=doc.get("shared_pid_ns", False), no_process=doc.get("no_process", False),
+                   shared_rootfs_mount=doc.get("shared_rootfs_mount"), state_version=version)
+
+    def hook_state(self, status: str) -> dict:
+        """The runtime-spec state a poststart/poststop hook reads on its stdin."""
+        return {"ociVersion": self.oci_version, "id": self.id, "status": status,
+                "pid": self.pid if status != STOPPED else 0, "bundle": self.bundle,
+                "annotations": self.annotations}
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -294,6 +389,11 @@ def check_state(cid: str, st) -> None:
     cg = st.get("cgroup")
     if cg is not None and not cgroup_section_ok(cg):
         raise bad("cgroup", "not a cgroup record")
+    if not isinstance(st.get("no_process", False), bool):
+        raise bad("no_process", "not a boolean")
+    mnt = st.get("shared_rootfs_mount")
+    if mnt is not None and not (_is_int(mnt) and mnt > 0):
+        raise bad("shared_rootfs_mount", "not a mount id")
 
 
 def cgroup_section_ok(cg) -> bool:
@@ -338,3 +438,185 @@ def list_ids(root: str) -> list[str]:
     except FileNotFoundError:
         return []
     return sorted(n for n in names if os.path.isfile(os.path.join(root, n, STATE_FILE)))
+
+
+# ------------------------------------------------------------------ status and its transitions
+
+CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
+
+# What each operation refuses, by status, with the words it fails with (runc's; `{id}` and
+# `{status}` are filled in).  A status not listed is allowed; `delete --force` and
+# `exec --ignore-paused` lift their refusals (see can_delete, can_exec).
+_REFUSED = {
+    "start": {RUNNING: "cannot start an already running container",
+              PAUSED: "cannot start an already running container",
+              STOPPED: "cannot start a container that has stopped"},
+    # runtime.md (Delete): deleting a container that is not stopped MUST fail — a created one
+    # included (runc 1.1 kills and removes it; engines use --force or kill first).
+    "delete": {s: "cannot delete container {id} that is not stopped: {status}" for s in (CREATED, RUNNING, PAUSED)},
+    "kill": {STOPPED: "container not running"},
+    "exec": {STOPPED: "cannot exec in a stopped container",
+             PAUSED: "cannot exec in a paused container (use --ignore-paused)"},
+    "pause": {s: "container not running" for s in (CREATED, PAUSED, STOPPED)},
+    "resume": {s: "container not paused" for s in (CREATED, RUNNING, STOPPED)},
+    "update": {STOPPED: "container {id} is not running: cannot update a stopped container"},
+    "events": {STOPPED: "container with id {id} is not running"},
+}
+
+
+def can_start(status: str) -> bool:
+    return status not in _REFUSED["start"]
+
+
+def can_delete(status: str, force: bool = False) -> bool:
+    return force or status not in _REFUSED["delete"]
+
+
+def can_kill(status: str) -> bool:
+    return status not in _REFUSED["kill"]
+
+
+def can_exec(status: str, ignore_paused: bool = False) -> bool:
+    return (ignore_paused and status == PAUSED) or status not in _REFUSED["exec"]
+
+
+def can_pause(status: str) -> bool:
+    return status not in _REFUSED["pause"]
+
+
+def can_resume(status: str) -> bool:
+    return status not in _REFUSED["resume"]
+
+
+def can_update(status: str) -> bool:
+    return status not in _REFUSED["update"]
+
+
+def can_watch(status: str) -> bool:
+    """`events`: only a container that has not stopped has events to report."""
+    return status not in _REFUSED["events"]
+
+
+_CAN = {"start": can_start, "delete": can_delete, "kill": can_kill, "exec": can_exec, "pause": can_pause,
+        "resume": can_resume, "update": can_update, "events": can_watch}
+
+
+def refusal(op: str, status: str, cid: str) -> OCIError:
+    """The error `op` fails with on a container in `status`."""
+    return OCIError(_REFUSED[op][status].format(id=cid, status=status))
+
+
+def status_of(sd: StateDir, st: ContainerState) -> str:
+    if not st.pid or not pid_alive(st.pid, st.start_time):
+        return STOPPED
+    if sd.has_fifo():
+        return CREATED
+    if _cgroup_paused(st.cgroup):
+        return PAUSED
+    return RUNNING
+
+
+def _cgroup_paused(section) -> bool:
+    """Whether state.json's cgroup section names a frozen cgroup, read without loading the
+    cgroup manager (`state`, `kill` and `list` ask on every call).  Paths outside the cgroup
+    mounts are not read (a tampered state file); `load_manager` refuses them later anyway."""
+    if not isinstance(section, dict) or not isinstance(section.get("paths"), dict):
+        return False
+    paths = {k: p for k, p in section["paths"].items()
+             if isinstance(k, str) and isinstance(p, str) and p.startswith("/sys/fs/cgroup/") and ".." not in p}
+    from .cgroups import freezer
+    return freezer.paused(section.get("mode", ""), paths)
+
+
+# ------------------------------------------------------------------ one opened container
+
+class Container:
+    """A container opened for one operation: its state directory (locked or not), its checked
+    state, its status and its cgroup manager.  The one way every command after `create` gets at
+    a container:
+
+        with Container.open(root, cid) as c:   # lock, read, check
+            c.require("kill")                  # the status allows it, or runc's error
+            c.cgroup()                         # the manager, or None without a cgroup
+
+    The status is computed once, at first use (it reads /proc and the freezer); `refresh_status`
+    looks again.  `close` (or leaving the `with`) releases the lock."""
+
+    def __init__(self, sd: StateDir, state: ContainerState):
+        self.dir = sd
+        self.state = state
+        self._status: str | None = None
+        self._cgroup = None
+        self._cgroup_loaded = False
+
+    @classmethod
+    def open(cls, root: str, cid: str, lock: bool = True) -> "Container":
+        sd = StateDir.open(root, cid, lock=lock)
+        try:
+            return cls(sd, sd.read())
+        except BaseException:
+            sd.unlock()
+            raise
+
+    @property
+    def id(self) -> str:
+        return self.dir.id
+
+    @property
+    def status(self) -> str:
+        if self._status is None:
+            self._status = status_of(self.dir, self.state)
+        return self._status
+
+    def refresh_status(self) -> str:
+        self._status = None
+        return self.status
+
+    def require(self, op: str, **flags) -> None:
+        """Raise runc's error unless the status allows `op` (flags: force=, ignore_paused=)."""
+        if not _CAN[op](self.status, **flags):
+            raise refusal(op, self.status, self.id)
+
+    def cgroup(self):
+        """The cgroup manager (loaded once; load_manager checks where its paths point), or None."""
+        if not self._cgroup_loaded:
+            self._cgroup = load_cgroup(self.state.cgroup)
+            self._cgroup_loaded = True
+        return self._cgroup
+
+    def public_state(self) -> dict:
+        """The runtime-spec state (plus runc's extra fields), as `state` and `list` print it."""
+        st, status = self.state, self.status
+        out = {
+            "ociVersion": st.oci_version,
+            "id": st.id,
+            "pid": st.pid if status != STOPPED else 0,
+            "status": status,
+            "bundle": st.bundle,
+            "rootfs": st.rootfs,
+            "created": st.created,
+            "owner": st.owner,
+        }
+        if st.annotations:
+            out["annotations"] = st.annotations
+        return out
+
+    def save(self) -> None:
+        self.dir.write(self.state)
+
+    def close(self) -> None:
+        self.dir.unlock()
+
+    def __enter__(self) -> "Container":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_cgroup(section):
+    """A cgroup manager for state.json's cgroup section, or None when there is none."""
+    if not section:
+        return None
+    from .cgroups import load_manager
+    return load_manager(section)

@@ -103,18 +103,11 @@ def read_resources(src: str) -> dict:
 
 def update(root: str, cid: str, resources: dict) -> list[str]:
     """Apply `resources` to the container's cgroup; returns the fields left unapplied."""
-    from .cgroups import load_manager
-    from .container import status_of
-    from .state import StateDir
-    sd = StateDir.open(root, cid)
-    try:
-        st = sd.read()
-        if status_of(sd, st) == "stopped":
-            raise OCIError(f"container {cid} is not running: cannot update a stopped container")
-        if not st.get("cgroup"):
+    from .state import Container
+    with Container.open(root, cid) as c:
+        c.require("update")
+        m = c.cgroup()
+        if m is None:
             raise OCIError(f"container {cid} has no cgroup to update")
-        m = load_manager(st["cgroup"])
         m.resources = resources
         return m.apply_resources(update=True)
-    finally:
-        sd.unlock()
