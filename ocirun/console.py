@@ -38,7 +38,6 @@ TIOCSCTTY = termios.TIOCSCTTY
 TIOCGWINSZ = termios.TIOCGWINSZ
 TIOCSWINSZ = termios.TIOCSWINSZ
 
-MOVE_MOUNT_T_EMPTY_PATH = 0x40  # (linux.py has only the F_ flag)
 UNIX98_PTY_SLAVE_MAJOR = 136
 
 PTY_NAME = b"/dev/ptmx"  # the payload runc sends with the master fd
@@ -200,7 +199,7 @@ def _bind_fd(source: int, target: int) -> None:
         linux.mount(f"/proc/self/fd/{source}", f"/proc/self/fd/{target}", None, linux.MS_BIND)
         return
     try:
-        linux.move_mount(tree, "", target, "", linux.MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+        linux.move_mount(tree, "", target, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
     finally:
         os.close(tree)
 

@@ -54,10 +54,17 @@ class ConfigError(OCIError):
         super().__init__(f"{path}: {msg}" if path else msg)
 
 
+def os_words(err: OSError) -> str:
+    """The kernel's words for an OSError as runc prints them: strerror with a lower-case first
+    letter ("no such file or directory"; Go's own table reads so, "remote I/O error" included).
+    An OSError raised without an errno (strerror None) gives its message, never a crash."""
+    reason = err.strerror or str(err) or "unknown error"
+    return reason[:1].lower() + reason[1:]
+
+
 def os_error(what: str, err: OSError) -> OCIError:
-    """Wrap an OSError as "<what>: <strerror>" (the kernel's words, lower-case as runc prints them)."""
-    reason = err.strerror or str(err)
-    return OCIError(f"{what}: {reason[:1].lower()}{reason[1:]}")
+    """Wrap an OSError as "<what>: <the kernel's words>" (`os_words`)."""
+    return OCIError(f"{what}: {os_words(err)}")
 
 
 def describe(err: BaseException) -> str:
@@ -67,7 +74,7 @@ def describe(err: BaseException) -> str:
     if isinstance(err, OCIError):
         return str(err)
     if isinstance(err, OSError) and err.strerror:
-        reason = err.strerror[:1].lower() + err.strerror[1:]
+        reason = os_words(err)
         names = [n for n in (err.filename, err.filename2) if n is not None]
         return printable(": ".join([*(str(n) for n in names), reason]))
     if isinstance(err, MemoryError):

@@ -54,7 +54,7 @@ ALL_SEALS = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
 
 def stub_elf() -> bytes | None:
     """The static ELF stub for this machine, or None where we have none (then: plain execve)."""
-    if linux._MACHINE not in ("x86_64", "AMD64"):
+    if linux.MACHINE != "x86_64":
         return None
     code = _CODE_X86_64
     size = _EHDR + _PHDR + len(code)

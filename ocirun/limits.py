@@ -27,7 +27,7 @@ class _Rlimit64(ctypes.Structure):
     _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
 
 
-_prlimit = linux._libc.prlimit64
+_prlimit = linux.libc.prlimit64
 _prlimit.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
 _prlimit.restype = ctypes.c_int
 
@@ -235,7 +235,7 @@ def validate_scheduler(d: dict | None, path: str = "process.scheduler") -> Sched
 
 
 def sched_setattr(pid: int, attr: SchedAttr, flags: int = 0) -> None:
-    if linux._syscall(linux.NR_SCHED_SETATTR, ctypes.c_int(pid), ctypes.byref(attr), ctypes.c_uint(flags)) < 0:
+    if linux.syscall(linux.NR_SCHED_SETATTR, ctypes.c_int(pid), ctypes.byref(attr), ctypes.c_uint(flags)) < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
 

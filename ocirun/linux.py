@@ -1,8 +1,9 @@
 """ctypes wrappers for the Linux syscalls Python 3.11's `os` lacks.
 
 Each wrapper raises `OSError(errno, strerror)` like `os` does, so callers can wrap it with
-`errors.os_error("what we tried", e)`.  Syscall numbers are x86_64 / aarch64 (the new mount
-API and openat2 share numbers across architectures since 5.x).
+`errors.os_error("what we tried", e)`.  The kernel's constants live here once (CLONE_*, MS_*,
+mount API, openat2), and the syscall numbers of x86_64 and aarch64; any other architecture is
+refused at import with a one-line OCIError.
 """
 from __future__ import annotations
 
@@ -13,32 +14,65 @@ import sys
 
 import _signal  # signal.py adds only enums, and imports enum (~3 ms)
 
+from .errors import OCIError
+
 _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
+# For the few callers that wrap a syscall or libc function of their own (bpf, sched_setattr,
+# prlimit64, seccomp): the one handle on libc, with errno kept.
+libc = _libc
+syscall = _syscall
 
-_MACHINE = os.uname().machine
-_X86 = _MACHINE in ("x86_64", "AMD64")
+# Syscall numbers that differ between architectures, checked against the kernel's tables:
+# arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h (arm64 uses the
+# generic table).  An architecture missing here is refused at import (`syscall_numbers`): another
+# architecture's numbers would call other syscalls, silently.
+_SYSCALL_NUMBERS = {
+    "x86_64": {
+        "pivot_root": 155, "setns": 308, "unshare": 272, "keyctl": 250, "ioprio_set": 251,
+        "capset": 126, "capget": 125, "sched_setattr": 314, "personality": 135, "seccomp": 317,
+        "bpf": 321, "memfd_create": 319, "execveat": 322,
+    },
+    "aarch64": {
+        "pivot_root": 41, "setns": 268, "unshare": 97, "keyctl": 219, "ioprio_set": 30,
+        "capset": 91, "capget": 90, "sched_setattr": 274, "personality": 92, "seccomp": 277,
+        "bpf": 280, "memfd_create": 279, "execveat": 281,
+    },
+}
 
-# Syscalls that differ between architectures.
-NR_PIVOT_ROOT = 155 if _X86 else 41
-NR_SETNS = 308 if _X86 else 268
-NR_UNSHARE = 272 if _X86 else 97
-NR_KEYCTL = 250 if _X86 else 219
-NR_IOPRIO_SET = 251 if _X86 else 30
-NR_CAPSET = 126 if _X86 else 91
-NR_CAPGET = 125 if _X86 else 90
-NR_SCHED_SETATTR = 314 if _X86 else 274
-NR_PERSONALITY = 135 if _X86 else 92
-NR_SECCOMP = 317 if _X86 else 277
-NR_BPF = 321 if _X86 else 280
-NR_MEMFD_CREATE = 319 if _X86 else 279
-# Unified numbers (asm-generic, since 5.1).
+
+def syscall_numbers(machine: str) -> dict[str, int]:
+    """The table for `machine` (os.uname().machine), or the one-line refusal of the CLI."""
+    table = _SYSCALL_NUMBERS.get(machine)
+    if table is None:
+        raise OCIError(f"unsupported CPU architecture {machine!r}: ocirun knows the syscall numbers "
+                       f"of {' and '.join(_SYSCALL_NUMBERS)} only")
+    return table
+
+
+MACHINE = os.uname().machine
+_NR = syscall_numbers(MACHINE)
+NR_PIVOT_ROOT = _NR["pivot_root"]
+NR_SETNS = _NR["setns"]
+NR_UNSHARE = _NR["unshare"]
+NR_KEYCTL = _NR["keyctl"]
+NR_IOPRIO_SET = _NR["ioprio_set"]
+NR_CAPSET = _NR["capset"]
+NR_CAPGET = _NR["capget"]
+NR_SCHED_SETATTR = _NR["sched_setattr"]
+NR_PERSONALITY = _NR["personality"]
+NR_SECCOMP = _NR["seccomp"]
+NR_BPF = _NR["bpf"]
+NR_MEMFD_CREATE = _NR["memfd_create"]
+NR_EXECVEAT = _NR["execveat"]
+# Unified numbers (asm-generic, since 5.1): the same on both architectures above.
 NR_PIDFD_SEND_SIGNAL = 424
 NR_OPEN_TREE = 428
 NR_MOVE_MOUNT = 429
 NR_FSOPEN = 430
 NR_PIDFD_OPEN = 434
+NR_CLONE3 = 435
 NR_CLOSE_RANGE = 436
 NR_OPENAT2 = 437
 NR_MOUNT_SETATTR = 442
@@ -69,11 +103,13 @@ MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
 MS_SILENT = 32768
+MS_POSIXACL = 1 << 16
 MS_UNBINDABLE = 1 << 17
 MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MS_SHARED = 1 << 20
 MS_RELATIME = 1 << 21
+MS_I_VERSION = 1 << 23
 MS_STRICTATIME = 1 << 24
 MS_LAZYTIME = 1 << 25
 
@@ -275,8 +311,6 @@ def memfd_create(name: str, flags: int) -> int:
     return _check(_syscall(NR_MEMFD_CREATE, _c(name), ctypes.c_uint(flags)))
 
 
-NR_EXECVEAT = 322 if _X86 else 281
-
 
 def _cstr_array(items) -> "ctypes.Array":
     arr = (ctypes.c_char_p * (len(items) + 1))()
@@ -296,7 +330,6 @@ def execveat(dirfd: int, path: str, argv: list[str], env: dict[str, str], flags:
 # process there by writing cgroup.procs takes the kernel's global threadgroup lock for
 # writing, which waits for an RCU grace period (10-20 ms here, once per command); a child
 # born in place costs nothing extra.
-NR_CLONE3 = 435
 CLONE_INTO_CGROUP = 0x200000000
 _SIGCHLD = 17
 

@@ -55,7 +55,6 @@ from .state import NET_DEVICES_RECORD as _RECORD
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
-_CLONE_NEWNET = 0x40000000
 
 
 # ============================================================================ loopback (init)
@@ -99,13 +98,13 @@ class _InNamespace:
     def __enter__(self):
         from . import linux  # here: `delete` imports this module, and ctypes costs ~2 ms
         self.home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        linux.setns(self.nsfd, _CLONE_NEWNET)
+        linux.setns(self.nsfd, linux.CLONE_NEWNET)
         return self
 
     def __exit__(self, *exc):
         from . import linux
         try:
-            linux.setns(self.home, _CLONE_NEWNET)
+            linux.setns(self.home, linux.CLONE_NEWNET)
         finally:
             os.close(self.home)
 

@@ -123,10 +123,6 @@ _SCMP_FLTATR_CTL_NNP = 3
 
 # ---------------------------------------------------------------------------- the syscall
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-_NR_SECCOMP = 317 if os.uname().machine == "x86_64" else 277
 _SECCOMP_SET_MODE_FILTER = 1
 
 
@@ -135,8 +131,11 @@ class _SockFprog(ctypes.Structure):
 
 
 def _seccomp_set_filter(flags: int, prog) -> int:
-    return _syscall(ctypes.c_long(_NR_SECCOMP), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
-                    ctypes.c_uint(flags), prog)
+    # Imported here, not at the top: `ocirun features` reads this module's tables without
+    # the syscall layer; the init and exec's joiner, which load filters, already hold it.
+    from . import linux
+    return linux.syscall(ctypes.c_long(linux.NR_SECCOMP), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
+                         ctypes.c_uint(flags), prog)
 
 
 # ---------------------------------------------------------------------------- the filter

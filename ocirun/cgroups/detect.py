@@ -10,14 +10,11 @@ runtime, and this sits on the `create` hot path.
 """
 from __future__ import annotations
 
-import os
+from .. import mountinfo
+from ..mountinfo import CGROUP2_SUPER_MAGIC, fs_magic
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 UNIFIED_KEY = ""  # key of the cgroup2 hierarchy in every path map (as in /proc/self/cgroup)
-
-CGROUP2_SUPER_MAGIC = 0x63677270
-CGROUP_SUPER_MAGIC = 0x27E0EB
-TMPFS_MAGIC = 0x01021994
 
 # v1 controllers we know; anything else in a cgroup mount's super options is a mount flag.
 V1_CONTROLLERS = frozenset((
@@ -27,18 +24,6 @@ V1_CONTROLLERS = frozenset((
 
 _mode: str | None = None
 _hierarchies: dict[str, "Hierarchy"] | None = None
-
-
-def fs_magic(path: str) -> int:
-    """statfs(2).f_type of `path` (os has no statfs; ctypes is already loaded by ocirun.linux)."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
-    if libc.statfs(os.fsencode(path), buf) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
-    # f_type is the first member, a native long (__fsword_t).
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
 
 
 def cgroup_mode() -> str:
@@ -84,10 +69,10 @@ def hierarchies() -> dict[str, Hierarchy]:
     global _hierarchies
     if _hierarchies is None:
         with open("/proc/self/mountinfo") as f:
-            mountinfo = f.read()
+            mounts = f.read()
         with open("/proc/self/cgroup") as f:
             own = f.read()
-        _hierarchies = parse_hierarchies(mountinfo, own)
+        _hierarchies = parse_hierarchies(mounts, own)
     return _hierarchies
 
 
@@ -97,7 +82,7 @@ def v1_key(super_options: str) -> tuple[str, tuple[str, ...]]:
     return ",".join(names), tuple(n for n in names if not n.startswith("name="))
 
 
-def parse_hierarchies(mountinfo: str, proc_cgroup: str) -> dict[str, Hierarchy]:
+def parse_hierarchies(mountinfo_text: str, proc_cgroup: str) -> dict[str, Hierarchy]:
     """Pure parser of /proc/self/mountinfo + /proc/self/cgroup (unit-tested without root)."""
     own_by_key: dict[str, str] = {}
     for line in proc_cgroup.splitlines():
@@ -105,18 +90,12 @@ def parse_hierarchies(mountinfo: str, proc_cgroup: str) -> dict[str, Hierarchy]:
         if len(parts) == 3:
             own_by_key[parts[1]] = parts[2]
     found: dict[str, Hierarchy] = {}
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        try:
-            sep = fields.index("-")
-        except ValueError:
-            continue
-        fstype, super_opts = fields[sep + 1], fields[sep + 3] if len(fields) > sep + 3 else ""
-        mount_root, mountpoint = _unescape(fields[3]), _unescape(fields[4])
+    for m in mountinfo.parse(mountinfo_text):
+        fstype, mount_root, mountpoint = m.fstype, m.root, m.mountpoint
         if fstype == "cgroup2":
             key, ctrls = UNIFIED_KEY, ()
         elif fstype == "cgroup":
-            key, ctrls = v1_key(super_opts)
+            key, ctrls = v1_key(m.super_options)
             if not key:
                 continue
         else:
@@ -139,17 +118,3 @@ def _strip_root(own: str, mount_root: str) -> str:
         return own[len(mount_root):]
     return own  # outside the mounted subtree (cgroup ns): the best guess is the path as is
 
-
-def _unescape(s: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal \\NNN."""
-    if "\\" not in s:
-        return s
-    out, i = [], 0
-    while i < len(s):
-        if s[i] == "\\" and i + 4 <= len(s) and s[i + 1:i + 4].isdigit():
-            out.append(chr(int(s[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)

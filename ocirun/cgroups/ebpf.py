@@ -123,7 +123,7 @@ def build_program(policy: Policy) -> bytes:
 # --------------------------------------------------------------------------- bpf(2)
 
 def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    ret = linux._syscall(linux.NR_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    ret = linux.syscall(linux.NR_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
     if ret < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from .. import linux
+from .. import linux, mountinfo
 from ..errors import os_error
 from .devices import create_devices, dev_is_host_bind, devices_to_create, setup_dev_symlinks
 from .mounts import (PROPAGATION, MountOptions, MountContext, mask_path, mount_entry,
@@ -80,12 +80,10 @@ def _make_parent_mount_private(root: str) -> None:
     also carry our bind of the rootfs to its peers: make just that one mount private."""
     real = os.path.realpath(root)
     best, shared = "", False
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left = line.partition(" - ")[0].split()
-            mp = left[4].replace("\\040", " ")
-            if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
-                best, shared = mp, any(opt.startswith("shared:") for opt in left[6:])
+    for m in mountinfo.read():
+        mp = m.mountpoint
+        if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
+            best, shared = mp, any(opt.startswith("shared:") for opt in m.optional)
     if best and shared:
         linux.mount(None, best, None, linux.MS_PRIVATE)
 

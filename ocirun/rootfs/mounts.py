@@ -16,13 +16,11 @@ import errno
 import os
 import stat
 
-from .. import linux
+from .. import linux, mountinfo
+from ..mountinfo import CGROUP2_SUPER_MAGIC, PROC_SUPER_MAGIC, fs_magic
 from ..record import Record
 from ..errors import OCIError, os_error
 from .paths import fd_path, make_mount_target, mkdir_all_in_root, open_in_root
-
-MS_POSIXACL = 1 << 16
-MS_I_VERSION = 1 << 23
 
 # option -> (clear?, MS_* flag).  "clear" options undo an earlier or inherited flag.
 _FLAGS: dict[str, tuple[bool, int]] = {
@@ -42,8 +40,8 @@ _FLAGS: dict[str, tuple[bool, int]] = {
     "lazytime": (False, linux.MS_LAZYTIME), "nolazytime": (True, linux.MS_LAZYTIME),
     "nosymfollow": (False, linux.MS_NOSYMFOLLOW), "symfollow": (True, linux.MS_NOSYMFOLLOW),
     "silent": (False, linux.MS_SILENT), "loud": (True, linux.MS_SILENT),
-    "acl": (False, MS_POSIXACL), "noacl": (True, MS_POSIXACL),
-    "iversion": (False, MS_I_VERSION), "noiversion": (True, MS_I_VERSION),
+    "acl": (False, linux.MS_POSIXACL), "noacl": (True, linux.MS_POSIXACL),
+    "iversion": (False, linux.MS_I_VERSION), "noiversion": (True, linux.MS_I_VERSION),
 }
 
 # Propagation names, shared with linux.rootfsPropagation.
@@ -356,12 +354,11 @@ def _check_proc_destination(ctx: MountContext, dst_fd: int, m, bind_src: int | N
             raise OCIError(f"{m.destination} cannot be mounted because it is inside /proc")
 
 
-PROC_SUPER_MAGIC = 0x9FA0
 _PROC_ROOT_INO = 1
 
 
 def _is_procfs_root(fd: int) -> bool:
-    return os.fstat(fd).st_ino == _PROC_ROOT_INO and _fs_magic(fd_path(fd)) == PROC_SUPER_MAGIC
+    return os.fstat(fd).st_ino == _PROC_ROOT_INO and fs_magic(fd_path(fd)) == PROC_SUPER_MAGIC
 
 
 def _check_ordinary_dir(ctx: MountContext, dest: str, fstype: str, target_fd: int) -> None:
@@ -425,29 +422,12 @@ def _copy_file(src_dir: int, dst_dir: int, name: str) -> None:
 
 # --------------------------------------------------------------------------- cgroup mounts
 
-CGROUP2_SUPER_MAGIC = 0x63677270
-
-
 def host_is_unified() -> bool:
     """True on a pure cgroup v2 host (/sys/fs/cgroup is itself cgroup2)."""
     try:
-        return _fs_magic("/sys/fs/cgroup") == CGROUP2_SUPER_MAGIC
+        return fs_magic("/sys/fs/cgroup") == CGROUP2_SUPER_MAGIC
     except OSError:
         return False
-
-
-def _fs_magic(path: str) -> int:
-    import ctypes  # already loaded by linux.py; kept local as only this needs statfs
-
-    class _Statfs(ctypes.Structure):
-        _fields_ = [("f_type", ctypes.c_long), ("_rest", ctypes.c_byte * 112)]
-
-    buf = _Statfs()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
-    return buf.f_type & 0xFFFFFFFF
 
 
 def _mount_cgroup(ctx: MountContext, m, o: MountOptions) -> None:
@@ -547,19 +527,16 @@ def cgroup_v1_hierarchies(in_cgroupns: bool = False) -> list[tuple[str, str, str
 def _cgroup_mounts() -> dict[tuple[str, str], tuple[str, str]]:
     """(fstype, sorted controllers) -> (mount root, mount point) of the host's cgroup mounts."""
     found: dict[tuple[str, str], tuple[str, str]] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, rfields = left.split(), right.split()
-            if len(rfields) < 3 or rfields[0] not in ("cgroup", "cgroup2"):
-                continue
-            if rfields[0] == "cgroup2":
-                key = ""
-            else:
-                opts = rfields[2].split(",")
-                key = ",".join(o for o in opts if o not in _CGROUP_NON_CONTROLLER_OPTS
-                               and not o.startswith("release_agent="))
-            found.setdefault((rfields[0], key), (_unescape(fields[3]), _unescape(fields[4])))
+    for m in mountinfo.read():
+        if m.fstype not in ("cgroup", "cgroup2"):
+            continue
+        if m.fstype == "cgroup2":
+            key = ""
+        else:
+            opts = m.super_options.split(",")
+            key = ",".join(o for o in opts if o not in _CGROUP_NON_CONTROLLER_OPTS
+                           and not o.startswith("release_agent="))
+        found.setdefault((m.fstype, key), (m.root, m.mountpoint))
     return {(t, _sorted_ctrls(k)): v for (t, k), v in found.items()}
 
 
@@ -569,10 +546,6 @@ _CGROUP_NON_CONTROLLER_OPTS = {"rw", "ro", "noprefix", "clone_children", "xattr"
 
 def _sorted_ctrls(key: str) -> str:
     return ",".join(sorted(key.split(","))) if key else key
-
-
-def _unescape(s: str) -> str:
-    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
 # --------------------------------------------------------------------------- after pivot_root

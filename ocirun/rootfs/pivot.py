@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .. import linux
+from .. import linux, mountinfo
 from ..errors import os_error
 
 
@@ -44,15 +44,8 @@ def _hide_host_proc_and_sys(root_path: str) -> None:
     """Unmount (or cover with a tmpfs) every full procfs/sysfs outside the rootfs: the kernel's
     "is there an unmasked proc already" check would otherwise allow new proc mounts."""
     prefix = root_path.rstrip("/") + "/"
-    targets = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, fstype = left.split(), right.split()[0]
-            mountpoint = fields[4].replace("\\040", " ")
-            if fields[3] != "/" or fstype not in ("proc", "sysfs") or mountpoint.startswith(prefix):
-                continue
-            targets.append(mountpoint)
+    targets = [m.mountpoint for m in mountinfo.read()
+               if m.root == "/" and m.fstype in ("proc", "sysfs") and not m.mountpoint.startswith(prefix)]
     gone: list[str] = []
     for path in targets:
         if any(path.startswith(g.rstrip("/") + "/") for g in gone):

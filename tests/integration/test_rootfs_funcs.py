@@ -158,6 +158,9 @@ def world():
 
 
 def make_cfg(w, mounts, **linux_extra):
+    # The child runs in a mount namespace of its own (run_isolated): say so, as a container
+    # with one would (without it the rootfs is the runtime's bind, made before the fork).
+    linux_extra.setdefault("namespaces", [{"type": "mount"}])
     doc = {"ociVersion": "1.0.2", "root": {"path": "rootfs", "readonly": linux_extra.pop("readonly", False)},
            "mounts": mounts, "linux": linux_extra}
     return parse_config(doc, w["base"])

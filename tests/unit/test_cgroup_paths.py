@@ -141,8 +141,9 @@ def test_mount_root_is_stripped_from_own_cgroup():
 
 
 def test_mountinfo_octal_escapes():
-    assert detect._unescape(r"/sys/fs/cgroup/a\040b") == "/sys/fs/cgroup/a b"
-    assert detect._unescape("plain") == "plain"
+    from ocirun import mountinfo
+    assert mountinfo.unescape(r"/sys/fs/cgroup/a\040b") == "/sys/fs/cgroup/a b"
+    assert mountinfo.unescape("plain") == "plain"
 
 
 def test_cgroup_mode_is_cached_and_valid():
