@@ -15,15 +15,6 @@ from .errors import OCIError, describe
 COMMIT = "none"
 
 
-def _add_create_flags(p) -> None:
-    p.add_argument("--bundle", "-b", default=".", help="path to the bundle (default: cwd)")
-    p.add_argument("--console-socket", help="AF_UNIX socket that receives the pty master")
-    p.add_argument("--pid-file", help="file to write the container's host pid to")
-    p.add_argument("--no-pivot", action="store_true", help="MS_MOVE + chroot instead of pivot_root")
-    p.add_argument("--no-new-keyring", action="store_true", help="keep the caller's session keyring")
-    p.add_argument("--preserve-fds", type=int, default=0, help="pass N extra fds (3..3+N-1)")
-
-
 class UsageError(OCIError):
     pass
 
@@ -39,6 +30,133 @@ def _out(text: str) -> None:
         raise _OutputGone from None
 
 
+# ---------------------------------------------------------------------------- the table
+
+# Every command's flags and positionals, declared once.  The argparse parser (`build_parser`),
+# the fast parser of the engine commands (`_fast_parse`), the global flags that take a value
+# (`invoked_command`) and the --log pre-scan (`_log_flags`) are derived from it, and
+# tests/unit/test_cli_table.py walks every flag through both parsers.  Plain constant tuples:
+# the compiler folds them into the .pyc, so the table costs nothing at import (a record class
+# would cost a call per flag on every command).
+#
+# A flag:       (names, dest, kind, default, help)
+#     kind: "bool" (present or not), "str", "int", "list" (repeatable), "ints" (repeatable
+#     integers), or a tuple of the values allowed (a choice).
+# A positional: (name, arity, default, help)
+#     arity: "1"; "?" (optional: `default` when absent); "..." (the rest of the command line,
+#     dashes included: `exec ID cmd -l`, `ps ID -ef`, as runc).
+# A command:    (help, flags, argparse_only, positionals, fast)
+#     argparse_only: flags the fast parser leaves to argparse (engines do not pass them);
+#     fast: whether `_fast_parse` reads the command at all (those engines run for every container).
+
+_ID = (("id", "1", None, "the container's id"),)
+
+_CREATE_FLAGS = (
+    (("--bundle", "-b"), "bundle", "str", ".", "path to the bundle (default: cwd)"),
+    (("--console-socket",), "console_socket", "str", None, "AF_UNIX socket that receives the pty master"),
+    (("--pid-file",), "pid_file", "str", None, "file to write the container's host pid to"),
+    (("--no-pivot",), "no_pivot", "bool", False, "MS_MOVE + chroot instead of pivot_root"),
+    (("--no-new-keyring",), "no_new_keyring", "bool", False, "keep the caller's session keyring"),
+    (("--preserve-fds",), "preserve_fds", "int", 0, "pass N extra fds (3..3+N-1)"),
+)
+
+_FORMAT = (("--format", "-f"), "format", ("table", "json"), "table", "output format")
+
+_UPDATE_FLAGS = (
+    (("--resources", "-r"), "resources", "str", None,
+     "path to a linux.resources JSON file, or '-' for stdin (other flags are then ignored)"),
+    (("--memory",), "memory", "str", None, "memory limit in bytes (64m, 1g; -1 = unlimited)"),
+    (("--memory-reservation",), "memory_reservation", "str", None, "memory soft limit in bytes"),
+    (("--memory-swap",), "memory_swap", "str", None, "memory+swap limit in bytes (-1 = unlimited)"),
+    (("--kernel-memory",), "kernel_memory", "str", None, "(ignored by the kernel, as in runc)"),
+    (("--kernel-memory-tcp",), "kernel_memory_tcp", "str", None, "kernel TCP buffer limit in bytes (v1 only)"),
+    (("--cpu-shares", "--cpu-share"), "cpu_shares", "str", None, "cpu shares (relative weight)"),
+    (("--cpu-period",), "cpu_period", "str", None, "CFS period in microseconds"),
+    (("--cpu-quota",), "cpu_quota", "str", None, "CFS quota in microseconds per period (-1 = none)"),
+    (("--cpu-rt-period",), "cpu_rt_period", "str", None, "realtime period in microseconds (v1 only)"),
+    (("--cpu-rt-runtime",), "cpu_rt_runtime", "str", None, "realtime runtime in microseconds (v1 only)"),
+    (("--cpuset-cpus",), "cpuset_cpus", "str", None, "cpus to use (0-3, 0,1)"),
+    (("--cpuset-mems",), "cpuset_mems", "str", None, "memory nodes to use"),
+    (("--pids-limit",), "pids_limit", "str", None, "maximum number of pids (-1 = unlimited)"),
+    (("--blkio-weight",), "blkio_weight", "str", None, "block I/O weight, 10 to 1000"),
+    (("--l3-cache-schema",), "l3_cache_schema", "str", None, "Intel RDT L3 schema (not supported)"),
+    (("--mem-bw-schema",), "mem_bw_schema", "str", None, "Intel RDT memory bandwidth schema (not supported)"),
+)
+
+_EXEC_FLAGS = (
+    (("--process", "-p"), "process_file", "str", None, "runtime-spec process JSON (instead of the command)"),
+    (("--tty", "-t"), "tty", "bool", False, "allocate a pseudo-terminal"),
+    (("--console-socket",), "console_socket", "str", None, "AF_UNIX socket that receives the pty master"),
+    (("--detach", "-d"), "detach", "bool", False, "do not wait for the process"),
+    (("--pid-file",), "pid_file", "str", None, "file to write the process's host pid to"),
+    (("--env", "-e"), "env", "list", None, "set an environment variable NAME=VALUE (repeatable)"),
+    (("--cwd",), "cwd", "str", None, "working directory inside the container"),
+    (("--user", "-u"), "user", "str", None, "UID[:GID] to run as"),
+    (("--no-new-privs",), "no_new_privs", "bool", False, "set no_new_privileges"),
+    (("--preserve-fds",), "preserve_fds", "int", 0, "pass N extra fds (3..3+N-1)"),
+    (("--ignore-paused",), "ignore_paused", "bool", False, "exec even if the container is paused"),
+)
+_EXEC_ARGPARSE_ONLY = (
+    (("--additional-gids", "-g"), "additional_gids", "ints", None, "an additional group id (repeatable)"),
+    (("--cap", "-c"), "cap", "list", None, "add a capability (repeatable)"),
+    (("--apparmor",), "apparmor", "str", None, "AppArmor profile"),
+    (("--process-label",), "process_label", "str", None, "SELinux label"),
+    (("--cgroup",), "cgroup", "list", None,
+     "[CONTROLLER[,CONTROLLER]:]PATH: run in an existing sub-cgroup (repeatable)"),
+)
+
+# The flags before the command; the same layout as a command.
+GLOBALS = (
+    "OCI runtime-spec container runtime (runc-compatible)",
+    ((("--root",), "root", "str", None, "state directory (default /run/ocirun)"),
+     (("--log",), "log", "str", None, "log file (default: stderr)"),
+     (("--log-format",), "log_format", ("text", "json"), "text", "log format"),
+     (("--debug",), "debug", "bool", False, "write debug lines to the log"),
+     (("--systemd-cgroup",), "systemd_cgroup", "bool", False, "(not supported)"),
+     (("--rootless",), "rootless", "str", None, "(accepted for runc compatibility)"),
+     (("--criu",), "criu", "str", None, "(accepted for runc compatibility)")),
+    ((("--version", "-v"), "version", "bool", False, "print the version"),),
+    (),
+    True,
+)
+
+# Only the invoked command's argparse parser is built: all of them cost ~4 ms, on every call.
+SUBCOMMANDS = {
+    "create": ("create a container", _CREATE_FLAGS, (), _ID, True),
+    "run": ("create and start a container, wait for it",
+            _CREATE_FLAGS + ((("--detach", "-d"), "detach", "bool", False, "do not wait for the container"),
+                             (("--keep",), "keep", "bool", False, "do not delete the container after it exits")),
+            (), _ID, True),
+    "start": ("start a container", (), (), _ID, True),
+    "state": ("state a container", (), (), _ID, True),
+    "pause": ("pause a container", (), (), _ID, False),
+    "resume": ("resume a container", (), (), _ID, False),
+    "kill": ("send a signal to a container's init",
+             ((("--all", "-a"), "all", "bool", False, "signal every process of the container"),),
+             (), _ID + (("signal", "?", "SIGTERM", "signal name or number (default SIGTERM)"),), True),
+    "delete": ("delete a container",
+               ((("--force", "-f"), "force", "bool", False, "kill and delete a running container"),),
+               (), _ID, True),
+    "list": ("list containers",
+             (_FORMAT, (("--quiet", "-q"), "quiet", "bool", False, "only the ids")), (), (), False),
+    # runc: `ps [options] ID [ps options]`: everything after the id is ps's, dashes included.
+    "ps": ("processes of a container",
+           (_FORMAT,), (), _ID + (("ps_args", "...", None, "options for ps(1) (default -ef)"),), False),
+    "update": ("update a container's resource limits", _UPDATE_FLAGS, (), _ID, False),
+    "events": ("print a container's resource usage and OOM events (JSON lines)",
+               ((("--interval",), "interval", "str", "5s", "time between stats events (Go duration, default 5s)"),
+                (("--stats",), "stats", "bool", False, "print one stats event and exit")),
+               (), _ID, False),
+    "spec": ("write a default config.json",
+             ((("--bundle", "-b"), "bundle", "str", ".", "where to write config.json (default: cwd)"),
+              (("--rootless",), "rootless", "bool", False, "a config for a rootless container")),
+             (), (), False),
+    "exec": ("run a new process inside a running container", _EXEC_FLAGS, _EXEC_ARGPARSE_ONLY,
+             _ID + (("args", "...", None, "the command and its arguments"),), True),
+    "features": ("print what this runtime supports (JSON)", (), (), (), False),
+}
+
+
 def _parser_class():
     """argparse is imported only when a command line needs it (see `_fast_parse`)."""
     import argparse
@@ -52,127 +170,42 @@ def _parser_class():
     return _Parser
 
 
-def _args_create(p) -> None:
-    _add_create_flags(p)
-    p.add_argument("id")
+def _add_arguments(p, command: tuple) -> None:
+    """One command's (or the globals') table entry as argparse arguments."""
+    _help, flags, argparse_only, positionals, _fast = command
+    for names, dest, kind, default, helptext in flags + argparse_only:
+        if kind == "bool":
+            p.add_argument(*names, dest=dest, action="store_true", help=helptext)
+        elif kind in ("list", "ints"):
+            p.add_argument(*names, dest=dest, action="append", default=[], help=helptext,
+                           type=int if kind == "ints" else None)
+        elif isinstance(kind, tuple):
+            p.add_argument(*names, dest=dest, default=default, choices=kind, help=helptext)
+        else:
+            p.add_argument(*names, dest=dest, default=default, help=helptext,
+                           type=int if kind == "int" else None)
+    for name, arity, default, helptext in positionals:
+        if arity == "1":
+            p.add_argument(name, help=helptext)
+        else:  # "?" or "..." (argparse.REMAINDER)
+            p.add_argument(name, nargs=arity, default=default, help=helptext)
 
 
-def _args_run(p) -> None:
-    _add_create_flags(p)
-    p.add_argument("--detach", "-d", action="store_true")
-    p.add_argument("--keep", action="store_true", help="do not delete the container after it exits")
-    p.add_argument("id")
-
-
-def _args_kill(p) -> None:
-    p.add_argument("--all", "-a", action="store_true", help="signal every process of the container")
-    p.add_argument("id")
-    p.add_argument("signal", nargs="?", default="SIGTERM")
-
-
-def _args_delete(p) -> None:
-    p.add_argument("--force", "-f", action="store_true")
-    p.add_argument("id")
-
-
-def _args_list(p) -> None:
-    p.add_argument("--format", "-f", default="table", choices=("table", "json"))
-    p.add_argument("--quiet", "-q", action="store_true")
-
-
-def _args_ps(p) -> None:
-    p.add_argument("--format", "-f", default="table", choices=("table", "json"))
-    p.add_argument("id")
-    # runc: `ps [options] ID [ps options]`: everything after the id is ps's, dashes included.
-    p.add_argument("ps_args", nargs="...")  # argparse.REMAINDER
-
-
-def _args_update(p) -> None:
-    p.add_argument("--resources", "-r", default=None,
-                   help="path to a linux.resources JSON file, or '-' for stdin (other flags are then ignored)")
-    p.add_argument("--memory", default=None, help="memory limit in bytes (64m, 1g; -1 = unlimited)")
-    p.add_argument("--memory-reservation", default=None, help="memory soft limit in bytes")
-    p.add_argument("--memory-swap", default=None, help="memory+swap limit in bytes (-1 = unlimited)")
-    p.add_argument("--kernel-memory", default=None, help="(ignored by the kernel, as in runc)")
-    p.add_argument("--kernel-memory-tcp", default=None, help="kernel TCP buffer limit in bytes (v1 only)")
-    p.add_argument("--cpu-shares", "--cpu-share", dest="cpu_shares", default=None, help="cpu shares (relative weight)")
-    p.add_argument("--cpu-period", default=None, help="CFS period in microseconds")
-    p.add_argument("--cpu-quota", default=None, help="CFS quota in microseconds per period (-1 = none)")
-    p.add_argument("--cpu-rt-period", default=None, help="realtime period in microseconds (v1 only)")
-    p.add_argument("--cpu-rt-runtime", default=None, help="realtime runtime in microseconds (v1 only)")
-    p.add_argument("--cpuset-cpus", default=None, help="cpus to use (0-3, 0,1)")
-    p.add_argument("--cpuset-mems", default=None, help="memory nodes to use")
-    p.add_argument("--pids-limit", default=None, help="maximum number of pids (-1 = unlimited)")
-    p.add_argument("--blkio-weight", default=None, help="block I/O weight, 10 to 1000")
-    p.add_argument("--l3-cache-schema", default=None, help="Intel RDT L3 schema (not supported)")
-    p.add_argument("--mem-bw-schema", default=None, help="Intel RDT memory bandwidth schema (not supported)")
-    p.add_argument("id")
-
-
-def _args_events(p) -> None:
-    p.add_argument("--interval", default="5s", help="time between stats events (Go duration, default 5s)")
-    p.add_argument("--stats", action="store_true", help="print one stats event and exit")
-    p.add_argument("id")
-
-
-def _args_spec(p) -> None:
-    p.add_argument("--bundle", "-b", default=".")
-    p.add_argument("--rootless", action="store_true")
-
-
-def _args_exec(p) -> None:
-    p.add_argument("--process", "-p", dest="process_file", help="runtime-spec process JSON")
-    p.add_argument("--tty", "-t", action="store_true")
-    p.add_argument("--console-socket")
-    p.add_argument("--detach", "-d", action="store_true")
-    p.add_argument("--pid-file")
-    p.add_argument("--env", "-e", action="append", default=[])
-    p.add_argument("--cwd")
-    p.add_argument("--user", "-u")
-    p.add_argument("--additional-gids", "-g", action="append", type=int, default=[])
-    p.add_argument("--cap", "-c", action="append", default=[])
-    p.add_argument("--no-new-privs", action="store_true")
-    p.add_argument("--apparmor")
-    p.add_argument("--process-label")
-    p.add_argument("--preserve-fds", type=int, default=0)
-    p.add_argument("--ignore-paused", action="store_true")
-    p.add_argument("--cgroup", action="append", default=[],
-                   help="[CONTROLLER[,CONTROLLER]:]PATH: run in an existing sub-cgroup (repeatable)")
-    p.add_argument("id")
-    p.add_argument("args", nargs="...")  # argparse.REMAINDER
-
-
-def _args_id_only(p) -> None:
-    p.add_argument("id")
-
-
-# name -> (help, function adding its arguments).  Only the invoked command's parser is built:
-# all of them cost ~4 ms, on every call.
-SUBCOMMANDS = {
-    "create": ("create a container", _args_create),
-    "run": ("create and start a container, wait for it", _args_run),
-    **{name: (f"{name} a container", _args_id_only) for name in ("start", "state", "pause", "resume")},
-    "kill": ("send a signal to a container's init", _args_kill),
-    "delete": ("delete a container", _args_delete),
-    "list": ("list containers", _args_list),
-    "ps": ("processes of a container", _args_ps),
-    "update": ("update a container's resource limits", _args_update),
-    "events": ("print a container's resource usage and OOM events (JSON lines)", _args_events),
-    "spec": ("write a default config.json", _args_spec),
-    "exec": ("run a new process inside a running container", _args_exec),
-    "features": ("print what this runtime supports (JSON)", None),
-}
-
-_GLOBAL_WITH_VALUE = ("--root", "--log", "--log-format", "--rootless", "--criu")
+def _global_with_value() -> set[str]:
+    """The global flags whose value is the next argument (`--root DIR`)."""
+    _help, flags, argparse_only, _positionals, _fast = GLOBALS
+    return {name for names, _dest, kind, _default, _text in flags + argparse_only if kind != "bool"
+            for name in names}
 
 
 def invoked_command(argv: list[str]) -> str | None:
     """The subcommand named on the command line (skipping global flags and their values)."""
+    with_value = _global_with_value()
     skip = False
     for arg in argv:
         if skip:
             skip = False
-        elif arg in _GLOBAL_WITH_VALUE:
+        elif arg in with_value:
             skip = True
         elif not arg.startswith("-"):
             return arg if arg in SUBCOMMANDS else None
@@ -181,21 +214,12 @@ def invoked_command(argv: list[str]) -> str | None:
 
 def build_parser(only: str | None = None):
     """The parser; with `only`, just that subcommand (each sub-parser costs ~0.3 ms to build)."""
-    ap = _parser_class()(prog="ocirun", description="OCI runtime-spec container runtime (runc-compatible)")
-    ap.add_argument("--root", default=None, help="state directory (default /run/ocirun)")
-    ap.add_argument("--log", default=None, help="log file (default: stderr)")
-    ap.add_argument("--log-format", default="text", choices=("text", "json"))
-    ap.add_argument("--debug", action="store_true")
-    ap.add_argument("--systemd-cgroup", action="store_true", help="(not supported)")
-    ap.add_argument("--rootless", default=None, help="(accepted for runc compatibility)")
-    ap.add_argument("--criu", default=None, help="(accepted for runc compatibility)")
-    ap.add_argument("--version", "-v", action="store_true")
+    ap = _parser_class()(prog="ocirun", description=GLOBALS[0])
+    _add_arguments(ap, GLOBALS)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
     for name in [only] if only else SUBCOMMANDS:
-        helptext, add_args = SUBCOMMANDS[name]
-        p = sub.add_parser(name, help=helptext)
-        if add_args is not None:
-            add_args(p)
+        command = SUBCOMMANDS[name]
+        _add_arguments(sub.add_parser(name, help=command[0]), command)
     return ap
 
 
@@ -384,64 +408,57 @@ def _print_version() -> None:
 
 def _log_flags(argv: list[str]) -> tuple[str | None, str]:
     """--log and --log-format from a command line argparse refused, so the error still lands."""
-    path, fmt = None, "text"
-    for i, arg in enumerate(argv):
-        for flag in ("--log", "--log-format"):
-            value = None
-            if arg == flag and i + 1 < len(argv):
-                value = argv[i + 1]
-            elif arg.startswith(flag + "="):
-                value = arg[len(flag) + 1:]
-            if value is not None:
-                if flag == "--log":
-                    path = value
-                elif value in ("text", "json"):
-                    fmt = value
-    return path, fmt
+    found: dict = {}
+    for names, dest, kind, default, _text in GLOBALS[1]:
+        if dest not in ("log", "log_format"):
+            continue
+        found[dest] = default
+        for i, arg in enumerate(argv):
+            for name in names:
+                value = None
+                if arg == name and i + 1 < len(argv):
+                    value = argv[i + 1]
+                elif arg.startswith(name + "="):
+                    value = arg[len(name) + 1:]
+                if value is not None and (not isinstance(kind, tuple) or value in kind):
+                    found[dest] = value
+    return found["log"], found["log_format"]
 
 
 # Engines call these all the time; their usual forms are parsed without argparse (~8 ms of
-# imports and parser building: a third of what `state` costs).  Anything else — an unknown or
-# abbreviated flag, `-bVALUE`, a missing or extra argument — goes to argparse, which decides
-# and reports.  Each table: flag -> (attribute, kind); kinds: bool, str, int, list.
-_CREATE_FAST = {"--bundle": ("bundle", "str"), "-b": ("bundle", "str"),
-                "--console-socket": ("console_socket", "str"), "--pid-file": ("pid_file", "str"),
-                "--no-pivot": ("no_pivot", "bool"), "--no-new-keyring": ("no_new_keyring", "bool"),
-                "--preserve-fds": ("preserve_fds", "int")}
-_FAST_FLAGS = {
-    "start": {}, "state": {},
-    "delete": {"--force": ("force", "bool"), "-f": ("force", "bool")},
-    "kill": {"--all": ("all", "bool"), "-a": ("all", "bool")},
-    "create": _CREATE_FAST,
-    "run": {**_CREATE_FAST, "--detach": ("detach", "bool"), "-d": ("detach", "bool"),
-            "--keep": ("keep", "bool")},
-    "exec": {"--process": ("process_file", "str"), "-p": ("process_file", "str"),
-             "--tty": ("tty", "bool"), "-t": ("tty", "bool"), "--detach": ("detach", "bool"),
-             "-d": ("detach", "bool"), "--console-socket": ("console_socket", "str"),
-             "--pid-file": ("pid_file", "str"), "--preserve-fds": ("preserve_fds", "int"),
-             "--env": ("env", "list"), "-e": ("env", "list"), "--cwd": ("cwd", "str"),
-             "--user": ("user", "str"), "-u": ("user", "str"),
-             "--no-new-privs": ("no_new_privs", "bool"), "--ignore-paused": ("ignore_paused", "bool")},
-}
-_FAST_DEFAULTS = {
-    "create": {"bundle": ".", "console_socket": None, "pid_file": None, "no_pivot": False,
-               "no_new_keyring": False, "preserve_fds": 0},
-    "exec": {"process_file": None, "tty": False, "detach": False, "console_socket": None,
-             "pid_file": None, "preserve_fds": 0, "env": None, "cwd": None, "user": None,
-             "additional_gids": None, "cap": None, "no_new_privs": False, "apparmor": None,
-             "process_label": None, "ignore_paused": False, "cgroup": None, "args": None},
-}
-_FAST_DEFAULTS["run"] = {**_FAST_DEFAULTS["create"], "detach": False, "keep": False}
-_FAST_GLOBALS = {"--root": ("root", "str"), "--log": ("log", "str"), "--log-format": ("log_format", "str"),
-                 "--debug": ("debug", "bool"), "--systemd-cgroup": ("systemd_cgroup", "bool"),
-                 "--rootless": ("rootless", "str"), "--criu": ("criu", "str")}
+# imports and parser building: a third of what `state` costs).  Anything else — an unknown,
+# abbreviated or argparse-only flag, `-bVALUE`, a value that is not an int or not a choice,
+# a missing or extra argument — goes to argparse, which decides and reports.
 
-def _take_flag(a, table: dict, argv: list[str], i: int):
+class _Args:
+    """What argparse's Namespace is to the rest of cli.py (types.SimpleNamespace: one import more)."""
+
+    def __init__(self, **kw) -> None:
+        self.__dict__.update(kw)
+
+
+def _set_defaults(a: _Args, flags: tuple) -> None:
+    """What argparse leaves on its namespace for the flags the command line does not give."""
+    for _names, dest, kind, default, _text in flags:
+        setattr(a, dest, [] if kind in ("list", "ints") else default)
+
+
+def _find_flag(flags: tuple, name: str) -> tuple | None:
+    """The record of the flag called `name`.  (Scanning the few flags costs less than building
+    a name -> flag dict, once per process.)"""
+    for flag in flags:
+        if name in flag[0]:
+            return flag
+    return None
+
+
+def _take_flag(a, flags: tuple, argv: list[str], i: int):
     """Store argv[i] (and its value) on `a`; the next index, or None to leave it to argparse."""
-    flag, eq, value = argv[i].partition("=")
-    if flag not in table:
+    name, eq, value = argv[i].partition("=")
+    flag = _find_flag(flags, name)
+    if flag is None:
         return None
-    dest, kind = table[flag]
+    _names, dest, kind, _default, _text = flag
     if kind == "bool":
         if eq:
             return None
@@ -452,65 +469,63 @@ def _take_flag(a, table: dict, argv: list[str], i: int):
             return None  # argparse decides whether "--pid-file --detach" is a value
         i += 1
         value = argv[i]
-    if kind == "int":
+    if kind in ("int", "ints"):
         try:
             value = int(value)
         except ValueError:
             return None
-    if kind == "list":
-        if getattr(a, dest) is None:
-            setattr(a, dest, [])
+    elif isinstance(kind, tuple) and value not in kind:
+        return None
+    if kind in ("list", "ints"):
         getattr(a, dest).append(value)
     else:
         setattr(a, dest, value)
     return i + 1
 
 
-class _Args:
-    """What argparse's Namespace is to the rest of cli.py (types.SimpleNamespace: one import more)."""
-
-    def __init__(self, **kw) -> None:
-        self.__dict__.update(kw)
-
-
 def _fast_parse(argv: list[str]):
-    a = _Args(root=None, log=None, log_format="text", debug=False, systemd_cgroup=False,
-                        rootless=None, criu=None, version=False, command=None, force=False, all=False)
+    _text, flags, argparse_only, _positionals, _fast = GLOBALS
+    a = _Args(command=None)
+    _set_defaults(a, flags)
+    _set_defaults(a, argparse_only)
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
-        i = _take_flag(a, _FAST_GLOBALS, argv, i)
+        i = _take_flag(a, flags, argv, i)
         if i is None:
             return None
-    if a.log_format not in ("text", "json") or i >= len(argv) or argv[i] not in _FAST_FLAGS:
+    command = SUBCOMMANDS.get(argv[i]) if i < len(argv) else None
+    if command is None or not command[4]:
         return None
     a.command, i = argv[i], i + 1
-    table = _FAST_FLAGS[a.command]
-    for k, v in _FAST_DEFAULTS.get(a.command, {}).items():
-        setattr(a, k, v)
-    positional = []
+    _text, flags, argparse_only, positionals, _fast = command
+    _set_defaults(a, flags)
+    _set_defaults(a, argparse_only)
+    fixed, required, rest = [], 0, None
+    for name, arity, default, _text in positionals:
+        if arity == "...":
+            rest = name
+            setattr(a, name, [])
+        else:
+            fixed.append(name)
+            required += arity == "1"
+            setattr(a, name, default)
+    values: list[str] = []
     while i < len(argv):
-        if a.command == "exec" and positional:
-            a.args = argv[i:]  # everything after the id is the command, flags included
-            if a.args[0] == "--":
-                a.args = a.args[1:]
+        if rest and len(values) == len(fixed):
+            tail = argv[i:]  # everything after the id is the command, flags included
+            setattr(a, rest, tail[1:] if tail[0] == "--" else tail)
             break
         if argv[i].startswith("-") and argv[i] != "-":
-            i = _take_flag(a, table, argv, i)
+            i = _take_flag(a, flags, argv, i)
             if i is None:
                 return None
         else:
-            positional.append(argv[i])
+            values.append(argv[i])
             i += 1
-    want = (1, 2) if a.command == "kill" else (1,)
-    if len(positional) not in want:
+    if not required <= len(values) <= len(fixed):
         return None
-    a.id = positional[0]
-    if a.command == "kill":
-        a.signal = positional[1] if len(positional) == 2 else "SIGTERM"
-    if a.command == "exec":
-        for k in ("env", "additional_gids", "cap", "cgroup", "args"):
-            if getattr(a, k) is None:
-                setattr(a, k, [])
+    for name, value in zip(fixed, values, strict=False):  # the optional ones may be absent
+        setattr(a, name, value)
     return a
 
 
