@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 
 from . import linux
-from .errors import ConfigError, OCIError
+from .errors import ConfigError, OCIError, os_words
 
 # include/uapi/linux/capability.h
 CAPS: dict[str, int] = {
@@ -152,7 +152,7 @@ def apply_bounding(caps) -> None:
             linux.prctl(PR_CAPBSET_DROP, n)
         except OSError as e:
             raise OCIError(f"process.capabilities.bounding: drop {CAP_NAMES.get(n, n)}: "
-                           f"{_lower(e.strerror)}") from None
+                           f"{os_words(e)}") from None
 
 
 def apply_caps(caps, log=None) -> None:
@@ -172,7 +172,7 @@ def apply_caps(caps, log=None) -> None:
     try:
         linux.capset(eff, prm, inh)
     except OSError as e:
-        raise OCIError(f"process.capabilities: capset: {_lower(e.strerror)}") from None
+        raise OCIError(f"process.capabilities: capset: {os_words(e)}") from None
     _apply_ambient(amb, prm & inh, log)
 
 
@@ -209,7 +209,7 @@ def _apply_ambient(amb: int, raisable: int, log) -> None:
             if amb and log:
                 log("warning", "this kernel has no ambient capabilities; ignoring process.capabilities.ambient")
             return
-        raise OCIError(f"process.capabilities.ambient: clear: {_lower(e.strerror)}") from None
+        raise OCIError(f"process.capabilities.ambient: clear: {os_words(e)}") from None
     for n in range(64):
         if not amb >> n & 1:
             continue
@@ -222,12 +222,7 @@ def _apply_ambient(amb: int, raisable: int, log) -> None:
             linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, n)
         except OSError as e:
             if log:
-                log("warning", f"can't raise ambient capability {CAP_NAMES[n]}: {_lower(e.strerror)}")
-
-
-def _lower(s: str | None) -> str:
-    s = s or "unknown error"
-    return s[:1].lower() + s[1:]
+                log("warning", f"can't raise ambient capability {CAP_NAMES[n]}: {os_words(e)}")
 
 
 def current() -> dict[str, int]:

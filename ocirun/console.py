@@ -28,7 +28,7 @@ import struct
 import termios
 
 from . import linux
-from .errors import OCIError
+from .errors import OCIError, os_error, os_words
 
 # asm-generic ioctls (x86_64 and aarch64 share them)
 TIOCSPTLCK = 0x40045431  # unlockpt
@@ -56,7 +56,7 @@ def setup_console_in_container(socket_fd: int, size: tuple[int, int] | None, mou
     try:
         master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
-        raise _os_error("open /dev/ptmx", e) from None
+        raise os_error("open /dev/ptmx", e) from None
     try:
         number = _unlock(master)
         slave_path = f"/dev/pts/{number}"
@@ -83,7 +83,7 @@ def _unlock(master: int) -> int:
         fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
         (n,) = struct.unpack("I", fcntl.ioctl(master, TIOCGPTN, b"\0" * 4))
     except OSError as e:
-        raise _os_error("unlockpt /dev/ptmx", e) from None
+        raise os_error("unlockpt /dev/ptmx", e) from None
     return n
 
 
@@ -101,7 +101,7 @@ def _open_slave(master: int, number: int) -> int:
     try:
         slave = os.open(slave_path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError as e:
-        raise _os_error(f"open {slave_path}", e) from None
+        raise os_error(f"open {slave_path}", e) from None
     if not _is_pty_slave(os.fstat(slave), number):
         os.close(slave)
         raise OCIError(f"{slave_path} is not the slave of the pty we opened")
@@ -124,7 +124,7 @@ def _become_controlling_terminal(slave: int, slave_path: str) -> None:
         fcntl.ioctl(slave, TIOCSCTTY, 0)
     except OSError as e:
         os.close(slave)
-        raise _os_error(f"make {slave_path} the controlling terminal", e) from None
+        raise os_error(f"make {slave_path} the controlling terminal", e) from None
     for fd in (0, 1, 2):
         os.dup2(slave, fd)  # dup2's copy is not close-on-exec
     if slave > 2:
@@ -147,7 +147,7 @@ def mount_console(slave: int) -> None:
         finally:
             os.close(root)
     except OSError as e:
-        raise _os_error("open /dev", e) from None
+        raise os_error("open /dev", e) from None
     try:
         target = _console_mount_point(dev)
     finally:
@@ -155,7 +155,7 @@ def mount_console(slave: int) -> None:
     try:
         _bind_fd(slave, target)
     except OSError as e:
-        raise _os_error("bind mount the console on /dev/console", e) from None
+        raise os_error("bind mount the console on /dev/console", e) from None
     finally:
         os.close(target)
 
@@ -180,7 +180,7 @@ def _console_mount_point(dev: int) -> int:
                 os.umask(old)
         fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dev)
     except OSError as e:
-        raise _os_error("create /dev/console", e) from None
+        raise os_error("create /dev/console", e) from None
     mode = os.fstat(fd).st_mode
     if stat.S_ISDIR(mode) or stat.S_ISLNK(mode):  # a symlink: recreated by a racing process
         os.close(fd)
@@ -209,7 +209,7 @@ def send_fd(sock_fd: int, fd: int, name: bytes = PTY_NAME) -> None:
     try:
         socket.send_fds(s, [name], [fd])
     except OSError as e:
-        raise _os_error("send the console to the console socket", e) from None
+        raise os_error("send the console to the console socket", e) from None
     finally:
         s.detach()
 
@@ -218,7 +218,7 @@ def set_winsize(fd: int, height: int, width: int) -> None:
     try:
         fcntl.ioctl(fd, TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
     except OSError as e:
-        raise _os_error(f"set console size {width}x{height}", e) from None
+        raise os_error(f"set console size {width}x{height}", e) from None
 
 
 def get_winsize(fd: int) -> tuple[int, int]:
@@ -241,8 +241,7 @@ def connect_console_socket(path: str) -> int:
         s.connect(target)
     except OSError as e:
         s.close()
-        reason = e.strerror or str(e)
-        raise OCIError(f"--console-socket {path}: {reason[:1].lower()}{reason[1:]}") from None
+        raise OCIError(f"--console-socket {path}: {os_words(e)}") from None
     finally:
         if dirfd >= 0:
             os.close(dirfd)
@@ -265,7 +264,7 @@ def recv_console_fd(sock_fd: int) -> int:
             except InterruptedError:
                 continue
     except OSError as e:
-        raise _os_error("receive the console from the container", e) from None
+        raise os_error("receive the console from the container", e) from None
     finally:
         s.detach()
     fds = [int.from_bytes(data[i:i + 4], "little", signed=True)
@@ -439,11 +438,6 @@ def _make_raw(fd: int):
     attrs[6][termios.VTIME] = 0
     termios.tcsetattr(fd, termios.TCSANOW, attrs)
     return saved
-
-
-def _os_error(what: str, e: OSError) -> OCIError:
-    reason = e.strerror or str(e)
-    return OCIError(f"{what}: {reason[:1].lower()}{reason[1:]}")
 
 
 def _close_quietly(fd: int) -> None:

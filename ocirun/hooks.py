@@ -27,7 +27,7 @@ import time
 import _signal as signal
 
 from . import jsonio, linux
-from .errors import OCIError
+from .errors import OCIError, os_words
 
 _MAX_CAPTURE = 64 * 1024  # per stream; a chatty hook must not fill our memory
 CLOSE_RANGE_CLOEXEC = 4
@@ -89,8 +89,8 @@ def run_hook(hook, stdin_data: bytes) -> None:
             os.close(in_w)
             in_w = -1
             _reap(pid)
-            reason = os.strerror(failed_errno)
-            raise HookFailed(f"fork/exec {hook.path}: {reason[:1].lower()}{reason[1:]}")
+            reason = os_words(OSError(failed_errno, os.strerror(failed_errno)))
+            raise HookFailed(f"fork/exec {hook.path}: {reason}")
         in_fd, in_w = in_w, -1  # _communicate owns and closes it
         try:
             out, err, status = _communicate(pid, in_fd, out_r, err_r, stdin_data, hook.timeout)

@@ -16,7 +16,7 @@ import ctypes
 import os
 
 from . import linux
-from .errors import ConfigError, OCIError
+from .errors import ConfigError, OCIError, os_words
 
 # --------------------------------------------------------------------------- rlimits
 
@@ -99,7 +99,7 @@ def apply_rlimits(rlimits, pid: int = 0, stage: str = "all") -> None:
             prlimit(pid, r.resource, *values)
         except OSError as e:
             raise OCIError(f"process.rlimits[{i}]: setrlimit {r.type} (soft {_lim(r.soft)}, "
-                           f"hard {_lim(r.hard)}): {_lower(e.strerror)}") from None
+                           f"hard {_lim(r.hard)}): {os_words(e)}") from None
 
 
 def _values_at(stage: str, pid: int, r) -> tuple[int, int] | None:
@@ -145,7 +145,7 @@ def apply_oom_score_adj(value: int | None, pid: int | str = "self") -> None:
         finally:
             os.close(fd)
     except OSError as e:
-        raise OCIError(f"process.oomScoreAdj: write {value} to /proc/{pid}/oom_score_adj: {_lower(e.strerror)}") from None
+        raise OCIError(f"process.oomScoreAdj: write {value} to /proc/{pid}/oom_score_adj: {os_words(e)}") from None
 
 
 # --------------------------------------------------------------------------- I/O priority
@@ -178,7 +178,7 @@ def apply_io_priority(d: dict | None) -> None:
         linux.ioprio_set(IOPRIO_WHO_PROCESS, 0, ioprio)
     except OSError as e:
         raise OCIError(f"process.ioPriority: ioprio_set {d.get('class')} {d.get('priority', 0)}: "
-                       f"{_lower(e.strerror)}") from None
+                       f"{os_words(e)}") from None
 
 
 # --------------------------------------------------------------------------- scheduler
@@ -247,7 +247,7 @@ def apply_scheduler(d: dict | None) -> None:
     try:
         sched_setattr(0, attr)
     except OSError as e:
-        raise OCIError(f"process.scheduler: sched_setattr {d.get('policy')}: {_lower(e.strerror)}") from None
+        raise OCIError(f"process.scheduler: sched_setattr {d.get('policy')}: {os_words(e)}") from None
 
 
 # --------------------------------------------------------------------------- personality
@@ -280,9 +280,4 @@ def apply_personality(d: dict | None) -> None:
     try:
         linux.personality(persona)
     except OSError as e:
-        raise OCIError(f"linux.personality: personality {d.get('domain')}: {_lower(e.strerror)}") from None
-
-
-def _lower(s: str | None) -> str:
-    s = s or "unknown error"
-    return s[:1].lower() + s[1:]
+        raise OCIError(f"linux.personality: personality {d.get('domain')}: {os_words(e)}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .errors import ConfigError, OCIError
+from .errors import ConfigError, OCIError, os_words
 
 
 def apparmor_enabled() -> bool:
@@ -51,4 +51,4 @@ def _write_attr(names: tuple[str, ...], value: str, json_path: str) -> None:
             return
         except OSError as e:
             last = e
-    raise OCIError(f"{json_path}: set {value!r}: {(last.strerror or str(last)).lower()}")
+    raise OCIError(f"{json_path}: set {value!r}: {os_words(last)}")

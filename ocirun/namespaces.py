@@ -16,7 +16,7 @@ import stat
 
 from . import linux
 from .config import NAMESPACE_TYPES, Config, IDMapping, file_kind
-from .errors import ConfigError, OCIError
+from .errors import ConfigError, OCIError, os_words
 
 # Join order for namespaces given by path (user handled separately, before all others).
 JOIN_ORDER = ("ipc", "uts", "network", "pid", "cgroup", "time", "mount")
@@ -48,14 +48,14 @@ def _open_namespace(path: str, json_path: str) -> int:
     try:
         pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     except OSError as e:
-        raise ConfigError(json_path, f"{path}: {e.strerror.lower()}") from None
+        raise ConfigError(json_path, f"{path}: {os_words(e)}") from None
     try:
         mode = os.fstat(pfd).st_mode
         if not stat.S_ISREG(mode):
             raise ConfigError(json_path, f"{path} is not a namespace (it is {file_kind(mode)})")
         return os.open(f"/proc/self/fd/{pfd}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
-        raise ConfigError(json_path, f"{path}: {e.strerror.lower()}") from None
+        raise ConfigError(json_path, f"{path}: {os_words(e)}") from None
     finally:
         os.close(pfd)
 
@@ -89,7 +89,7 @@ def join_user_namespace(fds: dict[str, int]) -> None:
         try:
             linux.setns(fds["user"], linux.CLONE_NEWUSER)
         except OSError as e:
-            raise OCIError(f"join user namespace: {e.strerror.lower()}") from None
+            raise OCIError(f"join user namespace: {os_words(e)}") from None
 
 
 def join_namespaces(fds: dict[str, int]) -> None:
@@ -98,7 +98,7 @@ def join_namespaces(fds: dict[str, int]) -> None:
             try:
                 linux.setns(fds[t], NAMESPACE_TYPES[t])
             except OSError as e:
-                raise OCIError(f"join {t} namespace: {e.strerror.lower()}") from None
+                raise OCIError(f"join {t} namespace: {os_words(e)}") from None
 
 
 def unshare(flags: int) -> None:
@@ -106,7 +106,7 @@ def unshare(flags: int) -> None:
         try:
             linux.unshare(flags)
         except OSError as e:
-            raise OCIError(f"create namespaces: unshare: {e.strerror.lower()}") from None
+            raise OCIError(f"create namespaces: unshare: {os_words(e)}") from None
 
 
 def become_root_in_userns() -> None:
@@ -128,7 +128,7 @@ def write_id_maps(pid: int, cfg: Config) -> None:
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(_map_text(maps))
         except OSError as e:
-            raise ConfigError(key, f"write /proc/{pid}/{name}: {e.strerror.lower()}") from None
+            raise ConfigError(key, f"write /proc/{pid}/{name}: {os_words(e)}") from None
 
 
 _CLOCKS = {"monotonic": 1, "boottime": 7}
@@ -149,4 +149,4 @@ def write_time_offsets(cfg: Config) -> None:
         with open("/proc/self/timens_offsets", "w") as f:
             f.write("".join(lines))
     except OSError as e:
-        raise ConfigError("linux.timeOffsets", f"write timens_offsets: {e.strerror.lower()}") from None
+        raise ConfigError("linux.timeOffsets", f"write timens_offsets: {os_words(e)}") from None

@@ -49,7 +49,7 @@ import struct
 # module for `lo` alone.
 import _socket
 
-from .errors import ConfigError, OCIError
+from .errors import ConfigError, OCIError, os_words
 from .state import NET_DEVICES_RECORD as _RECORD
 
 _SIOCGIFFLAGS = 0x8913
@@ -127,7 +127,8 @@ def _netlink_here():
 # ============================================================================ netlink helpers
 
 def _words(code: int) -> str:
-    return os.strerror(code).lower() if code else "unknown error"
+    """The kernel's words for an errno (netlink answers carry the number alone)."""
+    return os_words(OSError(code, os.strerror(code))) if code else "unknown error"
 
 
 def _nl_code(e: BaseException) -> int:

@@ -17,7 +17,7 @@ import os
 import stat
 
 from . import linux
-from .errors import OCIError
+from .errors import OCIError, os_words
 
 PR_SET_KEEPCAPS = 8
 DEFAULT_UMASK = 0o022  # runc's default when process.user.umask is absent
@@ -119,13 +119,8 @@ def fix_stdio_permissions(uid: int) -> None:
             os.fchown(fd, uid, -1)
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
-                raise OCIError(f"fchown stdio fd {fd} to uid {uid}: {_lower(e.strerror)}") from None
+                raise OCIError(f"fchown stdio fd {fd} to uid {uid}: {os_words(e)}") from None
 
 
 def _err(field: str, what: str, e: OSError) -> OCIError:
-    return OCIError(f"{field}: {what}: {_lower(e.strerror)}")
-
-
-def _lower(s: str | None) -> str:
-    s = s or "unknown error"
-    return s[:1].lower() + s[1:]
+    return OCIError(f"{field}: {what}: {os_words(e)}")

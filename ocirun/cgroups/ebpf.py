@@ -34,7 +34,7 @@ import os
 import struct
 
 from .. import linux
-from ..errors import OCIError
+from ..errors import OCIError, os_words
 from .devices import WILDCARD, Policy
 
 BPF_PROG_LOAD = 5
@@ -190,17 +190,17 @@ def install(cgroup_dir: str, policy: Policy, field: str = "linux.resources.devic
     try:
         dfd = os.open(cgroup_dir, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
-        raise OCIError(f"{field}: opening {cgroup_dir}: {_words(e)}") from None
+        raise OCIError(f"{field}: opening {cgroup_dir}: {os_words(e)}") from None
     try:
         try:
             old = query(dfd)
             pfd = load(build_program(policy))
         except OSError as e:
-            raise OCIError(f"{field}: loading the eBPF device filter: {_words(e)}") from None
+            raise OCIError(f"{field}: loading the eBPF device filter: {os_words(e)}") from None
         try:
             attach(dfd, pfd)
         except OSError as e:
-            raise OCIError(f"{field}: attaching the eBPF device filter to {cgroup_dir}: {_words(e)}") from None
+            raise OCIError(f"{field}: attaching the eBPF device filter to {cgroup_dir}: {os_words(e)}") from None
         finally:
             os.close(pfd)
         for prog_id in old:
@@ -215,16 +215,11 @@ def _detach_id(dfd: int, prog_id: int, cgroup_dir: str, field: str) -> None:
     except OSError as e:
         if e.errno == errno.ENOENT:
             return  # gone meanwhile
-        raise OCIError(f"{field}: replacing the old device filter on {cgroup_dir}: {_words(e)}") from None
+        raise OCIError(f"{field}: replacing the old device filter on {cgroup_dir}: {os_words(e)}") from None
     try:
         detach(dfd, fd)
     except OSError as e:
         if e.errno != errno.ENOENT:
-            raise OCIError(f"{field}: detaching the old device filter from {cgroup_dir}: {_words(e)}") from None
+            raise OCIError(f"{field}: detaching the old device filter from {cgroup_dir}: {os_words(e)}") from None
     finally:
         os.close(fd)
-
-
-def _words(e: OSError) -> str:
-    reason = e.strerror or str(e)
-    return reason[:1].lower() + reason[1:]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ..errors import ConfigError, OCIError
+from ..errors import ConfigError, OCIError, os_words
 
 
 def write(path: str, value: str) -> None:
@@ -35,11 +35,6 @@ def read(path: str) -> str:
     return b"".join(chunks).decode().strip()
 
 
-def kernel_words(e: OSError) -> str:
-    reason = e.strerror or str(e)
-    return reason[:1].lower() + reason[1:]
-
-
 def write_field(field: str, directory: str, filename: str, value: str) -> None:
     """Write a resource value; a refusal names the config field, the file and the kernel's words."""
     path = f"{directory}/{filename}"
@@ -48,7 +43,7 @@ def write_field(field: str, directory: str, filename: str, value: str) -> None:
     except FileNotFoundError:
         raise ConfigError(field, f"{path} does not exist (not supported by this kernel or controller)") from None
     except OSError as e:
-        raise OCIError(f"{field}: writing {value!r} to {path}: {kernel_words(e)}") from None
+        raise OCIError(f"{field}: writing {value!r} to {path}: {os_words(e)}") from None
 
 
 def subdirs_bottom_up(top: str) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import OCIError
+from ..errors import OCIError, os_words
 from . import fs
 
 
@@ -37,7 +37,7 @@ class Join:
             try:
                 fs.write(f"{d}/tasks", "0")
             except OSError as e:
-                raise OCIError(f"cgroup: joining {d}: {fs.kernel_words(e)}") from None
+                raise OCIError(f"cgroup: joining {d}: {os_words(e)}") from None
 
     def finish_in_parent(self, pid: int) -> None:
         """In the parent, after `fork`: the cgroup2 move clone3 could not do."""
@@ -45,7 +45,7 @@ class Join:
             try:
                 fs.write(f"{self.v2_dir}/cgroup.procs", str(pid))
             except OSError as e:
-                raise OCIError(f"cgroup: adding pid {pid} to {self.v2_dir}: {fs.kernel_words(e)}") from None
+                raise OCIError(f"cgroup: adding pid {pid} to {self.v2_dir}: {os_words(e)}") from None
 
 
 def fork(join: Join | None) -> int:
@@ -56,7 +56,7 @@ def fork(join: Join | None) -> int:
     try:
         fd = os.open(join.v2_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
-        raise OCIError(f"cgroup: opening {join.v2_dir}: {fs.kernel_words(e)}") from None
+        raise OCIError(f"cgroup: opening {join.v2_dir}: {os_words(e)}") from None
     try:
         pid = linux.fork_into_cgroup(fd)
     except OSError:

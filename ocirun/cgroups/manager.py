@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 
-from ..errors import ConfigError, OCIError
+from ..errors import ConfigError, OCIError, os_words
 from . import freezer, fs, v1, v2
 from .detect import CGROUP_ROOT, UNIFIED_KEY, cgroup_mode, hierarchies
 from .paths import check_dirs, container_dirs, inner_path
@@ -122,7 +122,7 @@ class Manager:
             try:
                 fs.mkdirs(mount, leaf, made)
             except OSError as e:
-                raise OCIError(f"cgroup: creating {leaf}: {fs.kernel_words(e)}") from None
+                raise OCIError(f"cgroup: creating {leaf}: {os_words(e)}") from None
             if key != UNIFIED_KEY and "cpuset" in key.split(","):
                 v1.prepare_cpuset(mount, leaf)
             if key == UNIFIED_KEY and self.mode == "unified":
@@ -240,7 +240,7 @@ class Manager:
             try:
                 fs.write(f"{leaf}/cgroup.procs", str(pid))
             except OSError as e:
-                raise OCIError(f"cgroup: adding pid {pid} to {leaf}: {fs.kernel_words(e)}") from None
+                raise OCIError(f"cgroup: adding pid {pid} to {leaf}: {os_words(e)}") from None
 
     def pids_room(self) -> int | None:
         """How many more processes the pids controller lets the container start; None when it
@@ -287,7 +287,7 @@ class Manager:
             except ProcessLookupError:
                 pass
             except OSError as e:
-                raise OCIError(f"kill: pid {pid}: {fs.kernel_words(e)}") from None
+                raise OCIError(f"kill: pid {pid}: {os_words(e)}") from None
         if sig == SIGKILL and self.state() == "paused":
             self.thaw()  # a v1-frozen task only dies once thawed
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import ConfigError, OCIError
+from ..errors import ConfigError, OCIError, os_words
 from .detect import UNIFIED_KEY, Hierarchy
 
 FIELD = "linux.cgroupsPath"
@@ -77,7 +77,7 @@ def check_dirs(paths: dict[str, str], mounts: dict[str, str]) -> None:
             except FileNotFoundError:
                 break
             except OSError as e:
-                raise ConfigError(FIELD, f"{d}: {(e.strerror or str(e)).lower()}") from None
+                raise ConfigError(FIELD, f"{d}: {os_words(e)}") from None
             if not stat.S_ISDIR(st.st_mode):
                 raise ConfigError(FIELD, f"{d} is not a directory (a cgroup file?): no cgroup can be made there")
 

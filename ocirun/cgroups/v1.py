@@ -13,7 +13,7 @@ import errno
 import os
 import time
 
-from ..errors import ConfigError, OCIError
+from ..errors import ConfigError, OCIError, os_words
 from . import fs
 
 
@@ -32,7 +32,7 @@ def prepare_cpuset(mountpoint: str, leaf: str) -> None:
                 if not fs.read(f"{path}/{name}"):
                     fs.write(f"{path}/{name}", fs.read(f"{parent}/{name}"))
             except OSError as e:
-                raise OCIError(f"cgroup: preparing {path}/{name}: {fs.kernel_words(e)}") from None
+                raise OCIError(f"cgroup: preparing {path}/{name}: {os_words(e)}") from None
         parent = path
 
 
@@ -281,7 +281,7 @@ def apply_devices(policy, dir_for, field: str = "linux.resources.devices") -> No
     try:
         current = policy_from_list(fs.read(f"{d}/devices.list"))
     except OSError as e:
-        raise OCIError(f"{field}: reading {d}/devices.list: {fs.kernel_words(e)}") from None
+        raise OCIError(f"{field}: reading {d}/devices.list: {os_words(e)}") from None
     for rule in transition(current, policy):
         fs.write_field(field, d, "devices.allow" if rule.allow else "devices.deny", rule.v1_text())
 
@@ -324,7 +324,7 @@ def freeze(d: str) -> None:
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
     except OSError as e:
-        raise OCIError(f"pause: {path}: {fs.kernel_words(e)}") from None
+        raise OCIError(f"pause: {path}: {os_words(e)}") from None
 
 
 def thaw(d: str) -> None:
@@ -335,6 +335,6 @@ def thaw(d: str) -> None:
         while fs.read(path) != "THAWED" and time.monotonic() < deadline:
             time.sleep(0.001)
     except OSError as e:
-        raise OCIError(f"resume: {path}: {fs.kernel_words(e)}") from None
+        raise OCIError(f"resume: {path}: {os_words(e)}") from None
 
 

@@ -16,7 +16,7 @@ import errno
 import os
 import time
 
-from ..errors import ConfigError, OCIError
+from ..errors import ConfigError, OCIError, os_words
 from . import fs
 
 
@@ -273,7 +273,7 @@ def set_frozen(d: str, frozen: bool, what: str) -> None:
             time.sleep(delay)
             delay = min(delay * 2, 0.01)
     except OSError as e:
-        raise OCIError(f"{what}: {d}/cgroup.freeze: {fs.kernel_words(e)}") from None
+        raise OCIError(f"{what}: {d}/cgroup.freeze: {os_words(e)}") from None
 
 
 def kill(d: str) -> bool:
@@ -285,5 +285,5 @@ def kill(d: str) -> bool:
     except OSError as e:
         if e.errno == errno.ENOENT:
             return False
-        raise OCIError(f"kill: {d}/cgroup.kill: {fs.kernel_words(e)}") from None
+        raise OCIError(f"kill: {d}/cgroup.kill: {os_words(e)}") from None
     return True

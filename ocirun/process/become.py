@@ -18,7 +18,7 @@ import _signal as signal
 import prctl
 
 from .. import capabilities, exechelper, limits, linux, lsm, user
-from ..errors import OCIError
+from ..errors import OCIError, os_words
 
 # Ignored signals stay ignored across execve; Python ignores these two for its own reasons.
 _RESET_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
@@ -142,7 +142,7 @@ def _chdir_as_root(cwd: str) -> bool:
     except PermissionError:
         return False
     except OSError as e:
-        raise OCIError(f"process.cwd: chdir to {cwd}: {e.strerror.lower()}") from None
+        raise OCIError(f"process.cwd: chdir to {cwd}: {os_words(e)}") from None
     return True
 
 
@@ -150,7 +150,7 @@ def _chdir(cwd: str) -> None:
     try:
         os.chdir(cwd)
     except OSError as e:
-        raise OCIError(f"process.cwd: chdir to {cwd}: {e.strerror.lower()}") from None
+        raise OCIError(f"process.cwd: chdir to {cwd}: {os_words(e)}") from None
 
 
 def find_executable(name: str, env: list[str]) -> str:
@@ -170,7 +170,7 @@ def _check_executable(name: str, path: str) -> None:
     try:
         os.stat(path)
     except OSError as e:
-        raise OCIError(f'exec: "{name}": stat {path}: {e.strerror.lower()}') from None
+        raise OCIError(f'exec: "{name}": stat {path}: {os_words(e)}') from None
     if not os.path.isfile(path) or not os.access(path, os.X_OK):
         raise OCIError(f'exec: "{name}": permission denied')
 
@@ -202,7 +202,7 @@ def execute(proc, path: str, env: list[str], seccomp: SeccompStep | None = None,
         os.execve(path, proc.args, env_map)
     except OSError as e:
         # After `start` there is nobody to report to but the container's stderr.
-        os.write(2, f"ocirun: exec {path}: {e.strerror.lower()}\n".encode())
+        os.write(2, f"ocirun: exec {path}: {os_words(e)}\n".encode())
         os._exit(127)
 
 

@@ -64,7 +64,7 @@ import time
 import _socket
 
 from .. import jsonio
-from ..errors import OCIError
+from ..errors import OCIError, os_words
 
 
 class ChildDied(OCIError):
@@ -210,7 +210,7 @@ def report_error_and_exit(ch: Channel, err: BaseException) -> None:
         if isinstance(err, OCIError):
             msg = str(err)
         elif isinstance(err, OSError):
-            msg = f"{err.strerror or err}".lower()
+            msg = os_words(err)
             if err.filename:
                 msg = f"{err.filename}: {msg}"
         else:

@@ -30,7 +30,7 @@ import prctl
 from .. import namespaces
 from ..config import NAMESPACE_TYPES
 from ..record import Record
-from ..errors import OCIError
+from ..errors import OCIError, os_words
 from . import become
 from .channel import Channel, report_error_and_exit
 
@@ -94,7 +94,7 @@ def _join(ctx: ExecContext) -> None:
             os.chroot(".")
             os.chdir("/")
         except OSError as e:
-            raise OCIError(f"enter the container's root: {e.strerror.lower()}") from None
+            raise OCIError(f"enter the container's root: {os_words(e)}") from None
         finally:
             os.close(ctx.root_fd)
             ctx.root_fd = -1
@@ -136,7 +136,7 @@ def container_namespace_fds(init_pid: int, ns_types: list[str]) -> dict[str, int
     except OSError as e:
         for fd in fds.values():
             os.close(fd)
-        raise OCIError(f"open the container's namespaces: {e.strerror.lower()}") from None
+        raise OCIError(f"open the container's namespaces: {os_words(e)}") from None
     return fds
 
 
@@ -145,4 +145,4 @@ def container_root_fd(init_pid: int) -> int:
     try:
         return os.open(f"/proc/{init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
-        raise OCIError(f"open the container's root: {e.strerror.lower()}") from None
+        raise OCIError(f"open the container's root: {os_words(e)}") from None

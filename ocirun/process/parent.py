@@ -14,7 +14,7 @@ import _signal as signal
 
 from .. import linux, namespaces
 from ..cgroups import join as cgroup_join
-from ..errors import OCIError
+from ..errors import OCIError, os_words
 from . import init as _init  # noqa: F401 — imported now: the init cannot import after pivot_root
 from . import become, intermediate
 from .channel import Channel, ChildDied, hooks_time
@@ -190,7 +190,7 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index) -> int:
         finally:
             os.close(root)
     except OSError as e:
-        raise OCIError(f"mounts[{index}].source: {path}: {(e.strerror or str(e)).lower()}") from None
+        raise OCIError(f"mounts[{index}].source: {path}: {os_words(e)}") from None
 
 
 def _got_init_pid(proc: Spawned, msg: dict) -> None:
