@@ -18,6 +18,10 @@ path, and the init, which may no longer be root, reopens it through an fd it alr
 The init's pid alone cannot identify it: pids are reused.  We store the process start time
 (field 22 of /proc/<pid>/stat, clock ticks since boot) and treat a pid whose start time differs
 as "stopped" — like crun's status.c and runc's `InitProcessStartTime`.
+
+The spine every command after `create` stands on: `ContainerState` (state.json's fields, with a
+format version), the status and what each operation may do in it (`can_start`, `can_kill`, …:
+one table with runc's error words), and `Container.open` (lock, read, status, cgroup).
 """
 from __future__ import annotations
 
