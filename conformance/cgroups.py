@@ -26,7 +26,7 @@ def read(t, pid: int, ctrl: str, name: str) -> str:
             return f.read().strip()
     except OSError as e:
         from .framework import Fail
-        raise Fail(f"cannot read {path}: {e.strerror}")
+        raise Fail(f"cannot read {path}: {e.strerror}") from None
 
 
 def need(t, ctrl: str) -> str:

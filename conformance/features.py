@@ -18,7 +18,7 @@ def features(t) -> dict:
     try:
         return json.loads(r.stdout)
     except ValueError:
-        raise Fail(f"`features` output is not JSON: {r.stdout[:200]!r}")
+        raise Fail(f"`features` output is not JSON: {r.stdout[:200]!r}") from None
 
 
 @check("features.document", F, "Features Structure", MUST,

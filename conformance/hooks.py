@@ -139,7 +139,7 @@ def state_on_stdin(t):
         try:
             st = json.loads(raw)
         except ValueError:
-            raise Fail(f"{name} stdin is not JSON: {raw[:120]!r}")
+            raise Fail(f"{name} stdin is not JSON: {raw[:120]!r}") from None
         t.expect_eq(st.get("id"), c.id, f"{name} state.id")
         t.expect_eq(os.path.realpath(st.get("bundle", "")), os.path.realpath(c.bundle.path), f"{name} state.bundle")
         t.expect(isinstance(st.get("ociVersion"), str), f"{name} state.ociVersion missing")

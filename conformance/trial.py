@@ -106,7 +106,7 @@ class Suite:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                raise Fail(f"`{' '.join(argv[3:])}` did not finish within {timeout}s")
+                raise Fail(f"`{' '.join(argv[3:])}` did not finish within {timeout}s") from None
             return subprocess.CompletedProcess(argv, proc.returncode, _slurp(out, stdout),
                                                _slurp(err, stderr))
 
@@ -298,7 +298,7 @@ class Container:
         try:
             return json.loads(r.stdout)
         except ValueError:
-            raise Fail(f"state output is not JSON: {r.stdout[:200]!r}")
+            raise Fail(f"state output is not JSON: {r.stdout[:200]!r}") from None
 
     def status(self) -> str:
         return self.state().get("status")

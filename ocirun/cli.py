@@ -10,7 +10,7 @@ import sys
 
 from . import SPEC_VERSION, __version__, jsonio
 from . import log as _log
-from .errors import OCIError, describe
+from .errors import OCIError, describe, os_words
 
 COMMIT = "none"
 
@@ -340,7 +340,7 @@ def cmd_list(a) -> int:
                  for s in items]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
-            _out("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            _out("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return 0
 
 
@@ -355,7 +355,7 @@ def cmd_spec(a) -> int:
             json.dump(default_config(), f, indent="\t")
             f.write("\n")
     except OSError as e:
-        raise OCIError(f"write {path}: {e.strerror.lower()}") from None
+        raise OCIError(f"write {path}: {os_words(e)}") from None
     return 0
 
 

@@ -15,7 +15,7 @@ import os
 import stat
 
 from . import jsonio
-from .errors import ConfigError, OCIError
+from .errors import ConfigError, OCIError, os_words
 
 # Namespace type in config.json -> CLONE_* flag.  The order is the order we join them in:
 # user first (it decides what we may do in the others), mount last but one (paths change), then
@@ -600,7 +600,7 @@ def read_json(path: str, what: str = "config.json") -> object:
         finally:
             os.close(fd)
     except OSError as e:
-        raise OCIError(f"{what}: {path}: {e.strerror[:1].lower()}{e.strerror[1:]}") from None
+        raise OCIError(f"{what}: {path}: {os_words(e)}") from None
     if len(data) > MAX_JSON_BYTES:
         raise OCIError(f"{what}: {path}: larger than {MAX_JSON_BYTES >> 20} MiB")
     try:

@@ -196,7 +196,7 @@ def _communicate(pid: int, in_w: int, out_r: int, err_r: int, data: bytes, timeo
                     _kill(pid)
                     return bytes(bufs[out_r]), bytes(bufs[err_r]), None
                 wait_ms = max(1, int(wait_step(left) * 1000))  # at most what poll(2) takes
-            for fd, ev in poller.poll(wait_ms):
+            for fd, _ev in poller.poll(wait_ms):
                 if fd == pidfd:
                     _drain(bufs, open_pipes)
                     return bytes(bufs[out_r]), bytes(bufs[err_r]), _reap(pid)

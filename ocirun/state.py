@@ -31,7 +31,7 @@ import os
 import time
 
 from . import jsonio
-from .errors import OCIError
+from .errors import OCIError, os_words
 
 DEFAULT_ROOT = "/run/ocirun"
 STATE_FILE = "state.json"
@@ -101,7 +101,7 @@ class StateDir:
         except FileExistsError:
             raise OCIError(f"container with id exists: {cid}") from None
         except OSError as e:
-            raise OCIError(f"create state directory {e.filename or sd.path}: {e.strerror.lower()}") from None
+            raise OCIError(f"create state directory {e.filename or sd.path}: {os_words(e)}") from None
         sd.lock()
         return sd
 
@@ -174,7 +174,7 @@ class StateDir:
         except FileNotFoundError:
             raise OCIError(f"container does not exist: {self.id}") from None
         except OSError as e:
-            raise OCIError(f"container {self.id}: read state file: {e.strerror.lower()}") from None
+            raise OCIError(f"container {self.id}: read state file: {os_words(e)}") from None
         try:
             return jsonio.loads(data)
         except (ValueError, RecursionError) as e:
@@ -251,7 +251,7 @@ def write_private(path: str, data: bytes) -> None:
             os.unlink(tmp)
         except OSError:
             pass
-        raise OCIError(f"write {path}: {(e.strerror or str(e)).lower()}") from None
+        raise OCIError(f"write {path}: {os_words(e)}") from None
 
 
 def _one_line(text: str) -> str:
@@ -433,7 +433,7 @@ def write_pid_file(path: str, pid: int) -> None:
             f.write(str(pid))
         os.rename(tmp, path)
     except OSError as e:
-        raise OCIError(f"write pid file {path}: {e.strerror.lower()}") from None
+        raise OCIError(f"write pid file {path}: {os_words(e)}") from None
 
 
 def list_ids(root: str) -> list[str]:

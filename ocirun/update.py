@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from . import jsonio
-from .errors import OCIError
+from .errors import OCIError, os_words
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "m": 1 << 20, "mb": 1 << 20, "g": 1 << 30, "gb": 1 << 30,
           "t": 1 << 40, "tb": 1 << 40, "p": 1 << 50, "pb": 1 << 50}
@@ -91,7 +91,7 @@ def read_resources(src: str) -> dict:
             with open(src) as f:
                 text = f.read()
     except OSError as e:
-        raise OCIError(f"update: reading {src}: {(e.strerror or str(e)).lower()}") from None
+        raise OCIError(f"update: reading {src}: {os_words(e)}") from None
     try:
         doc = jsonio.loads(text)  # as config.json: NaN and Infinity are not JSON
     except ValueError as e:
