@@ -28,6 +28,7 @@ import struct
 import termios
 
 from . import linux
+from .pipes import write_all
 from .errors import OCIError, os_error, os_words
 
 # asm-generic ioctls (x86_64 and aarch64 share them)
@@ -366,19 +367,8 @@ def _copy_out(master: int) -> int:
         return -1
     if not data:
         return -1
-    _write_all(1, data)
+    write_all(1, data)
     return len(data)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except BlockingIOError:
-            select.select([], [fd], [])
-        except BrokenPipeError:
-            return
 
 
 def _write_some(fd: int, data: bytes) -> bytes:

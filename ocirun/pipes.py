@@ -132,7 +132,7 @@ class _Relay:
     def _copy_output(self, pipe: int) -> None:
         data = _read(pipe)
         if data:
-            _write_all(self.outputs[pipe], data)
+            write_all(self.outputs[pipe], data)
         elif data is not None:  # end-of-file: the process closed it
             self.poller.unregister(pipe)
             self._close(self.outputs.pop(pipe))
@@ -145,7 +145,7 @@ class _Relay:
             os.set_blocking(pipe, False)
             left = _DRAIN_LIMIT
             while left > 0 and (data := _read(pipe)):
-                _write_all(self.outputs[pipe], data)
+                write_all(self.outputs[pipe], data)
                 left -= len(data)
 
     def _read_stdin(self) -> None:
@@ -223,7 +223,9 @@ def _read(fd: int) -> bytes | None:
         return b""
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """All of `data` to `fd`, waiting while it is full; a reader gone ends it quietly (the
+    output has nowhere to go).  Shared with console.py's pty relay."""
     view = memoryview(data)
     while view:
         try:
