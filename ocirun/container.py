@@ -195,10 +195,7 @@ def _compile_seccomp(ctx) -> None:
     """Compile (or fetch from the cache) the filter now; the init only loads it, last."""
     if ctx.cfg.linux.seccomp:
         from . import seccomp
-        from .process.become import SeccompStep
-        flt = seccomp.compile_filter(ctx.cfg.linux.seccomp)
-        sock = seccomp.connect_listener(flt.listener_path) if flt.uses_notify and flt.listener_path else -1
-        ctx.seccomp_filter = SeccompStep(flt, sock)
+        ctx.seccomp_filter = seccomp.prepare(ctx.cfg.linux.seccomp)
 
 
 def _close_launch_fds(ctx) -> None:

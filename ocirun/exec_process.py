@@ -50,7 +50,9 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         ctx.ns_fds = joiner.container_namespace_fds(st.pid, [n.get("type") for n in lin.get("namespaces", [])])
         if "mount" not in ctx.ns_fds:  # no mount namespace: the init chrooted in ours, so do we
             ctx.root_fd = joiner.container_root_fd(st.pid)
-        ctx.seccomp_filter = _compile_seccomp(lin.get("seccomp"))
+        if lin.get("seccomp"):
+            from . import seccomp
+            ctx.seccomp_filter = seccomp.prepare(lin["seccomp"])
         from .exechelper import sealed_stub_fd
         ctx.exec_stub_fd = sealed_stub_fd()
         if proc.terminal:
@@ -118,7 +120,7 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
     """
     from .cgroups import join as cgroup_join
     from .process import become, joiner
-    from .process.channel import Channel, ChildDied
+    from .process.channel import CGROUP_DONE, ERROR, EXEC_PID, GO, Channel, ChildDied
     join = None
     if cgroup is not None and not frozen:
         room = cgroup.pids_room()
@@ -147,19 +149,19 @@ def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgr
     try:
         if join is not None:
             join.finish_in_parent(child)
-            ours.send("go")
-        pid = ours.expect("exec_pid")["pid"]
+            ours.send(GO)
+        pid = ours.expect(EXEC_PID)["pid"]
         _reap(child)  # it exits right after telling us
         if cgroup is not None and join is None:
             cgroup.add_pid(pid, sub_cgroup)
-        ours.send("cgroup_done", state=state or {}, pid=pid)
+        ours.send(CGROUP_DONE, state=state or {}, pid=pid)
         if frozen:
             return pid
         try:
             msg = ours.recv("the exec'd process to start")  # EOF (ChildDied) here means execve succeeded
         except ChildDied:
             return pid
-        if msg.get("type") == "error":
+        if msg.get("type") == ERROR:
             raise OCIError(msg["msg"])
         raise OCIError(f"internal error: unexpected message {msg.get('type')!r} from the exec'd process")
     except BaseException as e:
@@ -209,16 +211,6 @@ def _reap(pid: int, kill: bool = False) -> None:
 def _container_config(st: ContainerState) -> dict:
     doc = read_json(os.path.join(st.bundle, "config.json"))
     return doc if isinstance(doc, dict) else {}
-
-
-def _compile_seccomp(profile):
-    if not profile:
-        return None
-    from . import seccomp
-    from .process.become import SeccompStep
-    flt = seccomp.compile_filter(profile)
-    sock = seccomp.connect_listener(flt.listener_path) if flt.uses_notify and flt.listener_path else -1
-    return SeccompStep(flt, sock)
 
 
 def build_process(opts: ExecOptions, container_doc: dict):

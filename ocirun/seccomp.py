@@ -47,7 +47,7 @@ from . import jsonio
 from .errors import ConfigError, OCIError, os_error
 
 __all__ = ["Filter", "ListenerSend", "compile_filter", "connect_listener", "features", "listener_payload",
-           "send_listener_fd"]
+           "prepare", "send_listener_fd"]
 
 _COMPILER_VERSION = "1"   # bump when the program we generate for a given profile changes
 DEFAULT_CACHE_DIR = "/run/ocirun-cache/seccomp"
@@ -616,6 +616,21 @@ def _cache_write(cache_dir: str, key: str, program: bytes) -> None:
         os.replace(tmp, os.path.join(cache_dir, key + ".bpf"))
     except OSError:
         pass
+
+
+# ---------------------------------------------------------------------------- create and exec
+
+
+def prepare(profile):
+    """linux.seccomp as `create` and `exec` both need it before they fork: the program compiled
+    (or fetched from the cache) and, for SCMP_ACT_NOTIFY with a listenerPath, the agent's socket
+    connected (a host path).  Returns a process.become.SeccompStep, or None without a profile."""
+    if not profile:
+        return None
+    from .process.become import SeccompStep
+    flt = compile_filter(profile)
+    sock = connect_listener(flt.listener_path) if flt.uses_notify and flt.listener_path else -1
+    return SeccompStep(flt, sock)
 
 
 # ---------------------------------------------------------------------------- the listener
