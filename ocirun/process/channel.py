@@ -67,6 +67,25 @@ from .. import jsonio
 from ..errors import OCIError, os_words
 
 
+# The message names, one constant each: every send/expect uses these (a unit test checks), so a
+# typo is a NameError, not a conversation that hangs until the deadline.  create's (above):
+GO = "go"
+USERNS = "userns"
+USERNS_DONE = "userns_done"
+INIT_PID = "init_pid"
+NETDEVS_DONE = "netdevs_done"
+MOUNTS_DONE = "mounts_done"
+HOOKS_DONE = "hooks_done"
+MOUNT_SOURCE = "mount_source"
+LISTENER_STATE = "listener_state"
+STATE = "state"
+READY = "ready"
+ERROR = "error"
+# exec's (joiner.py; it also uses GO and ERROR):
+EXEC_PID = "exec_pid"
+CGROUP_DONE = "cgroup_done"
+
+
 class ChildDied(OCIError):
     pass
 
@@ -115,9 +134,9 @@ def step_timeout() -> float:
 
 # What the runtime waits for, by message type (for the deadline's error).
 _WAITING_FOR = {
-    "init_pid": "the intermediate process to enter the namespaces and fork the init",
-    "ready": "the container's init to finish its setup",
-    "exec_pid": "the joiner to enter the container and fork the exec'd process",
+    INIT_PID: "the intermediate process to enter the namespaces and fork the init",
+    READY: "the container's init to finish its setup",
+    EXEC_PID: "the joiner to enter the container and fork the exec'd process",
 }
 
 
@@ -166,7 +185,7 @@ class Channel:
     def expect(self, mtype: str, what: str | None = None, extra: float | None = 0.0) -> dict:
         """Read one message; an `error` message becomes the OCIError it describes."""
         msg = self.recv(what or _WAITING_FOR.get(mtype, f"{mtype!r} from the container process"), extra)
-        if msg["type"] == "error":
+        if msg["type"] == ERROR:
             raise OCIError(msg["msg"])
         if msg["type"] != mtype:
             raise OCIError(f"internal error: expected {mtype!r} from the container process, got {msg['type']!r}")
@@ -186,10 +205,10 @@ class Channel:
         if not data:
             raise ChildDied("container init exited before it was ready")
         msg = jsonio.loads(data)
-        if msg["type"] == "error" or msg["type"] != mtype or not fds:
+        if msg["type"] == ERROR or msg["type"] != mtype or not fds:
             for fd in fds:
                 os.close(fd)
-            if msg["type"] == "error":
+            if msg["type"] == ERROR:
                 raise OCIError(msg["msg"])
             raise OCIError(f"internal error: expected {mtype!r} with an fd, got {msg['type']!r}")
         return fds[0]
@@ -216,7 +235,7 @@ def report_error_and_exit(ch: Channel, err: BaseException) -> None:
         else:
             msg = f"internal error: {type(err).__name__}: {err}"
         try:
-            ch.send("error", msg=msg)
+            ch.send(ERROR, msg=msg)
         except OSError:
             # After `ready` nobody listens any more: the container's stderr is all we have.
             os.write(2, f"ocirun: {msg}\n".encode())

@@ -43,7 +43,8 @@ from .. import linux, network, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
 from . import become
-from .channel import Channel, hooks_time, report_error_and_exit, step_timeout
+from .channel import (HOOKS_DONE, LISTENER_STATE, MOUNT_SOURCE, MOUNTS_DONE, NETDEVS_DONE, READY, STATE, Channel,
+                      hooks_time, report_error_and_exit, step_timeout)
 from .context import LaunchContext
 
 
@@ -82,13 +83,13 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     if cfg.has_new_namespace("network"):
         network.bring_up_loopback()
     if cfg.linux.net_devices:
-        ch.expect("netdevs_done")  # the parent moves them in; hooks and sysctls may need them
+        ch.expect(NETDEVS_DONE)  # the parent moves them in; hooks and sysctls may need them
 
     prepare_rootfs(cfg, ctx.in_userns, fetch_source=_source_from_parent(ch) if ctx.in_userns else None)
     state = None
     if any(cfg.hooks.get(k) for k in ("prestart", "createRuntime", "createContainer")):
-        ch.send("mounts_done")
-        state = ch.expect("hooks_done")["state"]
+        ch.send(MOUNTS_DONE)
+        state = ch.expect(HOOKS_DONE)["state"]
         from .. import hooks
         hooks.run_hooks("createContainer", cfg.hooks.get("createContainer", []), state)
     enter_rootfs(cfg, ctx.no_pivot)
@@ -108,15 +109,15 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     if proc is not None:
         if _loads_filter_early(ctx):
             # drop_to_process loads the filter and sends the agent its fd: the payload first.
-            ch.send("listener_state")
-            _prepare_listener_payload(ctx.seccomp_filter, ch.expect("state")["state"], "creating")
+            ch.send(LISTENER_STATE)
+            _prepare_listener_payload(ctx.seccomp_filter, ch.expect(STATE)["state"], "creating")
         path, env = become.drop_to_process(proc, cfg.linux.personality, ctx.preserve_fds, ctx.listen_fds,
                                            ctx.seccomp_filter)
         _check_fds_left_for_start(ctx, proc)
 
-    ch.send("ready")
+    ch.send(READY)
     if needs_state_after_ready(ctx):
-        state = ch.expect("state")["state"]
+        state = ch.expect(STATE)["state"]
         if _has_listener(ctx) and not _loads_filter_early(ctx):
             _prepare_listener_payload(ctx.seccomp_filter, state, "running")
     global _started_fd
@@ -136,8 +137,8 @@ def _source_from_parent(ch: Channel):
     """In a user namespace our root may not look up a bind source only host root can reach:
     the parent opens it for us (channel.py, mount_source)."""
     def fetch(index: int) -> int:
-        ch.send("mount_source", index=index)
-        return ch.expect_fd("mount_source")
+        ch.send(MOUNT_SOURCE, index=index)
+        return ch.expect_fd(MOUNT_SOURCE)
     return fetch
 
 

@@ -11,7 +11,7 @@ import os
 
 from .. import namespaces
 from ..linux import CLONE_NEWTIME
-from .channel import Channel, report_error_and_exit
+from .channel import GO, INIT_PID, USERNS, USERNS_DONE, Channel, report_error_and_exit
 from .context import LaunchContext
 
 
@@ -19,7 +19,7 @@ def main(ctx: LaunchContext, ch: Channel, join=None) -> None:
     """Runs in the forked child; never returns.  `join` (cgroups.join.Join): the container's
     cgroup, which this process enters itself, before its namespaces."""
     try:
-        ch.expect("go")  # the parent did what clone3 could not (cgroups/join.py)
+        ch.expect(GO)  # the parent did what clone3 could not (cgroups/join.py)
         if join is not None:
             join.enter_v1()  # before any namespace: the cgroup namespace is rooted where we are
         _enter_namespaces(ctx, ch)
@@ -27,7 +27,7 @@ def main(ctx: LaunchContext, ch: Channel, join=None) -> None:
         if pid == 0:
             from . import init
             init.main(ctx, ch)
-        ch.send("init_pid", pid=pid)
+        ch.send(INIT_PID, pid=pid)
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 — every failure goes to the parent as one line
         report_error_and_exit(ch, e)
@@ -38,8 +38,8 @@ def _enter_namespaces(ctx: LaunchContext, ch: Channel) -> None:
     namespaces.join_user_namespace(ctx.ns_fds)
     if ctx.new_userns:
         namespaces.unshare(namespaces.NAMESPACE_TYPES["user"])
-        ch.send("userns")
-        ch.expect("userns_done")
+        ch.send(USERNS)
+        ch.expect(USERNS_DONE)
     if ctx.in_userns:
         namespaces.become_root_in_userns()
     namespaces.join_namespaces(ctx.ns_fds)

@@ -32,7 +32,7 @@ from ..config import NAMESPACE_TYPES
 from ..record import Record
 from ..errors import OCIError, os_words
 from . import become
-from .channel import Channel, report_error_and_exit
+from .channel import CGROUP_DONE, EXEC_PID, GO, Channel, report_error_and_exit
 
 
 
@@ -59,7 +59,7 @@ def main(ctx: ExecContext, ch: Channel, join=None) -> None:
         if ctx.process.terminal:
             from .. import console  # noqa: F401 — now: after setns(mnt) the host's paths are gone
         if join is not None:
-            ch.expect("go")  # the parent did what clone3 could not (cgroups/join.py)
+            ch.expect(GO)  # the parent did what clone3 could not (cgroups/join.py)
             join.enter_v1()
         become.close_all_fds_but(_fds_we_need(ctx, ch))
         _join(ctx)
@@ -67,7 +67,7 @@ def main(ctx: ExecContext, ch: Channel, join=None) -> None:
         pid = os.fork()
         if pid == 0:
             _become(ctx, ch)
-        ch.send("exec_pid", pid=pid)
+        ch.send(EXEC_PID, pid=pid)
         os._exit(0)
     except BaseException as e:  # noqa: BLE001
         report_error_and_exit(ch, e)
@@ -106,7 +106,7 @@ def _become(ctx: ExecContext, ch: Channel) -> None:
         # the process's, and ioctl(TIOCSTI) on an inherited terminal fd fails (EPERM) instead
         # of typing into the caller's shell.  With a pty, the console makes it the new one.
         os.setsid()
-        placed = ch.expect("cgroup_done")
+        placed = ch.expect(CGROUP_DONE)
         step = ctx.seccomp_filter
         if step is not None and step.listener_sock >= 0:
             from .. import SPEC_VERSION, seccomp

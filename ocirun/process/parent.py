@@ -17,7 +17,8 @@ from ..cgroups import join as cgroup_join
 from ..errors import OCIError, os_words
 from . import init as _init  # noqa: F401 — imported now: the init cannot import after pivot_root
 from . import become, intermediate
-from .channel import Channel, ChildDied, hooks_time
+from .channel import (ERROR, GO, HOOKS_DONE, INIT_PID, LISTENER_STATE, MOUNT_SOURCE, MOUNTS_DONE, NETDEVS_DONE, READY,
+                      STATE, USERNS, USERNS_DONE, Channel, ChildDied, hooks_time)
 from .reaping import KILL_WAIT_S, wait_exit
 from .context import LaunchContext
 
@@ -92,7 +93,7 @@ def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tup
     try:
         if join is not None:
             join.finish_in_parent(pid)
-        ours.send("go")
+        ours.send(GO)
         _converse(ctx, ours, proc, state_for_hooks, run_runtime_hooks)
     except ChildDied:
         proc.release_devices(failed=True)
@@ -124,48 +125,48 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
     while True:
         msg = ch.recv(waiting, extra)
         t = msg["type"]
-        if t == "error":
+        if t == ERROR:
             raise OCIError(msg["msg"])
-        if t == "userns":
+        if t == USERNS:
             namespaces.write_id_maps(proc.intermediate_pid, ctx.cfg)
-            ch.send("userns_done")
-        elif t == "init_pid":
+            ch.send(USERNS_DONE)
+        elif t == INIT_PID:
             _got_init_pid(proc, msg)
             if extra == 0.0:
                 waiting = "the container's init to finish its setup"
             if ctx.cfg.linux.net_devices:
                 from .. import network
                 proc.net_devices = network.move_devices(ctx.cfg, proc.init_pid, ctx.state_dir)
-                ch.send("netdevs_done")
-        elif t == "mount_source":
+                ch.send(NETDEVS_DONE)
+        elif t == MOUNT_SOURCE:
             if not proc.init_pid:  # the two children share the socket: order is not guaranteed
-                _got_init_pid(proc, ch.expect("init_pid"))
+                _got_init_pid(proc, ch.expect(INIT_PID))
             fd = _open_mount_source(ctx, proc.init_pid, msg.get("index"))
             try:
-                ch.send_fd("mount_source", fd)
+                ch.send_fd(MOUNT_SOURCE, fd)
             finally:
                 os.close(fd)
-        elif t == "mounts_done":
+        elif t == MOUNTS_DONE:
             if not proc.init_pid:  # the two children share the socket: order is not guaranteed
-                _got_init_pid(proc, ch.expect("init_pid"))
+                _got_init_pid(proc, ch.expect(INIT_PID))
             state = state_for_hooks(proc.init_pid)
             run_runtime_hooks(state)
-            ch.send("hooks_done", state=state)
+            ch.send(HOOKS_DONE, state=state)
             # The init runs the createContainer hooks next: their time is theirs.
             waiting = "the container's init to run the createContainer hooks and finish its setup"
             extra = hooks_time(ctx.cfg.hooks.get("createContainer", []))
-        elif t == "listener_state":
+        elif t == LISTENER_STATE:
             if not proc.init_pid:  # the two children share the socket: order is not guaranteed
-                _got_init_pid(proc, ch.expect("init_pid"))
-            ch.send("state", state=state_for_hooks(proc.init_pid, "creating"))
+                _got_init_pid(proc, ch.expect(INIT_PID))
+            ch.send(STATE, state=state_for_hooks(proc.init_pid, "creating"))
             if extra == 0.0:
                 waiting = ("the container's init to finish its setup under its seccomp filter "
                            "(does the agent at linux.seccomp.listenerPath answer?)")
-        elif t == "ready":
+        elif t == READY:
             if not proc.init_pid:  # under load the intermediate may speak after the init
-                _got_init_pid(proc, ch.expect("init_pid"))
+                _got_init_pid(proc, ch.expect(INIT_PID))
             if _init.needs_state_after_ready(ctx):
-                ch.send("state", state=state_for_hooks(proc.init_pid, "created"))
+                ch.send(STATE, state=state_for_hooks(proc.init_pid, "created"))
             return
         else:
             raise OCIError(f"internal error: unexpected message {t!r} from the container process")
