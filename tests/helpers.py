@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "tests" / ".cache"
 ROOTFS = CACHE / "rootfs"
 MKROOTFS = REPO / "tools" / "mkrootfs.sh"
+# The engines' real config.json files (shared/ lies beside the checkout, here and in CI).
+FIXTURES = REPO.parent / "shared" / "fixtures" / "client-configs"
 # Bump when mkrootfs.sh changes what it builds, so cached copies are rebuilt.
 ROOTFS_VERSION = "2"
 

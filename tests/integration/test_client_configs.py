@@ -1,5 +1,5 @@
 """The config.json files real engines generated (docker, podman, containerd; see
-/work/shared/fixtures/client-configs/ and ../shared/reference/clients.md): they parse and
+../shared/fixtures/client-configs/ and ../shared/reference/clients.md): they parse and
 validate unchanged, and each runs once with ocirun after the smallest changes this host needs.
 
 What `adapt()` changes, and why (everything else is run exactly as the engine wrote it):
@@ -40,7 +40,7 @@ from helpers import run_ocirun
 from ocirun import capabilities, schema
 from ocirun.config import parse_config
 
-FIXTURES = Path("/work/shared/fixtures/client-configs")
+FIXTURES = helpers.FIXTURES
 ENGINES = ["containerd", "docker", "podman", "podman-rich"]
 FILE_MOUNTS = {"hosts", "hostname", "resolv.conf", ".containerenv"}
 EXAMPLE_HOST_PATH = "/var/lib/example/"

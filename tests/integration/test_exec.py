@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -25,7 +24,7 @@ from helpers import make_bundle, run_ocirun
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
-FIXTURES = Path("/work/shared/fixtures/client-configs")
+FIXTURES = helpers.FIXTURES
 NS_LINKS = ["net", "ipc", "uts", "mnt", "pid", "cgroup"]
 CAP_SYS_ADMIN = 21
 
@@ -356,7 +355,7 @@ def test_container_seccomp_profile_applies_to_exec(tmp_path, ocirun_root):
 def test_exec_into_a_container_at_its_pids_limit(tmp_path, ocirun_root, runtime):
     """A container that forked all pids.max allows still takes an exec (a debugging shell):
     the exec'd process is moved in, which the limit does not stop, rather than born there
-    (exec_process._spawn).  runc does the same; the runc run is the reference."""
+    (process/exec_parent.spawn_exec).  runc does the same; the runc run is the reference."""
     if runtime == "runc" and helpers.RUNC is None:
         pytest.skip("runc is not installed")
     run = run_ocirun if runtime == "ocirun" else helpers.run_runc

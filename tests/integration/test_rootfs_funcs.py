@@ -17,6 +17,7 @@ import traceback
 
 import pytest
 
+import helpers
 from ocirun import linux
 from ocirun.config import parse_config
 from ocirun.errors import OCIError
@@ -485,7 +486,7 @@ def test_masking_refuses_fake_dev_null(world):
 
 # --------------------------------------------------------------------------- real engine configs
 
-FIXTURES = "/work/shared/fixtures/client-configs"
+FIXTURES = str(helpers.FIXTURES)
 
 
 @pytest.mark.skipif(not os.path.isdir(FIXTURES), reason="shared fixtures not present")

@@ -12,17 +12,17 @@ import os
 import signal
 import socket
 import struct
-from pathlib import Path
 
 import prctl
 import pytest
 
+import helpers
 from helpers import make_bundle, run_ocirun
 from ocirun import seccomp
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
-FIXTURES = Path("/work/shared/fixtures/client-configs")
+FIXTURES = helpers.FIXTURES
 
 
 def fixture_profile(name: str) -> dict:

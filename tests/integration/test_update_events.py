@@ -11,7 +11,6 @@ import json
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,7 @@ from ocirun.update import parse_bytes, parse_update_flags, update
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for real containers")
 
 MODE = cgroup_mode()
-DOCKER_UPDATE = Path("/work/shared/fixtures/client-configs/docker-update-resources.json")
+DOCKER_UPDATE = helpers.FIXTURES / "docker-update-resources.json"
 
 
 def start(tmp_path, root, cid, script="sleep 100", **resources):

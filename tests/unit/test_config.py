@@ -12,9 +12,7 @@ import helpers
 from ocirun.config import Config, load_bundle, parse_config, parse_process
 from ocirun.errors import ConfigError, OCIError
 
-FIXTURES = Path("/work/shared/fixtures/client-configs")
-if not FIXTURES.is_dir():
-    FIXTURES = helpers.REPO.parent / "shared" / "fixtures" / "client-configs"
+FIXTURES = helpers.FIXTURES
 ENGINE_CONFIGS = sorted(FIXTURES.glob("*-config.json"))
 EXEC_PROCESSES = sorted(FIXTURES.glob("*-exec-process.json"))
 

@@ -14,9 +14,7 @@ import helpers
 from ocirun import schema
 from ocirun.errors import ConfigError, OCIError
 
-FIXTURES = Path("/work/shared/fixtures/client-configs")
-if not FIXTURES.is_dir():  # CI lays shared/ beside the clone
-    FIXTURES = helpers.REPO.parent / "shared" / "fixtures" / "client-configs"
+FIXTURES = helpers.FIXTURES
 ENGINE_CONFIGS = sorted(FIXTURES.glob("*-config.json"))
 
 

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from ocirun import seccomp
 from ocirun.errors import ConfigError
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "client-configs"
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/fixtures/client-configs")
+FIXTURES = helpers.FIXTURES
 REPO = Path(__file__).resolve().parents[2]
 
 
