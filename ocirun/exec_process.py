@@ -31,6 +31,7 @@ class ExecOptions(Record):
 
 def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     from .process import joiner  # noqa: F401 — loads every module the child needs
+    from .process.exec_parent import spawn_exec
 
     c = Container.open(root, cid, lock=False)  # unlocked: an exec runs beside other commands (runc)
     st, status = c.state, c.status
@@ -73,7 +74,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
         if not proc.terminal and not opts.detach:
             from .pipes import TerminalPipes
             ctx.stdio_pipes = TerminalPipes.if_needed()  # never the caller's terminal (pipes.py)
-        pid = _spawn(ctx, cgroup, frozen=status == PAUSED, state=c.public_state(), sub_cgroup=sub_cgroup)
+        pid = spawn_exec(ctx, cgroup, frozen=status == PAUSED, state=c.public_state(), sub_cgroup=sub_cgroup)
     except BaseException:
         if ctx.stdio_pipes is not None:
             ctx.stdio_pipes.close()
@@ -105,81 +106,6 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     return status
 
 
-def _spawn(ctx, cgroup, frozen: bool = False, state: dict | None = None, sub_cgroup=None) -> int:
-    """Fork the joiner, get the exec'd process into the cgroup; its host pid once it exec'd.
-
-    The joiner itself enters the container's cgroup before its namespaces (cgroups/join.py:
-    born in the cgroup2 directory, v1 by itself), so the process it forks is born there, as
-    runc 1.2's setns process is (no slow cgroup.procs write).  Two cases keep the joiner out
-    and move the exec'd process in once it exists, as runc 1.1 does:
-    * a paused container (--ignore-paused): the joiner would freeze before forking; the exec'd
-      process freezes as soon as it is in the cgroup, before its execve, so then we do not
-      wait for the execve;
-    * a container at (or one short of) its pids limit: a move ignores pids.max, a birth does
-      not, and a debugging shell must still get into a container that forked all it may.
-    """
-    from .cgroups import join as cgroup_join
-    from .process import become, joiner
-    from .process.channel import CGROUP_DONE, ERROR, EXEC_PID, GO, Channel, ChildDied
-    join = None
-    if cgroup is not None and not frozen:
-        room = cgroup.pids_room()
-        if room is None or room >= 2:  # the joiner and the process it forks
-            join = cgroup.join_plan(sub_cgroup)
-    ours, theirs = Channel.pair()
-    try:
-        child = cgroup_join.fork(join)
-    except BaseException:
-        ours.close()
-        theirs.close()
-        raise
-    if child == 0:
-        try:
-            ours.close()
-            become.reset_signal_handlers()
-            if ctx.stdio_pipes is not None:
-                ctx.stdio_pipes.install_in_child()
-            joiner.main(ctx, theirs, join)
-        finally:
-            os._exit(1)
-    theirs.close()
-    if ctx.stdio_pipes is not None:
-        ctx.stdio_pipes.close_child_ends()
-    pid = -1
-    try:
-        if join is not None:
-            join.finish_in_parent(child)
-            ours.send(GO)
-        pid = ours.expect(EXEC_PID)["pid"]
-        _reap(child)  # it exits right after telling us
-        if cgroup is not None and join is None:
-            cgroup.add_pid(pid, sub_cgroup)
-        ours.send(CGROUP_DONE, state=state or {}, pid=pid)
-        if frozen:
-            return pid
-        try:
-            msg = ours.recv("the exec'd process to start")  # EOF (ChildDied) here means execve succeeded
-        except ChildDied:
-            return pid
-        if msg.get("type") == ERROR:
-            raise OCIError(msg["msg"])
-        raise OCIError(f"internal error: unexpected message {msg.get('type')!r} from the exec'd process")
-    except BaseException as e:
-        ours.close()  # a joiner still waiting for "go" reads end-of-file and exits
-        _reap(child, kill=True)
-        if pid > 0:
-            _kill_and_reap(pid)  # never leave a half-made process behind (it may be outside the cgroup)
-        if isinstance(e, ChildDied):
-            raise OCIError("the exec'd process died before it started") from None
-        raise
-    finally:
-        ours.close()
-
-
-def _kill_and_reap(pid: int) -> None:
-    _reap(pid, kill=True)
-
-
 def parse_cgroup_flags(values) -> dict[str, str]:
     """runc's `--cgroup [CONTROLLER[,CONTROLLER]:]PATH` (repeatable) → {hierarchy key: path};
     key "*" is every hierarchy, "" the unified one (its controllers have no v1 name)."""
@@ -192,20 +118,6 @@ def parse_cgroup_flags(values) -> dict[str, str]:
         for name in controllers.split(","):
             out["" if name in ("unified", "cgroup2") else name] = path
     return out
-
-
-def _reap(pid: int, kill: bool = False) -> None:
-    """Reap our child `pid` (after SIGKILL with `kill`), waiting a bounded time: a process
-    stuck in the kernel is reported, never waited for forever."""
-    from .process.reaping import KILL_WAIT_S, wait_exit
-    if kill:
-        try:
-            os.kill(pid, 9)
-        except ProcessLookupError:
-            pass
-    if not wait_exit(pid, KILL_WAIT_S):
-        _log.get().warn(f"exec: process {pid} did not exit {KILL_WAIT_S:g}s after "
-                        f"{'SIGKILL' if kill else 'it should have'}")
 
 
 def _container_config(st: ContainerState) -> dict:
