@@ -1,5 +1,7 @@
 """Fixtures for the whole suite; the helpers themselves live in tests/helpers.py.
 
+- the root check, once for the suite: outside tests/unit every test needs root (real
+  containers, mounts, cgroups) and is skipped without it, unless marked `rootless`.
 - `rootfs` (session): the cached busybox rootfs (built once in tests/.cache/rootfs).
 - `ocirun_root` / `runc_root`: a unique `--root` state dir per test; at teardown it must be
   empty (a container left behind is a bug in the test or the runtime), and it is cleaned.
@@ -12,10 +14,37 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 import helpers
+
+TESTS = Path(__file__).resolve().parent
+# Folders whose tests all run without root; elsewhere a test says so with @pytest.mark.rootless.
+ROOTLESS_DIRS = {"unit"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "rootless: runs without root (outside tests/unit, the rest "
+                                       "of the suite needs root and is skipped without it)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="needs root (real containers, mounts and cgroups)")
+    for item in items:
+        if not _runs_rootless(item):
+            item.add_marker(skip)
+
+
+def _runs_rootless(item) -> bool:
+    try:
+        top = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+    except ValueError:  # a test file outside tests/ (named on the command line): no rule of ours
+        return True
+    return top in ROOTLESS_DIRS or item.get_closest_marker("rootless") is not None
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import helpers
 from ocirun.cgroups import cgroup_mode, devices, ebpf, load_manager
 from ocirun.errors import ConfigError
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for real containers and cgroups")
 
 MODE = cgroup_mode()
 DENY_ALL = [{"allow": False, "access": "rwm"}]

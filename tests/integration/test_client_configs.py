@@ -45,13 +45,12 @@ ENGINES = ["containerd", "docker", "podman", "podman-rich"]
 FILE_MOUNTS = {"hosts", "hostname", "resolv.conf", ".containerenv"}
 EXAMPLE_HOST_PATH = "/var/lib/example/"
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
 
 def load(engine: str) -> dict:
     return json.loads((FIXTURES / f"{engine}-config.json").read_text())
 
 
+@pytest.mark.rootless
 @pytest.mark.parametrize("engine", ENGINES)
 def test_engine_config_parses_and_validates(engine, tmp_path):
     doc = load(engine)
@@ -62,6 +61,7 @@ def test_engine_config_parses_and_validates(engine, tmp_path):
     assert cfg.has_new_namespace("mount") and cfg.has_new_namespace("pid")
 
 
+@pytest.mark.rootless
 def test_exec_process_files_parse():
     # The process.json files engines hand to `exec --process` (exec itself is not done yet).
     from ocirun.config import parse_process
@@ -138,7 +138,6 @@ def adapt(engine: str, doc: dict, tmp_path: Path) -> dict:
     return doc
 
 
-@root_only
 @pytest.mark.parametrize("engine", ENGINES)
 def test_engine_config_runs(engine, ocirun_root, tmp_path):
     doc = adapt(engine, load(engine), tmp_path)

@@ -17,7 +17,6 @@ import pytest
 
 import helpers
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 # MUST checks ocirun fails today: spec violations to fix in ocirun (or to decide to keep).
 KNOWN_OCIRUN_MUST_FAILURES: set[str] = set()

@@ -12,8 +12,6 @@ import pytest
 from ocirun import console, linux
 from ocirun.errors import OCIError
 
-root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
 
 def fork_init(body):
     """Fork a fake init: it gets one end of a socketpair and a report pipe; returns
@@ -61,6 +59,7 @@ def read_until_hangup(fd, want=None, timeout=5.0):
     return out
 
 
+@pytest.mark.rootless
 def test_init_side_sends_master_and_becomes_slave():
     def init(sock_fd):
         slave = console.setup_console_in_container(sock_fd, (33, 111))
@@ -104,6 +103,7 @@ def _fd_open(fd):
         return False
 
 
+@pytest.mark.rootless
 def test_payload_is_the_pty_name_runc_sends():
     def init(sock_fd):
         console.setup_console_in_container(sock_fd, None)
@@ -121,6 +121,7 @@ def test_payload_is_the_pty_name_runc_sends():
     assert msg == b"/dev/ptmx" and len(fds) == 1
 
 
+@pytest.mark.rootless
 def test_zero_size_leaves_default():
     def init(sock_fd):
         console.setup_console_in_container(sock_fd, (0, 80))
@@ -137,7 +138,6 @@ def test_zero_size_leaves_default():
     assert rep["size"] == [0, 0]
 
 
-@root
 def test_container_devpts_and_dev_console_mount():
     """Like a real container: private mount ns, tmpfs /dev, a new devpts instance with
     /dev/ptmx -> pts/ptmx, and the slave bind-mounted on /dev/console."""
@@ -175,6 +175,7 @@ def test_container_devpts_and_dev_console_mount():
         assert not f.read().startswith(b"via-console")
 
 
+@pytest.mark.rootless
 def test_relay_terminal_pumps_both_ways_without_onlcr():
     """`ocirun run -t` without --console-socket: a relay process between pipes and the pty."""
     def init(sock_fd):
@@ -212,6 +213,7 @@ def test_relay_terminal_pumps_both_ways_without_onlcr():
     assert b"\r" not in out  # ONLCR cleared on the pty, like runc
 
 
+@pytest.mark.rootless
 def test_connect_console_socket(tmp_path):
     long_dir = tmp_path / ("d" * 60) / ("e" * 60)
     long_dir.mkdir(parents=True)
@@ -235,6 +237,7 @@ def _short_bind(srv, path):
     return f"/proc/self/fd/{dfd}/{path.name}"  # the fd stays open for the test's life
 
 
+@pytest.mark.rootless
 def test_get_and_set_winsize_roundtrip():
     m, s = os.openpty()
     try:
@@ -244,6 +247,7 @@ def test_get_and_set_winsize_roundtrip():
         os.close(m), os.close(s)
 
 
+@pytest.mark.rootless
 def test_relay_terminal_raw_mode_and_sigwinch():
     """Our stdin is a terminal: raw mode while relaying (restored after), its size copied to the
     container's pty at start and again on SIGWINCH."""

@@ -13,8 +13,6 @@ import pytest
 
 from helpers import RUNC, make_bundle, run_ocirun, run_runc
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
 
 def nofile(soft: int, hard: int) -> dict:
     return {"rlimits": [{"type": "RLIMIT_NOFILE", "soft": soft, "hard": hard}]}

@@ -22,7 +22,6 @@ import pytest
 import helpers
 from helpers import make_bundle, run_ocirun
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 FIXTURES = helpers.FIXTURES
 NS_LINKS = ["net", "ipc", "uts", "mnt", "pid", "cgroup"]

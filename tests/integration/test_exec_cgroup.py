@@ -10,8 +10,6 @@ import pytest
 from helpers import make_bundle, run_ocirun
 from ocirun.cgroups import load_manager
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
 
 @pytest.fixture
 def running(ocirun_root, tmp_path):

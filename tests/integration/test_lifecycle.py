@@ -18,7 +18,6 @@ import pytest
 import helpers
 from helpers import make_bundle, run_ocirun
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 # A container that stays up until it is killed (`sleep` as PID 1 ignores SIGTERM).
 SLEEPER = ["sleep", "1000"]

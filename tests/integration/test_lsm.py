@@ -4,14 +4,10 @@ has the LSM, the label must show in /proc/self/attr/current inside.
 """
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from helpers import make_bundle, run_ocirun
 from ocirun import lsm
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
 @pytest.mark.skipif(lsm.apparmor_enabled(), reason="this host has AppArmor: the refusal path does not apply")

@@ -24,7 +24,6 @@ import pytest
 import helpers
 from helpers import make_bundle, run_ocirun
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 LINK_PREFIX = "ocit"            # + 6 hex + a/b: 11 characters, under IFNAMSIZ
 NETNS_PREFIX = f"{helpers.TEST_PREFIX}-"

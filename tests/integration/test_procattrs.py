@@ -17,8 +17,6 @@ from ocirun import capabilities, limits, linux, user
 from ocirun.config import Capabilities, Rlimit, User
 from ocirun.errors import ConfigError, OCIError
 
-root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
 
 def in_child(fn):
     """Run fn() in a forked child; return its JSON-able result, or raise what it raised as OCIError."""
@@ -83,7 +81,6 @@ SMALL = Capabilities(
 )
 
 
-@root
 def test_user_groups_and_caps_as_runc_orders_them():
     def child():
         warnings = []
@@ -108,7 +105,6 @@ def test_user_groups_and_caps_as_runc_orders_them():
     assert after["CapEff"] == after["CapPrm"] == after["CapAmb"] == bits("CAP_NET_BIND_SERVICE")
 
 
-@root
 def test_no_capabilities_object_drops_everything():
     def child():
         capabilities.apply_bounding(None)
@@ -120,7 +116,6 @@ def test_no_capabilities_object_drops_everything():
         assert int(st[k], 16) == 0, k
 
 
-@root
 def test_root_keeps_full_requested_set():
     names = ["CAP_SYS_ADMIN", "CAP_SETPCAP", "CAP_NET_ADMIN"]
     caps = Capabilities(bounding=names, effective=names, permitted=names, inheritable=[], ambient=[])
@@ -136,7 +131,6 @@ def test_root_keeps_full_requested_set():
     assert st["Groups"].strip() == ""  # no additionalGids: inherited groups are cleared
 
 
-@root
 def test_cap_missing_from_our_bounding_set_is_named():
     if capabilities.current()["bounding"] >> capabilities.CAPS["CAP_SYS_RESOURCE"] & 1:
         pytest.skip("this machine has CAP_SYS_RESOURCE in its bounding set")
@@ -152,14 +146,12 @@ def test_cap_missing_from_our_bounding_set_is_named():
     assert str(ei.value).startswith("process.capabilities.permitted: CAP_SYS_RESOURCE: operation not permitted")
 
 
-@root
 def test_effective_outside_permitted_is_named():
     caps = Capabilities(bounding=["CAP_KILL"], effective=["CAP_KILL"], permitted=[])
     with pytest.raises(OCIError, match=r"^process.capabilities.effective: CAP_KILL: operation not permitted"):
         in_child(lambda: capabilities.apply_caps(caps))
 
 
-@root
 def test_ambient_not_inheritable_warns_like_runc():
     caps = Capabilities(bounding=["CAP_KILL"], effective=["CAP_KILL"], permitted=["CAP_KILL"],
                         ambient=["CAP_KILL"])
@@ -174,7 +166,6 @@ def test_ambient_not_inheritable_warns_like_runc():
     assert int(amb, 16) == 0
 
 
-@root
 def test_switch_user_errors_name_the_field():
     def child():
         user.switch_user(User(uid=1000, gid=1000))
@@ -185,7 +176,6 @@ def test_switch_user_errors_name_the_field():
     assert str(ei.value) == "process.user.additionalGids: setgroups []: operation not permitted"
 
 
-@root
 def test_setgroups_deny_in_user_namespace_is_skipped():
     def child():
         uid, gid = os.geteuid(), os.getegid()
@@ -199,7 +189,6 @@ def test_setgroups_deny_in_user_namespace_is_skipped():
     assert in_child(child).split() == ["0"] * 4
 
 
-@root
 def test_rlimits_applied_and_eperm_named():
     def child():
         limits.apply_rlimits([Rlimit("RLIMIT_NOFILE", resource.RLIMIT_NOFILE, 512, 1024),
@@ -218,6 +207,7 @@ def test_rlimits_applied_and_eperm_named():
     assert err == "process.rlimits[0]: setrlimit RLIMIT_NOFILE (soft 4096, hard 4096): operation not permitted"
 
 
+@pytest.mark.rootless
 def test_memory_rlimits_raise_hard_early_and_lower_late(monkeypatch):
     """The memory limits (limits.LATE_RLIMITS): early, while root, only a hard limit above ours
     goes up (our soft one kept, nothing lowered: our Python must still fit); late, unprivileged,
@@ -242,11 +232,13 @@ def test_memory_rlimits_raise_hard_early_and_lower_late(monkeypatch):
                      (limits.RLIMIT_AS, 64 * M, 64 * M)]
 
 
+@pytest.mark.rootless
 def test_rlimit_soft_above_hard_fails_early():
     with pytest.raises(ConfigError, match=r"process.rlimits\[0\]: RLIMIT_NOFILE: soft limit 10 is above"):
         limits.validate_rlimits([Rlimit("RLIMIT_NOFILE", 7, 10, 5)])
 
 
+@pytest.mark.rootless
 def test_umask():
     def child():
         user.set_umask(User(umask=0o077))
@@ -257,6 +249,7 @@ def test_umask():
     assert in_child(child) == [0o077, 0o022]
 
 
+@pytest.mark.rootless
 def test_home_env(tmp_path):
     pw = tmp_path / "passwd"
     pw.write_text("root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\nodd:x:7:7::\n")
@@ -267,7 +260,6 @@ def test_home_env(tmp_path):
     assert user.home_env([], 0, str(tmp_path / "none")) == ["HOME=/"]
 
 
-@root
 def test_oom_score_adj():
     def child():
         limits.apply_oom_score_adj(500)
@@ -280,7 +272,6 @@ def test_oom_score_adj():
 _NR_IOPRIO_GET = 252 if platform.machine() == "x86_64" else 31
 
 
-@root
 def test_io_priority():
     def child():
         limits.apply_io_priority({"class": "IOPRIO_CLASS_BE", "priority": 5})
@@ -289,6 +280,7 @@ def test_io_priority():
     assert in_child(child) == (2 << 13) | 5
 
 
+@pytest.mark.rootless
 def test_scheduler_batch_and_nice():
     def child():
         limits.apply_scheduler({"policy": "SCHED_BATCH", "nice": 7})
@@ -297,7 +289,6 @@ def test_scheduler_batch_and_nice():
     assert in_child(child) == [os.SCHED_BATCH, 7]
 
 
-@root
 def test_scheduler_fifo_priority():
     def child():
         limits.apply_scheduler({"policy": "SCHED_FIFO", "priority": 10, "flags": ["SCHED_FLAG_RESET_ON_FORK"]})
@@ -308,11 +299,13 @@ def test_scheduler_fifo_priority():
     assert prio == 10
 
 
+@pytest.mark.rootless
 def test_scheduler_kernel_error_is_clear():
     with pytest.raises(OCIError, match=r"^process.scheduler: sched_setattr SCHED_ISO: invalid argument$"):
         in_child(lambda: limits.apply_scheduler({"policy": "SCHED_ISO"}))
 
 
+@pytest.mark.rootless
 def test_personality_linux32():
     def child():
         limits.apply_personality({"domain": "LINUX32"})
@@ -324,6 +317,7 @@ def test_personality_linux32():
         assert machine == "i686"
 
 
+@pytest.mark.rootless
 @pytest.mark.parametrize("fn,value,msg", [
     (limits.validate_io_priority, {"class": "IOPRIO_CLASS_X"}, r"process.ioPriority.class: unknown class 'IOPRIO_CLASS_X'"),
     (limits.validate_io_priority, {"class": "IOPRIO_CLASS_RT", "priority": 8}, r"process.ioPriority.priority: 8 is out of range"),
@@ -341,6 +335,7 @@ def test_validators(fn, value, msg):
         fn(value)
 
 
+@pytest.mark.rootless
 def test_validators_accept_good_values():
     assert limits.validate_io_priority(None) is None
     assert limits.validate_io_priority({"class": "IOPRIO_CLASS_IDLE"}) == 3 << 13

@@ -21,7 +21,6 @@ import pytest
 
 from helpers import RUNC, make_bundle, ocirun_command, run_ocirun
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 # (prlimit option, resource name in /proc/PID/limits, unit): the runtime's hard limit, what the
 # config asks for (soft, hard), hard above the runtime's.

@@ -23,8 +23,6 @@ from ocirun.config import parse_config
 from ocirun.errors import OCIError
 from ocirun.rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mount namespaces)")
-
 
 # --------------------------------------------------------------------------- harness
 

@@ -20,7 +20,6 @@ import pytest
 import helpers
 from helpers import make_bundle, private_rootfs, read_config, run_ocirun, run_runc, write_config
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 RUNTIMES = ("ocirun", "runc")
 

@@ -20,7 +20,6 @@ import helpers
 from helpers import make_bundle, run_ocirun
 from ocirun import seccomp
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 FIXTURES = helpers.FIXTURES
 

@@ -21,8 +21,6 @@ import pytest
 
 from helpers import RUNC, make_bundle, ocirun_command, read_config, run_ocirun, run_runc
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
-
 
 def _receive(server: socket.socket) -> tuple[dict, int]:
     conn, _ = server.accept()

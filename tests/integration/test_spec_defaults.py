@@ -4,15 +4,12 @@ and a container made from it runs on this host as it does with runc.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 
 import pytest
 
 import helpers
 from helpers import run_ocirun, run_runc
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 
 def spec_of(run, bundle) -> dict:

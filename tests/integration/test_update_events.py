@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import threading
 import time
 
@@ -20,7 +19,6 @@ from ocirun.cgroups import cgroup_mode, load_manager
 from ocirun.errors import OCIError
 from ocirun.update import parse_bytes, parse_update_flags, update
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for real containers")
 
 MODE = cgroup_mode()
 DOCKER_UPDATE = helpers.FIXTURES / "docker-update-resources.json"

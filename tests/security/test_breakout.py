@@ -19,7 +19,6 @@ import pytest
 import helpers
 from helpers import make_bundle, run_ocirun
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 HOST_MARKER = "host-side-marker-7f3a"
 

@@ -18,7 +18,6 @@ import pytest
 import helpers
 from helpers import make_bundle, run_ocirun
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 HOST_MARKER = "host-side-marker-5c1e"
 # A host-global sysctl that is harmless to rewrite with its own value: the tests that could

@@ -21,7 +21,6 @@ from ocirun.cgroups import cgroup_mode, load_manager, manager_for, stats
 
 pytestmark = [
     pytest.mark.v2,
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root"),
     pytest.mark.skipif(cgroup_mode() != "unified",
                        reason="needs a pure cgroup v2 host: run tools/v2tests.sh (boots one under qemu)"),
 ]
