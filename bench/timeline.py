@@ -19,7 +19,9 @@ T0 = time.perf_counter()
 
 import ocirun.cli  # noqa: E402
 import ocirun.config as config  # noqa: E402
-import ocirun.container as container  # noqa: E402
+import ocirun.create as create  # noqa: E402
+import ocirun.delete as delete  # noqa: E402
+import ocirun.start as start  # noqa: E402
 from ocirun.process import become, init, intermediate, parent  # noqa: E402
 
 
@@ -42,7 +44,7 @@ def wrap(module, name: str) -> None:
 
 mark("imports done")
 for module, names in ((config, ["load_bundle"]),
-                      (container, ["create", "start", "delete", "_cgroup_manager"]),
+                      (create, ["create", "_cgroup_manager"]), (start, ["start"]), (delete, ["delete"]),
                       (parent, ["spawn"]), (intermediate, ["main"]),
                       (init, ["_run", "prepare_rootfs", "enter_rootfs", "finalize_rootfs", "_wait_for_start"]),
                       (become, ["drop_to_process", "execute"])):

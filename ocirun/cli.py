@@ -235,7 +235,7 @@ def _checked_preserve_fds(n: int) -> int:
 
 
 def _create_opts(a):
-    from .container import CreateOptions
+    from .create import CreateOptions
     return CreateOptions(bundle=a.bundle, console_socket=a.console_socket, pid_file=a.pid_file,
                          no_pivot=a.no_pivot, no_new_keyring=a.no_new_keyring,
                          preserve_fds=_checked_preserve_fds(a.preserve_fds))
@@ -254,14 +254,14 @@ def _unwind_on_termination() -> None:
 
 
 def cmd_create(a) -> int:
-    from .container import create
+    from .create import create
     _unwind_on_termination()
     create(a.root, a.id, _create_opts(a))
     return 0
 
 
 def cmd_start(a) -> int:
-    from .container import start
+    from .start import start
     start(a.root, a.id)
     return 0
 
@@ -274,37 +274,37 @@ def cmd_run(a) -> int:
 
 
 def cmd_state(a) -> int:
-    from .container import state
+    from .query import state
     _out(jsonio.dumps_indented(state(a.root, a.id)))
     return 0
 
 
 def cmd_kill(a) -> int:
-    from .container import kill, parse_signal
+    from .kill import kill, parse_signal
     kill(a.root, a.id, parse_signal(a.signal), all_procs=a.all)
     return 0
 
 
 def cmd_delete(a) -> int:
-    from .container import delete
+    from .delete import delete
     delete(a.root, a.id, force=a.force)
     return 0
 
 
 def cmd_pause(a) -> int:
-    from .container import pause
+    from .pause import pause
     pause(a.root, a.id)
     return 0
 
 
 def cmd_resume(a) -> int:
-    from .container import resume
+    from .pause import resume
     resume(a.root, a.id)
     return 0
 
 
 def cmd_ps(a) -> int:
-    from .container import processes
+    from .query import processes
     pids = processes(a.root, a.id)
     if a.format == "json":
         _out(jsonio.dumps(pids))
@@ -327,7 +327,7 @@ def cmd_ps(a) -> int:
 
 
 def cmd_list(a) -> int:
-    from .container import list_all
+    from .query import list_all
     items = list_all(a.root)
     if a.quiet:
         for s in items:

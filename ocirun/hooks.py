@@ -70,6 +70,19 @@ def run_hooks(kind: str, hooks, state: dict, warn_only: bool = False, log=None) 
                 os.write(2, f"ocirun: warning: {msg}\n".encode())
 
 
+def run_recorded(st, kind: str, status: str, log=None) -> None:
+    """The poststart/poststop hooks that `create` kept in state.json (`st.hooks`), run as
+    warnings only (runtime.md).  Callers look at `st.hooks.get(kind)` first: a container
+    without such hooks never loads this module."""
+    raw = st.hooks.get(kind)
+    if not raw:
+        return
+    from .config import parse_hooks
+    hooks = parse_hooks({"hooks": {kind: raw}}).get(kind, [])
+    if hooks:
+        run_hooks(kind, hooks, st.hook_state(status), warn_only=True, log=log)
+
+
 def run_hook(hook, stdin_data: bytes) -> None:
     """Run one hook to completion; raise HookFailed saying why it failed."""
     argv = list(hook.args) or [hook.path]

@@ -16,9 +16,9 @@ import _socket  # socket.py imports enum and selectors (~3 ms per command)
 
 import prctl
 
-from . import container
+from . import create, delete, start
 from . import log as _log
-from .container import CreateOptions
+from .create import CreateOptions
 from .foreground import SignalRelay, install_resize, wait_for
 
 
@@ -38,7 +38,7 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
         from .pipes import TerminalPipes
         opts.stdio_pipes = TerminalPipes.if_needed()  # never our terminal to the container (pipes.py)
     try:
-        pid = container.create(root, cid, opts)
+        pid = create.create(root, cid, opts)
     except BaseException:
         if opts.stdio_pipes is not None:
             opts.stdio_pipes.close()
@@ -46,7 +46,7 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
     opts.console_fd = -1  # create() closed it
     try:
         master = _receive_master(console_peer) if console_peer else -1
-        container.start(root, cid)
+        start.start(root, cid)
         if detach:
             return 0
         relay.attach(pid)
@@ -87,6 +87,6 @@ def _receive_master(peer) -> int:
 
 def _cleanup(root: str, cid: str) -> None:
     try:
-        container.delete(root, cid, force=True)
+        delete.delete(root, cid, force=True)
     except Exception as e:  # noqa: BLE001
         _log.get().warn(f"delete {cid}: {e}")

@@ -1,0 +1,238 @@
+"""`ocirun create`: check the config, make the state directory and the cgroup, spawn the init
+(process/parent.py), and leave it waiting on the exec fifo for `start`.
+
+A failure at any point undoes what was made (the init, its cgroup, the state directory) and
+runs the poststop hooks as runtime.md asks.
+"""
+from __future__ import annotations
+
+import os
+
+from . import SPEC_VERSION
+from . import log as _log
+from .errors import ConfigError, OCIError, os_error
+from .record import Record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (~6 ms to import)
+if TYPE_CHECKING:
+    from .config import Config
+from .state import ContainerState, StateDir, proc_start_time, utc_now, write_pid_file
+
+
+class CreateOptions(Record):
+    FIELDS = {
+        "bundle": ".",
+        "console_socket": None,
+        "pid_file": None,
+        "no_pivot": False,
+        "no_new_keyring": False,
+        "preserve_fds": 0,
+        "console_fd": -1,   # `run -t` without --console-socket: our own socketpair end
+        "config_doc": None,  # config.json as `run` already read it (else create reads it)
+        "stdio_pipes": None,  # `run` in the foreground: pipes.TerminalPipes for the init's stdio
+    }
+
+
+# ============================================================================ create
+
+def create(root: str, cid: str, opts: CreateOptions) -> int:
+    """Create the container; return the init's host pid.  The init waits on the exec fifo."""
+    from .process import parent
+    from .process.context import LaunchContext
+
+    from .config import load_bundle  # here: start/state/kill/delete never parse a config
+    cfg = load_bundle(opts.bundle, doc=opts.config_doc)
+    _check_before_fork(cfg)
+    # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
+    manager = _cgroup_manager(cid, cfg)
+    sd = StateDir.new(root, cid)
+    cgroup = None
+    ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
+                        no_new_keyring=opts.no_new_keyring, stdio_pipes=opts.stdio_pipes)
+    pid, spawned, st = 0, False, None
+    try:
+        manager.check_not_frozen()  # refused before any mkdir: nothing of the cgroup to undo
+        cgroup = manager
+        cgroup.plan()  # what create() will make, recorded before it exists (a kill -9 may come)
+        st = _initial_state(cid, cfg, cgroup)
+        sd.write_recovery(st.cgroup)  # for `delete --force` should state.json become unreadable
+        sd.write(st)
+        cgroup.create()
+        cgroup.apply_resources()
+        st.cgroup = cgroup.to_state()  # what it really made: the state written below has it
+        ctx.lock_fd = sd.lock_fd
+        _open_launch_fds(ctx, sd, opts)
+        _compile_seccomp(ctx)
+        hook_state = lambda pid, status="creating": _hook_state(cid, cfg, pid, status)  # noqa: E731
+        spawned = True
+        _bind_shared_rootfs(cfg, sd, st)  # no mount namespace: its mounts go into ours
+        pid, ch = parent.spawn(ctx, cgroup, hook_state, lambda s: _run_runtime_hooks(cfg, s))
+        ch.close()
+        st.pid = pid
+        st.start_time = proc_start_time(pid)
+        sd.write(st)
+        if opts.pid_file:
+            write_pid_file(opts.pid_file, pid)
+        return pid
+    except BaseException:
+        _undo_create(sd, cgroup, pid, spawned)
+        if st is not None and st.shared_rootfs_mount:
+            from .delete import release_rootfs_mount
+            release_rootfs_mount(cfg.root_path, st.shared_rootfs_mount)
+        raise
+    finally:
+        _close_launch_fds(ctx)
+        sd.unlock()
+
+
+def _bind_shared_rootfs(cfg: Config, sd: StateDir, st: ContainerState) -> None:
+    """Without a mount namespace the init's mounts stay in ours, all under one bind of the
+    rootfs that we make here, before the fork.  Its mount id is in state.json before the bind
+    is attached (rootfs.bind_shared_rootfs), so that a create killed at any later point leaves
+    `delete --force` the record of what to detach."""
+    if cfg.linux.namespace("mount") is not None:
+        return
+    from . import rootfs
+
+    def record(mnt_id: int) -> None:
+        st.shared_rootfs_mount = mnt_id
+        sd.write(st)
+    try:
+        rootfs.bind_shared_rootfs(cfg.root_path, record)
+    except OSError as e:
+        raise os_error(f"bind the rootfs {cfg.root_path} onto itself", e) from None
+
+
+def _check_before_fork(cfg: Config) -> None:
+    """Everything we can refuse on the host, before any process or cgroup exists."""
+    from . import sysctl
+    if not cfg.has_new_namespace("mount"):
+        _check_shared_mount_namespace(cfg)
+    sysctl.validate(cfg)
+    from . import capabilities, limits
+    capabilities.last_cap()  # cached now: the init reads it after pivot_root, where /proc may differ
+    limits.validate_personality(cfg.linux.personality)
+    if cfg.process is None:
+        # runtime.md: `process` is REQUIRED only when `start` is called.  The container is
+        # created and waits; `start` refuses it (see start).  runc 1.1 refuses it at create.
+        return
+    from . import lsm
+    lsm.check_available(cfg.process)
+    limits.validate_rlimits(cfg.process.rlimits)
+    limits.validate_io_priority(cfg.process.io_priority)
+    limits.validate_scheduler(cfg.process.scheduler)
+
+
+def _check_shared_mount_namespace(cfg: Config) -> None:
+    """No new mount namespace: one joined by path, or none (the runtime's own, as the spec allows:
+    the container's mounts then go into that table, the init chroots instead of pivot_root, and
+    `delete` takes them away again; see rootfs.prepare_rootfs)."""
+    if cfg.linux.namespace("mount") is None and cfg.linux.namespace("user") is not None:
+        raise ConfigError("linux.namespaces", "a container in a user namespace needs a mount namespace "
+                          "of its own (its root may not mount in the runtime's)")
+
+
+def _cgroup_manager(cid: str, cfg: Config):
+    from .cgroups import manager_for
+    return manager_for(cid, cfg.linux.cgroups_path, cfg.linux.resources)
+
+
+def _initial_state(cid: str, cfg: Config, cgroup) -> ContainerState:
+    hooks = cfg.raw.get("hooks") or {}
+    return ContainerState(
+        cid, cfg.bundle, cfg.root_path, utc_now(), oci_version=SPEC_VERSION,
+        annotations=cfg.annotations,
+        hooks={k: hooks[k] for k in ("poststart", "poststop") if hooks.get(k)},
+        cgroup=cgroup.to_state() if cgroup is not None else None,
+        shared_pid_ns=not cfg.has_new_namespace("pid"),
+        no_process=cfg.process is None)  # `start` must refuse it (runtime.md)
+
+
+def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:
+    from . import namespaces
+    ctx.fifo_fd = os.open(sd.make_fifo(), os.O_PATH | os.O_CLOEXEC)
+    from .exechelper import sealed_stub_fd
+    ctx.exec_stub_fd = sealed_stub_fd()
+    ctx.ns_fds = namespaces.open_namespace_paths(ctx.cfg)
+    if opts.console_fd >= 0:
+        ctx.console_fd = opts.console_fd
+    elif opts.console_socket:
+        from . import console
+        ctx.console_fd = console.connect_console_socket(opts.console_socket)
+    elif ctx.cfg.process is not None and ctx.cfg.process.terminal:
+        raise OCIError("process.terminal is true: --console-socket is required")
+    ctx.listen_fds = _systemd_listen_fds()
+    ctx.preserve_fds = ctx.listen_fds + opts.preserve_fds
+
+
+def _systemd_listen_fds() -> int:
+    """How many fds from 3 on systemd socket activation gave *us* (sd_listen_fds(3), as runc).
+
+    LISTEN_FDS counts only when LISTEN_PID is our own pid: the variables are inherited by
+    processes they were not meant for, and their fd 3 (containerd's shim socket) must not
+    reach the container.
+    """
+    count = os.environ.get("LISTEN_FDS", "")
+    if not count.isdigit() or os.environ.get("LISTEN_PID", "") != str(os.getpid()):
+        return 0
+    return int(count)
+
+
+def _compile_seccomp(ctx) -> None:
+    """Compile (or fetch from the cache) the filter now; the init only loads it, last."""
+    if ctx.cfg.linux.seccomp:
+        from . import seccomp
+        ctx.seccomp_filter = seccomp.prepare(ctx.cfg.linux.seccomp)
+
+
+def _close_launch_fds(ctx) -> None:
+    fds = [ctx.fifo_fd, ctx.exec_stub_fd, *ctx.ns_fds.values()]
+    if ctx.seccomp_filter is not None:
+        fds.append(ctx.seccomp_filter.listener_sock)
+    if ctx.console_fd >= 0 and ctx.console_fd is not None:
+        fds.append(ctx.console_fd)
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _undo_create(sd: StateDir, cgroup, pid: int, spawned: bool) -> None:
+    if pid:
+        from . import network
+        network.return_devices(sd.path, pid, restore_up=True)
+        from .delete import kill_and_wait
+        kill_and_wait(pid, None)
+    if spawned:
+        _run_poststop_after_failed_create(sd)
+    if cgroup is not None:
+        try:
+            cgroup.destroy()
+        except OCIError as e:
+            _log.get().warn(f"cleanup after failed create: {e}")
+    sd.remove()
+
+
+def _run_poststop_after_failed_create(sd: StateDir) -> None:
+    """runtime.md: a failed prestart/createRuntime/createContainer hook stops the container and
+    the lifecycle goes on with the poststop hooks (warnings only)."""
+    try:
+        st = sd.read()
+    except OCIError:
+        return
+    if st.hooks.get("poststop"):
+        from . import hooks
+        hooks.run_recorded(st, "poststop", "stopped", log=_log.get().log)
+
+
+def _hook_state(cid: str, cfg: Config, pid: int, status: str) -> dict:
+    return {"ociVersion": SPEC_VERSION, "id": cid, "status": status, "pid": pid,
+            "bundle": cfg.bundle, "annotations": cfg.annotations}
+
+
+def _run_runtime_hooks(cfg: Config, state: dict) -> None:
+    from . import hooks
+    hooks.run_hooks("prestart", cfg.hooks.get("prestart", []), state)
+    hooks.run_hooks("createRuntime", cfg.hooks.get("createRuntime", []), state)

@@ -1,0 +1,53 @@
+"""The read-only operations: `ocirun state`, `list` and `ps` (the pids; cli.py formats them).
+None of them takes the container's lock for writing."""
+from __future__ import annotations
+
+import os
+
+from . import log as _log
+from .errors import OCIError
+from .state import STOPPED, Container, StateDir
+
+
+def state(root: str, cid: str) -> dict:
+    with Container.open(root, cid, lock=False) as c:
+        return c.public_state()
+
+
+def list_all(root: str) -> list[dict]:
+    from .state import list_ids
+    out = []
+    for cid in list_ids(root):
+        sd = StateDir(root, cid)
+        try:
+            out.append(Container(sd, sd.read()).public_state())
+        except OCIError as e:
+            if os.path.exists(os.path.join(sd.path, "state.json")):  # else: deleted meanwhile
+                _log.get().warn(str(e))
+                out.append(_unknown_state(cid, sd))
+    return out
+
+
+def _unknown_state(cid: str, sd: StateDir) -> dict:
+    """`list`'s row for a container whose state.json cannot be read: status "unknown" (the
+    reason went to stderr), and the bundle and creation time if they are still legible."""
+    try:
+        raw = sd.read_raw()
+    except OCIError:
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+
+    def text(key: str) -> str:
+        v = raw.get(key)
+        return v if isinstance(v, str) and v.isprintable() else ""
+    return {"ociVersion": text("ociVersion"), "id": cid, "pid": 0, "status": "unknown",
+            "bundle": text("bundle"), "rootfs": text("rootfs"), "created": text("created"), "owner": ""}
+
+
+
+def processes(root: str, cid: str) -> list[int]:
+    with Container.open(root, cid, lock=False) as c:
+        cg = c.cgroup()
+        if cg is not None:
+            return sorted(cg.pids())
+        return [c.state.pid] if c.status != STOPPED else []
