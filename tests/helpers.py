@@ -264,6 +264,38 @@ def _read_back(f) -> bytes:
     return f.read()
 
 
+def ok(*args: str, root: Path | str | None = None, run=None, **kw) -> subprocess.CompletedProcess:
+    """Run ocirun (or `run`, e.g. run_runc) like run_ocirun and require exit 0."""
+    r = (run or run_ocirun)(*args, root=root, **kw)
+    assert r.returncode == 0, f"{' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
+    return r
+
+
+def one_line_error(r: subprocess.CompletedProcess, *needles: str, status: int = 1,
+                   prefix: str = "") -> str:
+    """A clean failure: exit `status`, and stderr is one line that starts with `prefix` and
+    names each of `needles`, with no traceback and no "internal error".  Returns the line.
+
+    exec passes status=255 and prefix="exec failed: " (runc's, for a failure of exec itself).
+    """
+    assert r.returncode == status, (r.returncode, r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    assert r.stderr.startswith(prefix), r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def delete(root: Path | str, cid: str, *, run=None, check: bool = True, timeout: float = 30) -> None:
+    """`delete --force cid`: kills the container if it still runs.  With check=False it is a
+    best-effort cleanup (a `finally:` after a test that may have failed half way)."""
+    r = (run or run_ocirun)("delete", "--force", cid, root=root, timeout=timeout)
+    if check:
+        assert r.returncode == 0, r.stderr
+
+
 def new_state_root() -> Path:
     """A fresh, unique --root directory for one test."""
     root = Path("/run") / f"{TEST_PREFIX}-{secrets.token_hex(6)}"

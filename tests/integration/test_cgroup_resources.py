@@ -15,6 +15,7 @@ import time
 import pytest
 
 import helpers
+from helpers import delete
 from ocirun.cgroups import cgroup_mode, devices, ebpf, load_manager
 from ocirun.errors import ConfigError
 
@@ -39,11 +40,6 @@ def start_detached(tmp_path, root, script: str, cid: str, **overrides):
 def manager(root, cid):
     st = json.loads((root / cid / "state.json").read_text())
     return load_manager(st["cgroup"])
-
-
-def delete(root, cid):
-    r = helpers.run_ocirun("delete", "--force", cid, root=root)
-    assert r.returncode == 0, r.stderr
 
 
 def read(path) -> str:

@@ -13,17 +13,11 @@ import time
 import pytest
 
 import helpers
-from helpers import make_bundle, run_ocirun
+from helpers import make_bundle, ok, run_ocirun
 from ocirun import schema
 
 
 SLEEPER = ["sleep", "1000"]
-
-
-def ok(*args, root=None, **kw):
-    r = run_ocirun(*args, root=root, **kw)
-    assert r.returncode == 0, f"ocirun {' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
-    return r
 
 
 def state_of(root, cid) -> dict:

@@ -14,18 +14,10 @@ import time
 import pytest
 
 import helpers
-from helpers import default_config, make_bundle, run_ocirun, run_runc
+from helpers import default_config, make_bundle, one_line_error, run_ocirun, run_runc
 
 
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-
-
-def one_line_failure(r) -> str:
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 def processes_rooted_at(rootfs) -> list[int]:
@@ -63,7 +55,7 @@ def test_log_json_appends_one_error_line_per_failure(ocirun_root, tmp_path):
     messages = []
     for cid in ("nope1", "nope2"):
         r = run_ocirun("--log", log, "--log-format", "json", "state", cid, root=ocirun_root)
-        messages.append(one_line_failure(r))
+        messages.append(one_line_error(r))
     lines = log.read_text().splitlines()
     assert len(lines) == 3, lines
     for line, msg in zip(lines[1:], messages):
@@ -78,7 +70,7 @@ def test_log_json_appends_one_error_line_per_failure(ocirun_root, tmp_path):
 def test_log_text_format(ocirun_root, tmp_path):
     log = tmp_path / "log.txt"
     r = run_ocirun("--log", log, "--log-format", "text", "kill", "nope", root=ocirun_root)
-    msg = one_line_failure(r)
+    msg = one_line_error(r)
     lines = log.read_text().splitlines()
     assert len(lines) == 1
     m = re.fullmatch(r'time="([^"]+)" level=error msg=(".*")', lines[0])
@@ -91,7 +83,7 @@ def test_log_failure_of_the_container_side_reaches_the_log(ocirun_root, tmp_path
     log = tmp_path / "log.json"
     bundle = make_bundle(tmp_path, ["nope"])
     r = run_ocirun("--log", log, "--log-format", "json", "create", "-b", bundle, "c1", root=ocirun_root)
-    msg = one_line_failure(r)
+    msg = one_line_error(r)
     assert msg == 'exec: "nope": executable file not found in $PATH'
     assert json.loads(log.read_text().splitlines()[-1])["msg"] == msg
     assert_nothing_left(ocirun_root, bundle)
@@ -100,7 +92,7 @@ def test_log_failure_of_the_container_side_reaches_the_log(ocirun_root, tmp_path
 def test_unwritable_log_does_not_hide_the_error(ocirun_root, tmp_path):
     r = run_ocirun("--log", tmp_path / "no" / "dir" / "log", "--log-format", "json", "state", "x",
                    root=ocirun_root)
-    assert "container does not exist" in one_line_failure(r)
+    assert "container does not exist" in one_line_error(r)
 
 
 # ============================================================================ bad ids, bundles
@@ -113,7 +105,7 @@ def test_bad_container_id(ocirun_root, tmp_path, cid, needle):
     bundle = make_bundle(tmp_path, ["true"])
     for cmd in (["create", "-b", bundle, cid], ["run", "-b", bundle, cid], ["state", cid],
                 ["kill", cid], ["delete", cid], ["start", cid]):
-        msg = one_line_failure(run_ocirun(*cmd, root=ocirun_root))
+        msg = one_line_error(run_ocirun(*cmd, root=ocirun_root))
         assert needle in msg, (cmd, msg)
     assert os.listdir(ocirun_root) == []
     assert not (tmp_path / "x").exists()
@@ -126,7 +118,7 @@ def test_duplicate_id(ocirun_root, tmp_path):
     assert run_ocirun("create", "-b", bundle, "dup", root=ocirun_root).returncode == 0
     try:
         before = json.loads(run_ocirun("state", "dup", root=ocirun_root).stdout)
-        msg = one_line_failure(run_ocirun("create", "-b", other, "dup", root=ocirun_root))
+        msg = one_line_error(run_ocirun("create", "-b", other, "dup", root=ocirun_root))
         assert msg == "container with id exists: dup"
         after = json.loads(run_ocirun("state", "dup", root=ocirun_root).stdout)
         assert after == before  # the first container is untouched
@@ -137,9 +129,9 @@ def test_duplicate_id(ocirun_root, tmp_path):
 
 
 def test_missing_bundle(ocirun_root, tmp_path):
-    msg = one_line_failure(run_ocirun("create", "-b", tmp_path / "nope", "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", tmp_path / "nope", "c1", root=ocirun_root))
     assert str(tmp_path / "nope") in msg
-    msg = one_line_failure(run_ocirun("create", "-b", tmp_path, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", tmp_path, "c1", root=ocirun_root))
     assert "config.json" in msg and "no such file" in msg
     assert os.listdir(ocirun_root) == []
 
@@ -148,7 +140,7 @@ def test_invalid_json(ocirun_root, tmp_path):
     bundle = tmp_path / "b"
     bundle.mkdir()
     (bundle / "config.json").write_text('{"ociVersion": "1.2.0",')
-    msg = one_line_failure(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
     assert msg.startswith("config.json: invalid JSON")
     assert os.listdir(ocirun_root) == []
 
@@ -162,14 +154,14 @@ def test_invalid_json(ocirun_root, tmp_path):
 ])
 def test_schema_violation_names_the_json_path(ocirun_root, tmp_path, overrides, path):
     bundle = make_bundle(tmp_path, ["true"], **overrides)
-    msg = one_line_failure(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
     assert msg.startswith(path), msg
     assert_nothing_left(ocirun_root, bundle)
 
 
 def test_missing_rootfs(ocirun_root, tmp_path):
     bundle = make_bundle(tmp_path, ["true"], root={"path": "rootfs-that-is-not-there"})
-    msg = one_line_failure(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
     assert msg.startswith("root.path: ") and "rootfs-that-is-not-there" in msg
     assert_nothing_left(ocirun_root, bundle)
 
@@ -180,18 +172,18 @@ def test_missing_rootfs(ocirun_root, tmp_path):
 ])
 def test_missing_binary_fails_create_and_leaves_nothing(ocirun_root, tmp_path, args, expect):
     bundle = make_bundle(tmp_path, args)
-    msg = one_line_failure(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
     assert msg == expect
     assert_nothing_left(ocirun_root, bundle)
     # `run` fails the same way (and does not print a second error when cleaning up).
-    msg = one_line_failure(run_ocirun("run", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("run", "-b", bundle, "c1", root=ocirun_root))
     assert msg == expect
     assert_nothing_left(ocirun_root, bundle)
 
 
 def test_not_executable(ocirun_root, tmp_path):
     bundle = make_bundle(tmp_path, ["/etc/passwd"])
-    msg = one_line_failure(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
     assert "permission denied" in msg
     assert_nothing_left(ocirun_root, bundle)
 
@@ -200,7 +192,7 @@ def test_bind_mount_source_missing(ocirun_root, tmp_path):
     mounts = default_config()["mounts"] + [
         {"destination": "/mnt", "type": "bind", "source": str(tmp_path / "gone"), "options": ["rbind"]}]
     bundle = make_bundle(tmp_path, ["true"], mounts=mounts)
-    msg = one_line_failure(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
     assert msg.startswith(f"mounts[{len(mounts) - 1}].source: "), msg
     assert "no such file or directory" in msg
     assert_nothing_left(ocirun_root, bundle)
@@ -208,14 +200,14 @@ def test_bind_mount_source_missing(ocirun_root, tmp_path):
 
 def test_terminal_without_console_socket(ocirun_root, tmp_path):
     bundle = make_bundle(tmp_path, ["true"], process={"terminal": True})
-    msg = one_line_failure(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
     assert "console-socket" in msg
     assert_nothing_left(ocirun_root, bundle)
 
 
 def test_systemd_cgroup_is_refused(ocirun_root, tmp_path):
     bundle = make_bundle(tmp_path, ["true"])
-    msg = one_line_failure(run_ocirun("--systemd-cgroup", "create", "-b", bundle, "c1", root=ocirun_root))
+    msg = one_line_error(run_ocirun("--systemd-cgroup", "create", "-b", bundle, "c1", root=ocirun_root))
     assert "systemd" in msg
     assert_nothing_left(ocirun_root, bundle)
 
@@ -275,7 +267,7 @@ def test_wrong_state_exit_codes_match_runc(ocirun_root, runc_root, tmp_path):
 
 def test_console_socket_missing(ocirun_root, tmp_path):
     bundle = make_bundle(tmp_path, ["true"], process={"terminal": True})
-    msg = one_line_failure(run_ocirun("create", "-b", bundle, "--console-socket", tmp_path / "no.sock", "c1",
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "--console-socket", tmp_path / "no.sock", "c1",
                                       root=ocirun_root))
     assert "no.sock" in msg or "console" in msg, msg
     assert_nothing_left(ocirun_root, bundle)
@@ -287,10 +279,10 @@ def test_corrupt_state_file(ocirun_root, tmp_path):
     # (test_state_cgroup_hardening.py checks the killing with real containers).
     (ocirun_root / "bad").mkdir()
     (ocirun_root / "bad" / "state.json").write_text("{")
-    msg = one_line_failure(run_ocirun("state", "bad", root=ocirun_root))
+    msg = one_line_error(run_ocirun("state", "bad", root=ocirun_root))
     assert "bad" in msg and "state" in msg
     listed = json.loads(run_ocirun("list", "-f", "json", root=ocirun_root).stdout)
     assert [(s["id"], s["status"]) for s in listed] == [("bad", "unknown")]
-    assert "corrupt state file" in one_line_failure(run_ocirun("delete", "bad", root=ocirun_root))
+    assert "corrupt state file" in one_line_error(run_ocirun("delete", "bad", root=ocirun_root))
     r = run_ocirun("delete", "--force", "bad", root=ocirun_root)
     assert r.returncode == 0 and not (ocirun_root / "bad").exists(), r.stderr

@@ -7,6 +7,7 @@ different process) make their own.  Each check looks at what the exec'd process 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -20,7 +21,7 @@ import time
 import pytest
 
 import helpers
-from helpers import make_bundle, run_ocirun
+from helpers import make_bundle, ok, run_ocirun
 
 
 FIXTURES = helpers.FIXTURES
@@ -28,25 +29,13 @@ NS_LINKS = ["net", "ipc", "uts", "mnt", "pid", "cgroup"]
 CAP_SYS_ADMIN = 21
 
 
-def ok(*args, root, **kw) -> subprocess.CompletedProcess:
-    r = run_ocirun(*args, root=root, **kw)
-    assert r.returncode == 0, f"ocirun {' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
-    return r
-
-
 def state_of(root, cid) -> dict:
     return json.loads(ok("state", cid, root=root).stdout)
 
 
-def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
-    """`exec` itself failed: runc's status 255 (not one the process could have returned) and
-    runc's "exec failed: " before one line that names the problem."""
-    assert r.returncode == 255, (r.returncode, r.stdout, r.stderr)
-    assert r.stderr.startswith("exec failed: "), r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
+# `exec` itself failed: runc's status 255 (not one the process could have returned) and runc's
+# "exec failed: " before the one line that names the problem.
+one_line_error = functools.partial(helpers.one_line_error, status=255, prefix="exec failed: ")
 
 
 def container_pids(root, cid) -> list[int]:

@@ -13,25 +13,17 @@ import time
 import pytest
 
 import helpers
-from helpers import make_bundle, read_config, run_ocirun, run_runc, write_config
+from helpers import make_bundle, one_line_error, read_config, run_ocirun, run_runc, write_config
 
 
 QUICK = 10  # seconds: every command here answers at once or it hangs
-
-
-def one_line_failure(r) -> str:
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
-    return lines[0]
 
 
 def create_fails(bundle, root, cid="h1") -> str:
     r = run_ocirun("create", "-b", bundle, cid, root=root, timeout=QUICK)
     if r.returncode == 0:
         run_ocirun("delete", "--force", cid, root=root)
-    line = one_line_failure(r)
+    line = one_line_error(r)
     assert os.listdir(root) == [], os.listdir(root)
     return line
 
@@ -271,7 +263,7 @@ def test_no_space_left_in_the_state_root(tmp_path):
         bundle = make_bundle(tmp_path, ["true"])
         for cmd in ("create", "run"):
             r = run_ocirun(cmd, "-b", bundle, "full1", root=root, timeout=30)
-            line = one_line_failure(r)
+            line = one_line_error(r)
             assert f"{root}/full1" in line and line.endswith("no space left on device"), line
             assert sorted(os.listdir(root)) == ["filler"]
     finally:
@@ -290,7 +282,7 @@ def test_config_strings_in_errors_are_escaped(ocirun_root, tmp_path):
         log = tmp_path / f"log.{fmt}"
         r = run_ocirun("--log", log, "--log-format", fmt, "run", "-b", bundle, "esc1", root=ocirun_root,
                        timeout=30)
-        line = one_line_failure(r)
+        line = one_line_error(r)
         for raw in ("\x1b", "\x07", "\r", "\u202e"):
             assert raw not in r.stderr, r.stderr
         assert "\\x1b]0;pwned\\x07\\x1b[2J\\nforged line\\r\\u202e" in line, line

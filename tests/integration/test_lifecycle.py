@@ -16,18 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import helpers
-from helpers import make_bundle, run_ocirun
+from helpers import make_bundle, ok, one_line_error, run_ocirun
 
 
 # A container that stays up until it is killed (`sleep` as PID 1 ignores SIGTERM).
 SLEEPER = ["sleep", "1000"]
-
-
-def ok(*args, root, **kw) -> subprocess.CompletedProcess:
-    """Run ocirun and require exit 0."""
-    r = run_ocirun(*args, root=root, **kw)
-    assert r.returncode == 0, f"ocirun {' '.join(args)} -> {r.returncode}: {r.stderr}"
-    return r
 
 
 def state_of(root, cid) -> dict:
@@ -58,14 +51,6 @@ def wait_gone(pid: int, timeout: float = 10) -> None:
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert not alive(pid), f"pid {pid} still alive"
-
-
-def one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
-    assert r.returncode == 1, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 def foreground_run(root, bundle, cid, ready: str = "ready") -> subprocess.Popen:

@@ -7,13 +7,7 @@ import json
 import os
 
 import helpers
-from helpers import make_bundle, read_config, run_ocirun, write_config
-
-
-def ok(*args, root):
-    r = run_ocirun(*args, root=root)
-    assert r.returncode == 0, f"ocirun {' '.join(args)}: {r.stderr}"
-    return r
+from helpers import make_bundle, ok, read_config, run_ocirun, write_config
 
 
 def _hook(kind: str, logfile: str) -> dict:

@@ -22,7 +22,7 @@ import sys
 import pytest
 
 import helpers
-from helpers import make_bundle, run_ocirun
+from helpers import make_bundle, ok, run_ocirun
 
 
 LINK_PREFIX = "ocit"            # + 6 hex + a/b: 11 characters, under IFNAMSIZ
@@ -110,12 +110,6 @@ def _nothing_of_ours_left():
     for name in namespaces:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
     assert not links and not namespaces, f"left on the host: links {links}, netns {namespaces}"
-
-
-def ok(*args, root, **kw):
-    r = run_ocirun(*args, root=root, **kw)
-    assert r.returncode == 0, f"ocirun {' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
-    return r
 
 
 def init_pid(root, cid) -> int:

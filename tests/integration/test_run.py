@@ -15,13 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import helpers
-from helpers import make_bundle, run_ocirun
-
-
-def ok(*args, root=None, **kw):
-    r = run_ocirun(*args, root=root, **kw)
-    assert r.returncode == 0, f"ocirun {' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
-    return r
+from helpers import make_bundle, ok, run_ocirun
 
 
 def state_of(root, cid) -> dict:

@@ -27,18 +27,12 @@ import time
 import pytest
 
 import helpers
-from helpers import make_bundle, run_ocirun, run_runc
+from helpers import make_bundle, ok, run_ocirun, run_runc
 
 
 SLEEPER = ["sleep", "1000"]
 CG = "/sys/fs/cgroup"
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-
-
-def ok(run, *args, root, **kw) -> subprocess.CompletedProcess:
-    r = run(*args, root=root, **kw)
-    assert r.returncode == 0, f"{' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
-    return r
 
 
 def no_traceback(r: subprocess.CompletedProcess) -> None:
@@ -141,8 +135,8 @@ def test_state_is_private_whatever_the_umask(tmp_path, umask):
             {k: oct(v) for k, v in modes.items()}
         assert all(stat.S_IMODE(os.lstat(root / "p1" / n).st_mode) & 0o077 == 0
                    for n in os.listdir(root / "p1") if n != "exec.fifo")
-        ok(run_ocirun, "start", "p1", root=root)
-        ok(run_ocirun, "delete", "--force", "p1", root=root)
+        ok("start", "p1", root=root)
+        ok("delete", "--force", "p1", root=root)
     finally:
         run_ocirun("delete", "--force", "p1", root=root)
         subprocess.run(["rm", "-rf", str(root)])
@@ -151,7 +145,7 @@ def test_state_is_private_whatever_the_umask(tmp_path, umask):
 def test_old_0711_root_is_tightened(tmp_path, ocirun_root):
     os.chmod(ocirun_root, 0o711)  # what earlier versions made
     bundle = make_bundle(tmp_path, ["true"])
-    ok(run_ocirun, "run", "-b", bundle, "t1", root=ocirun_root)
+    ok("run", "-b", bundle, "t1", root=ocirun_root)
     assert stat.S_IMODE(os.stat(ocirun_root).st_mode) == 0o700
 
 
@@ -162,7 +156,7 @@ def test_another_user_cannot_read_state_or_open_the_fifo(tmp_path, ocirun_root, 
     # root being 0700, as runc makes it (and the fixture does).
     os.chmod(ocirun_root, 0o755)
     for run, root in ((run_ocirun, ocirun_root), (run_runc, runc_root)):
-        ok(run, "create", "-b", bundle, "u1", root=root)
+        ok("create", "-b", bundle, "u1", root=root, run=run)
     try:
         for root in (ocirun_root, runc_root):
             read = subprocess.run(NOBODY + ["cat", f"{root}/u1/state.json"], capture_output=True, text=True,
@@ -172,8 +166,8 @@ def test_another_user_cannot_read_state_or_open_the_fifo(tmp_path, ocirun_root, 
             write = subprocess.run(NOBODY + ["sh", "-c", f"echo evil > {root}/u1/exec.fifo"],
                                    capture_output=True, text=True, timeout=10)
             assert write.returncode != 0 and "Permission denied" in write.stderr, (root, write)
-        ok(run_ocirun, "start", "u1", root=ocirun_root)
-        ok(run_runc, "start", "u1", root=runc_root)
+        ok("start", "u1", root=ocirun_root)
+        ok("start", "u1", root=runc_root, run=run_runc)
     finally:
         run_ocirun("delete", "--force", "u1", root=ocirun_root)
         run_runc("delete", "--force", "u1", root=runc_root)
@@ -188,13 +182,13 @@ def test_non_root_init_still_opens_the_fifo(tmp_path, ocirun_root, kind):
                           "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]},
                 "process": {"user": {"uid": 1000, "gid": 1000}}}
     bundle = make_bundle(tmp_path, ["sh", "-c", "id -u"], **over)
-    r = ok(run_ocirun, "run", "-b", bundle, "n1", root=ocirun_root)
+    r = ok("run", "-b", bundle, "n1", root=ocirun_root)
     assert r.stdout.strip() == "1000"
 
 
 def test_foreign_fifo_writer_neither_blocks_start_nor_speaks_for_the_init(tmp_path, ocirun_root):
     bundle = make_bundle(tmp_path, SLEEPER)
-    ok(run_ocirun, "create", "-b", bundle, "w1", root=ocirun_root)
+    ok("create", "-b", bundle, "w1", root=ocirun_root)
     # root (the only one who can reach it now) opens the fifo, says something and holds it open
     writer = subprocess.Popen([sys.executable, "-c",
                                "import os, sys, time\n"
@@ -204,7 +198,7 @@ def test_foreign_fifo_writer_neither_blocks_start_nor_speaks_for_the_init(tmp_pa
     try:
         r = run_ocirun("start", "w1", root=ocirun_root, timeout=20)
         assert r.returncode == 0 and "evil" not in r.stderr, r.stderr
-        st = json.loads(ok(run_ocirun, "state", "w1", root=ocirun_root).stdout)
+        st = json.loads(ok("state", "w1", root=ocirun_root).stdout)
         assert st["status"] == "running"
     finally:
         writer.kill()
@@ -281,8 +275,8 @@ def test_delete_force_succeeds_whatever_the_cgroup_section_says(tmp_path, ocirun
     mem = f"{CG}/memory/{cgname}"
     os.mkdir(mem)
     bundle = make_bundle(tmp_path, ["true"])
-    ok(run_ocirun, "create", "-b", bundle, "d1", root=ocirun_root)
-    ok(run_ocirun, "start", "d1", root=ocirun_root)
+    ok("create", "-b", bundle, "d1", root=ocirun_root)
+    ok("start", "d1", root=ocirun_root)
     path = ocirun_root / "d1" / "state.json"
     st = json.loads(path.read_text())
     real = dict(st["cgroup"]["paths"])
@@ -302,9 +296,9 @@ def test_delete_force_succeeds_whatever_the_cgroup_section_says(tmp_path, ocirun
 
 def test_nested_cgroups_path_ancestors_we_made_are_removed(tmp_path, ocirun_root, cgname):
     bundle = make_bundle(tmp_path, SLEEPER, linux={"cgroupsPath": f"/{cgname}/b/c"})
-    ok(run_ocirun, "run", "-d", "-b", bundle, "a1", root=ocirun_root)
+    ok("run", "-d", "-b", bundle, "a1", root=ocirun_root)
     assert os.path.isdir(f"{CG}/pids/{cgname}/b/c")
-    ok(run_ocirun, "delete", "--force", "a1", root=ocirun_root)
+    ok("delete", "--force", "a1", root=ocirun_root)
     assert dirs_named(cgname) == []
 
 
@@ -312,8 +306,8 @@ def test_pre_existing_ancestor_is_kept(tmp_path, ocirun_root, cgname):
     mine = f"{CG}/pids/{cgname}"
     os.mkdir(mine)
     bundle = make_bundle(tmp_path, SLEEPER, linux={"cgroupsPath": f"/{cgname}/b/c"})
-    ok(run_ocirun, "run", "-d", "-b", bundle, "a2", root=ocirun_root)
-    ok(run_ocirun, "delete", "--force", "a2", root=ocirun_root)
+    ok("run", "-d", "-b", bundle, "a2", root=ocirun_root)
+    ok("delete", "--force", "a2", root=ocirun_root)
     assert dirs_named(cgname) == [mine]
     assert os.listdir(mine) and not os.path.exists(f"{mine}/b")
 
@@ -321,14 +315,14 @@ def test_pre_existing_ancestor_is_kept(tmp_path, ocirun_root, cgname):
 def test_shared_ancestor_does_not_stall_delete(tmp_path, ocirun_root, cgname):
     b1 = make_bundle(tmp_path, SLEEPER, name="b1", linux={"cgroupsPath": f"/{cgname}/p/c1"})
     b2 = make_bundle(tmp_path, SLEEPER, name="b2", linux={"cgroupsPath": f"/{cgname}/p/c2"})
-    ok(run_ocirun, "run", "-d", "-b", b1, "s1", root=ocirun_root)
-    ok(run_ocirun, "run", "-d", "-b", b2, "s2", root=ocirun_root)
+    ok("run", "-d", "-b", b1, "s1", root=ocirun_root)
+    ok("run", "-d", "-b", b2, "s2", root=ocirun_root)
     t0 = time.monotonic()
-    ok(run_ocirun, "delete", "--force", "s1", root=ocirun_root)
+    ok("delete", "--force", "s1", root=ocirun_root)
     assert time.monotonic() - t0 < 3
-    assert json.loads(ok(run_ocirun, "state", "s2", root=ocirun_root).stdout)["status"] == "running"
+    assert json.loads(ok("state", "s2", root=ocirun_root).stdout)["status"] == "running"
     assert os.path.isdir(f"{CG}/pids/{cgname}/p/c2") and not os.path.exists(f"{CG}/pids/{cgname}/p/c1")
-    ok(run_ocirun, "delete", "--force", "s2", root=ocirun_root)
+    ok("delete", "--force", "s2", root=ocirun_root)
 
 
 # ============================================================================ item 9: malformed state
@@ -370,9 +364,9 @@ BAD_STATES = {
 @pytest.mark.parametrize("shape", sorted(BAD_STATES))
 def test_malformed_state_file(tmp_path, ocirun_root, shape):
     bundle = make_bundle(tmp_path, SLEEPER)
-    ok(run_ocirun, "run", "-d", "-b", bundle, "bad", root=ocirun_root)
+    ok("run", "-d", "-b", bundle, "bad", root=ocirun_root)
     good = make_bundle(tmp_path, SLEEPER, name="good")
-    ok(run_ocirun, "run", "-d", "-b", good, "good", root=ocirun_root)
+    ok("run", "-d", "-b", good, "good", root=ocirun_root)
     path = ocirun_root / "bad" / "state.json"
     st = json.loads(path.read_text())
     pid = st["pid"]
@@ -380,12 +374,12 @@ def test_malformed_state_file(tmp_path, ocirun_root, shape):
     assert os.path.isdir(cgroup)
     path.write_text(BAD_STATES[shape](st))
 
-    r = ok(run_ocirun, "list", root=ocirun_root)
+    r = ok("list", root=ocirun_root)
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
     assert rows["good"][2] == "running" and rows["bad"][2] == "unknown", r.stdout
     assert "corrupt state file" in r.stderr, r.stderr
     no_traceback(r)
-    items = {s["id"]: s for s in json.loads(ok(run_ocirun, "list", "-f", "json", root=ocirun_root).stdout)}
+    items = {s["id"]: s for s in json.loads(ok("list", "-f", "json", root=ocirun_root).stdout)}
     assert items["bad"]["status"] == "unknown" and items["good"]["status"] == "running"
 
     for args in (["state", "bad"], ["delete", "bad"], ["kill", "bad", "KILL"], ["start", "bad"],
@@ -401,8 +395,8 @@ def test_malformed_state_file(tmp_path, ocirun_root, shape):
     wait_gone(pid)
     assert not (ocirun_root / "bad").exists()
     assert not os.path.exists(cgroup)
-    assert json.loads(ok(run_ocirun, "state", "good", root=ocirun_root).stdout)["status"] == "running"
-    ok(run_ocirun, "delete", "--force", "good", root=ocirun_root)
+    assert json.loads(ok("state", "good", root=ocirun_root).stdout)["status"] == "running"
+    ok("delete", "--force", "good", root=ocirun_root)
 
 
 # ============================================================================ item 12
@@ -419,7 +413,7 @@ def test_populated_cgroup_warns_and_goes_on_like_runc(tmp_path, ocirun_root, run
             r = run("run", "-d", "-b", bundle, "pop", root=root)
             assert r.returncode == 0, (run, r.stderr)
             assert "container's cgroup is not empty: 1 process(es) found" in r.stderr, (run, r.stderr)
-            st = json.loads(ok(run, "state", "pop", root=root).stdout)
+            st = json.loads(ok("state", "pop", root=root, run=run).stdout)
             assert st["status"] == "running"
             r = run("delete", "--force", "pop", root=root)
             assert r.returncode == 0, (run, r.stderr)
@@ -433,13 +427,13 @@ def test_populated_cgroup_warns_and_goes_on_like_runc(tmp_path, ocirun_root, run
 
 def test_delete_of_created_container_needs_force(tmp_path, ocirun_root):
     bundle = make_bundle(tmp_path, SLEEPER)
-    ok(run_ocirun, "create", "-b", bundle, "c1", root=ocirun_root)
-    pid = json.loads(ok(run_ocirun, "state", "c1", root=ocirun_root).stdout)["pid"]
+    ok("create", "-b", bundle, "c1", root=ocirun_root)
+    pid = json.loads(ok("state", "c1", root=ocirun_root).stdout)["pid"]
     r = run_ocirun("delete", "c1", root=ocirun_root)
     assert r.returncode == 1 and r.stderr.strip() == "cannot delete container c1 that is not stopped: created", r.stderr
-    st = json.loads(ok(run_ocirun, "state", "c1", root=ocirun_root).stdout)
+    st = json.loads(ok("state", "c1", root=ocirun_root).stdout)
     assert (st["status"], st["pid"]) == ("created", pid) and alive(pid)
-    ok(run_ocirun, "delete", "--force", "c1", root=ocirun_root)
+    ok("delete", "--force", "c1", root=ocirun_root)
     wait_gone(pid)
     assert not (ocirun_root / "c1").exists()
 
@@ -449,8 +443,8 @@ def test_the_inits_own_error_still_reaches_start(tmp_path, ocirun_root):
     # then dies: that text is its error, `start` fails with it
     bundle = make_bundle(tmp_path, SLEEPER, hooks={"startContainer": [
         {"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}]})
-    ok(run_ocirun, "create", "-b", bundle, "e1", root=ocirun_root)
+    ok("create", "-b", bundle, "e1", root=ocirun_root)
     r = run_ocirun("start", "e1", root=ocirun_root, timeout=20)
     assert r.returncode == 1 and "startContainer" in r.stderr, r.stderr
     no_traceback(r)
-    ok(run_ocirun, "delete", "--force", "e1", root=ocirun_root)
+    ok("delete", "--force", "e1", root=ocirun_root)

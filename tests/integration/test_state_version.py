@@ -7,13 +7,7 @@ import json
 import os
 import time
 
-from helpers import make_bundle, run_ocirun
-
-
-def ok(*args, root):
-    r = run_ocirun(*args, root=root)
-    assert r.returncode == 0, (args, r.stderr)
-    return r
+from helpers import make_bundle, ok, run_ocirun
 
 
 def gone(pid: int, timeout: float = 10) -> bool:

@@ -14,6 +14,7 @@ import time
 import pytest
 
 import helpers
+from helpers import delete
 from ocirun import events as ev
 from ocirun.cgroups import cgroup_mode, load_manager
 from ocirun.errors import OCIError
@@ -30,10 +31,6 @@ def start(tmp_path, root, cid, script="sleep 100", **resources):
     assert r.returncode == 0, r.stderr
     st = json.loads((root / cid / "state.json").read_text())
     return load_manager(st["cgroup"])
-
-
-def delete(root, cid):
-    assert helpers.run_ocirun("delete", "--force", cid, root=root).returncode == 0
 
 
 def limit(m, v1_ctrl, v1_file, v2_file):

@@ -17,16 +17,10 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import make_bundle, run_ocirun
+from helpers import make_bundle, ok, run_ocirun
 
 
 HOST_MARKER = "host-side-marker-7f3a"
-
-
-def ok(*args, root, **kw) -> subprocess.CompletedProcess:
-    r = run_ocirun(*args, root=root, **kw)
-    assert r.returncode == 0, f"ocirun {' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
-    return r
 
 
 def leaking(cmd: list, path: Path, fds=range(3, 21)) -> list[str]:

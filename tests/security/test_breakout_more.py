@@ -16,19 +16,13 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import make_bundle, run_ocirun
+from helpers import make_bundle, ok, run_ocirun
 
 
 HOST_MARKER = "host-side-marker-5c1e"
 # A host-global sysctl that is harmless to rewrite with its own value: the tests that could
 # reach it through a redirected mount only ever write back what is already there.
 HOST_KNOB = "/proc/sys/kernel/printk_ratelimit"
-
-
-def ok(*args, root, **kw) -> subprocess.CompletedProcess:
-    r = run_ocirun(*args, root=root, **kw)
-    assert r.returncode == 0, f"ocirun {' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
-    return r
 
 
 def read(path) -> str:

@@ -143,8 +143,7 @@ def _start_detached(runtime: str, root, bundle, cid: str) -> None:
 
 
 def _delete(runtime: str, root, cid: str) -> None:
-    run = run_ocirun if runtime == "ocirun" else run_runc
-    run("delete", "--force", cid, root=root)
+    helpers.delete(root, cid, run=run_ocirun if runtime == "ocirun" else run_runc, check=False)
 
 
 RUNTIMES = ["ocirun", pytest.param("runc", marks=pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed"))]

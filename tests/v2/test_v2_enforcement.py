@@ -7,6 +7,7 @@ short.  Bundles and state live under /tmp and /run (tmpfs in the guest).
 """
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import os
@@ -41,9 +42,7 @@ def start(tmp_path, root, script, cid, **overrides):
     return load_manager(json.loads((root / cid / "state.json").read_text())["cgroup"])
 
 
-def delete(root, cid):
-    r = helpers.run_ocirun("delete", "--force", cid, root=root, timeout=TIMEOUT)
-    assert r.returncode == 0, r.stderr
+delete = functools.partial(helpers.delete, timeout=TIMEOUT)
 
 
 def read(path) -> str:
