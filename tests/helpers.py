@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -294,6 +295,32 @@ def delete(root: Path | str, cid: str, *, run=None, check: bool = True, timeout:
     r = (run or run_ocirun)("delete", "--force", cid, root=root, timeout=timeout)
     if check:
         assert r.returncode == 0, r.stderr
+
+
+def wait_until(predicate, timeout: float = 10, what: str = "condition", interval: float = 0.01):
+    """Poll `predicate` until it returns something true and return that; fail naming `what`
+    after `timeout` seconds.  Instead of a fixed sleep: as fast as the thing waited for, and
+    not flaky on a slow host."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(interval)
+
+
+def alive(pid: int) -> bool:
+    """True if pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def wait_gone(pid: int, timeout: float = 10) -> None:
+    wait_until(lambda: not alive(pid), timeout, f"pid {pid} to exit")
 
 
 def new_state_root() -> Path:

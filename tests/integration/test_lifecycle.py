@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import helpers
-from helpers import make_bundle, ok, one_line_error, run_ocirun
+from helpers import alive, make_bundle, ok, one_line_error, run_ocirun, wait_gone
 
 
 # A container that stays up until it is killed (`sleep` as PID 1 ignores SIGTERM).
@@ -35,22 +35,6 @@ def wait_status(root, cid, want: str, timeout: float = 10) -> dict:
             assert st["status"] == want, st
             return st
         time.sleep(0.02)
-
-
-def alive(pid: int) -> bool:
-    """True if pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def wait_gone(pid: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not alive(pid), f"pid {pid} still alive"
 
 
 def foreground_run(root, bundle, cid, ready: str = "ready") -> subprocess.Popen:

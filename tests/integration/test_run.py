@@ -15,19 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import helpers
-from helpers import make_bundle, ok, run_ocirun
+from helpers import alive, make_bundle, ok, run_ocirun
 
 
 def state_of(root, cid) -> dict:
     return json.loads(ok("state", cid, root=root).stdout)
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def popen_ocirun(args, root, **kw) -> subprocess.Popen:

@@ -27,7 +27,7 @@ import time
 import pytest
 
 import helpers
-from helpers import make_bundle, ok, run_ocirun, run_runc
+from helpers import alive, make_bundle, ok, run_ocirun, run_runc, wait_gone
 
 
 SLEEPER = ["sleep", "1000"]
@@ -37,21 +37,6 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 def no_traceback(r: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
-
-
-def wait_gone(pid: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert not alive(pid), f"pid {pid} still alive"
 
 
 def unique_name() -> str:
