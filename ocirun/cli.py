@@ -1,6 +1,7 @@
 """The `ocirun` command line: runc's subcommands, flags, exit codes and output.
 
-No logic lives here beyond parsing and printing: each subcommand calls `ocirun.container`.
+No logic lives here beyond parsing and printing: each subcommand calls its operation's module
+(create.py, start.py, ... exec_process.py), imported only when that command runs.
 Every failure ends in `main()`: one line on stderr, one error line in `--log`, exit status 1.
 """
 from __future__ import annotations
