@@ -113,7 +113,9 @@ GLOBALS = (
      (("--log",), "log", "str", None, "log file (default: stderr)"),
      (("--log-format",), "log_format", ("text", "json"), "text", "log format"),
      (("--debug",), "debug", "bool", False, "write debug lines to the log"),
-     (("--systemd-cgroup",), "systemd_cgroup", "bool", False, "(not supported)"),
+     (("--systemd-cgroup",), "systemd_cgroup", "bool", False,
+      "let systemd make the container's cgroup: a transient scope in the slice that cgroupsPath "
+      "(\"slice:prefix:name\") names"),
      (("--rootless",), "rootless", "str", None, "(accepted for runc compatibility)"),
      (("--criu",), "criu", "str", None, "(accepted for runc compatibility)")),
     ((("--version", "-v"), "version", "bool", False, "print the version"),),
@@ -239,7 +241,7 @@ def _create_opts(a):
     from .create import CreateOptions
     return CreateOptions(bundle=a.bundle, console_socket=a.console_socket, pid_file=a.pid_file,
                          no_pivot=a.no_pivot, no_new_keyring=a.no_new_keyring,
-                         preserve_fds=_checked_preserve_fds(a.preserve_fds))
+                         preserve_fds=_checked_preserve_fds(a.preserve_fds), systemd_cgroup=a.systemd_cgroup)
 
 
 def _unwind_on_termination() -> None:
@@ -553,8 +555,6 @@ def main(argv: list[str] | None = None) -> int:
     if logger.debug_enabled:
         logger.debug(f"ocirun {__version__} {a.command}: root {a.root}, arguments {args!r}")
     try:
-        if a.systemd_cgroup:
-            raise OCIError("--systemd-cgroup: the systemd cgroup driver is not supported; use cgroupfs")
         return COMMANDS[a.command](a)
     except OCIError as e:
         logger.error(prefix + str(e))

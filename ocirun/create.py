@@ -30,6 +30,7 @@ class CreateOptions(Record):
         "console_fd": -1,   # `run -t` without --console-socket: our own socketpair end
         "config_doc": None,  # config.json as `run` already read it (else create reads it)
         "stdio_pipes": None,  # `run` in the foreground: pipes.TerminalPipes for the init's stdio
+        "systemd_cgroup": False,  # --systemd-cgroup: the cgroup is a transient systemd scope
     }
 
 
@@ -44,7 +45,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     cfg = load_bundle(opts.bundle, doc=opts.config_doc)
     _check_before_fork(cfg)
     # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
-    manager = _cgroup_manager(cid, cfg)
+    manager = _cgroup_manager(cid, cfg, opts.systemd_cgroup)
     sd = StateDir.new(root, cid)
     cgroup = None
     ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
@@ -132,9 +133,10 @@ def _check_shared_mount_namespace(cfg: Config) -> None:
                           "of its own (its root may not mount in the runtime's)")
 
 
-def _cgroup_manager(cid: str, cfg: Config):
+def _cgroup_manager(cid: str, cfg: Config, systemd: bool):
     from .cgroups import manager_for
-    return manager_for(cid, cfg.linux.cgroups_path, cfg.linux.resources)
+    return manager_for(cid, cfg.linux.cgroups_path, cfg.linux.resources, systemd=systemd,
+                       annotations=cfg.annotations)
 
 
 def _initial_state(cid: str, cfg: Config, cgroup) -> ContainerState:

@@ -185,15 +185,16 @@ def prog_fd_by_id(prog_id: int) -> int:
     return _bpf(BPF_PROG_GET_FD_BY_ID, attr)
 
 
-def install(cgroup_dir: str, policy: Policy, field: str = "linux.resources.devices") -> None:
-    """Attach the program for `policy` to `cgroup_dir`, replacing device programs already there."""
+def install(cgroup_dir: str, policy: Policy, field: str = "linux.resources.devices", replace: bool = True) -> None:
+    """Attach the program for `policy` to `cgroup_dir`, replacing device programs already there
+    (`replace=False`: beside them; systemd's own filter on a fresh scope stays)."""
     try:
         dfd = os.open(cgroup_dir, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
         raise OCIError(f"{field}: opening {cgroup_dir}: {os_words(e)}") from None
     try:
         try:
-            old = query(dfd)
+            old = query(dfd) if replace else []
             pfd = load(build_program(policy))
         except OSError as e:
             raise OCIError(f"{field}: loading the eBPF device filter: {os_words(e)}") from None

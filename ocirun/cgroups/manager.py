@@ -415,11 +415,16 @@ def check_types(resources) -> None:
             raise ConfigError(f"linux.resources.{key}", "must be an " + ("array" if typ is list else "object"))
 
 
-def manager_for(container_id: str, cgroups_path: str, resources: dict | None, warn=None) -> Manager:
+def manager_for(container_id: str, cgroups_path: str, resources: dict | None, warn=None,
+                systemd: bool = False, annotations: dict | None = None) -> Manager:
     """A manager for the container's cgroup; computes paths only (no side effects).
 
     `warn(msg)` (optional) receives a line about resources this module does not apply yet.
+    `systemd`: the systemd driver (systemd_manager.py; `annotations` carry its unit properties).
     """
+    if systemd:
+        from . import systemd_manager
+        return systemd_manager.manager_for(container_id, cgroups_path, resources, annotations, warn)
     inner = inner_path(container_id, cgroups_path or "")
     mode = cgroup_mode()
     hier = hierarchies()
@@ -452,6 +457,9 @@ def load_manager(d: dict, warn=None) -> Manager:
     m = Manager(mode, dict(paths), dict(mounts), list(created), {}, warn)
     # "refused": older versions refused a busy cgroup and recorded that they never touched it
     m.shared = bool(d.get("shared", False) or d.get("refused", False))
+    if d.get("driver") == "systemd":
+        from . import systemd_manager
+        return systemd_manager.load(d, m, warn)
     return m
 
 

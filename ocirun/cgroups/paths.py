@@ -9,7 +9,8 @@ What runc (libcontainer/cgroups/fs and fs2) does, and what we do:
   cgroup instead, because its own cgroup holds processes and so (no-internal-processes rule)
   could not enable controllers for a child; we do the same.
 * ``""`` (absent): the container id, as a relative path (runc sets Name=<id>, Parent="").
-* ``"slice:prefix:name"`` is the systemd driver's form: refused, we only drive cgroupfs.
+* ``"slice:prefix:name"`` is the systemd driver's form (systemd.py): without `--systemd-cgroup`
+  it is refused with a line that says so (runc would make a directory of that literal name).
 
 runc silently clamps ``..`` (``../../x`` becomes ``x``); we refuse a path whose ``..`` climbs
 above where it starts (the hierarchy root for absolute paths, the runtime's cgroup for relative
@@ -38,8 +39,8 @@ def inner_path(container_id: str, cgroups_path: str) -> str:
             raise OCIError(f"container id {container_id!r} cannot name a cgroup")
         return container_id
     if is_systemd_form(cgroups_path):
-        raise OCIError(f"systemd cgroup driver is not supported (linux.cgroupsPath {cgroups_path!r}); "
-                       "use a cgroupfs path such as \"/machine/<id>\"")
+        raise ConfigError(FIELD, f"{cgroups_path!r} is in the systemd driver's \"slice:prefix:name\" form: "
+                          "pass --systemd-cgroup, or give a cgroupfs path such as \"/machine/<id>\"")
     if "\0" in cgroups_path:
         raise ConfigError(FIELD, "must not contain a NUL byte")
     absolute = cgroups_path.startswith("/")

@@ -218,9 +218,9 @@ def apply_rdma(rdma: dict, dir_for, warn) -> None:
         fs.write_field(field, dir_for("rdma", field), "rdma.max", line)
 
 
-def apply_devices(policy, dir_for, field: str = "linux.resources.devices") -> None:
+def apply_devices(policy, dir_for, field: str = "linux.resources.devices", replace: bool = True) -> None:
     from . import ebpf
-    ebpf.install(dir_for("", field), policy, field)
+    ebpf.install(dir_for("", field), policy, field, replace)
 
 
 # Files a `unified` entry may not write: they move or kill processes, they are not limits.

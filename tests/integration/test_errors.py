@@ -205,10 +205,18 @@ def test_terminal_without_console_socket(ocirun_root, tmp_path):
     assert_nothing_left(ocirun_root, bundle)
 
 
-def test_systemd_cgroup_is_refused(ocirun_root, tmp_path):
-    bundle = make_bundle(tmp_path, ["true"])
+@pytest.mark.skipif(os.path.isdir("/run/systemd/system"), reason="systemd runs here: tests/systemd covers it")
+def test_systemd_cgroup_without_systemd_is_refused(ocirun_root, tmp_path):
+    bundle = make_bundle(tmp_path, ["true"], linux={"cgroupsPath": "system.slice:ocirun-test:c1"})
     msg = one_line_error(run_ocirun("--systemd-cgroup", "create", "-b", bundle, "c1", root=ocirun_root))
-    assert "systemd" in msg
+    assert "systemd is not running on this host" in msg
+    assert_nothing_left(ocirun_root, bundle)
+
+
+def test_systemd_form_without_the_flag_is_refused(ocirun_root, tmp_path):
+    bundle = make_bundle(tmp_path, ["true"], linux={"cgroupsPath": "system.slice:ocirun-test:c1"})
+    msg = one_line_error(run_ocirun("create", "-b", bundle, "c1", root=ocirun_root))
+    assert "linux.cgroupsPath" in msg and "--systemd-cgroup" in msg
     assert_nothing_left(ocirun_root, bundle)
 
 

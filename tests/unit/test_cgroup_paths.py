@@ -71,9 +71,9 @@ def test_path_naming_the_root_itself_is_refused(given):
 
 
 @pytest.mark.parametrize("given", ["system.slice:docker:abc", "machine.slice:libpod:x", ":crio:x"])
-def test_systemd_form_is_refused(given):
+def test_systemd_form_without_the_systemd_driver_is_refused(given):
     assert is_systemd_form(given)
-    with pytest.raises(OCIError, match="systemd cgroup driver is not supported"):
+    with pytest.raises(ConfigError, match="pass --systemd-cgroup"):
         inner_path("cid", given)
 
 
