@@ -5,7 +5,7 @@ overrides in ocirun/schema.py) into this standalone module; ocirun.schema uses i
 accept valid configs fast, and asks jsonschema whenever it rejects one.
 """
 # flake8: noqa
-INPUTS_DIGEST = '3f7036d989e10310286d71867829acaa'
+INPUTS_DIGEST = '7f2aad1e9624e127d857d1ad03d3afcb'
 
 VERSION = "2.22.3"
 
@@ -1056,8 +1056,8 @@ def validate_file____ocirun_spec_schema_defs_linux_json__definitions_seccompacti
 def validate_file____ocirun_spec_schema_defs_linux_json__definitions_rootfspropagation(data, custom_formats={}, name_prefix=None):
     if not isinstance(data, (str)):
         raise JsonSchemaValueException("" + (name_prefix or "data") + " must be string")
-    if not (isinstance(data, str) and data == 'private' or isinstance(data, str) and data == 'shared' or isinstance(data, str) and data == 'slave' or isinstance(data, str) and data == 'unbindable'):
-        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be one of ['private', 'shared', 'slave', 'unbindable']")
+    if not (isinstance(data, str) and data == 'private' or isinstance(data, str) and data == 'shared' or isinstance(data, str) and data == 'slave' or isinstance(data, str) and data == 'unbindable' or isinstance(data, str) and data == 'rprivate' or isinstance(data, str) and data == 'rshared' or isinstance(data, str) and data == 'rslave' or isinstance(data, str) and data == 'runbindable'):
+        raise JsonSchemaValueException("" + (name_prefix or "data") + " must be one of ['private', 'shared', 'slave', 'unbindable', 'rprivate', 'rshared', 'rslave', 'runbindable']")
     return data
 
 def validate_file____ocirun_spec_schema_defs_linux_json__definitions_rdma(data, custom_formats={}, name_prefix=None):

@@ -47,6 +47,10 @@ _LOCAL_OVERRIDES = [
     ("defs-linux.json", ("definitions", "FileMode"), "maximum", 0xFFFFFFFF,
      "podman sends device fileMode with the file-type bits (8630 == S_IFCHR|0666); "
      "upstream caps it at 512, runc takes any uint32"),
+    ("defs-linux.json", ("definitions", "RootfsPropagation"), "enum",
+     ["private", "shared", "slave", "unbindable", "rprivate", "rshared", "rslave", "runbindable"],
+     "containerd's CRI sets rshared (Bidirectional volumes) and rslave (HostToContainer); "
+     "upstream lists only the plain four, runc takes the recursive ones too"),
 ]
 
 # Other platforms' sections: a Linux runtime ignores them, but a config that carries one must
