@@ -116,7 +116,8 @@ GLOBALS = (
      (("--systemd-cgroup",), "systemd_cgroup", "bool", False,
       "let systemd make the container's cgroup: a transient scope in the slice that cgroupsPath "
       "(\"slice:prefix:name\") names"),
-     (("--rootless",), "rootless", "str", None, "(accepted for runc compatibility)"),
+     (("--rootless",), "rootless", ("auto", "true", "false"), "auto",
+      "run without root: auto = when not root, or inside a user namespace (runc's)"),
      (("--criu",), "criu", "str", None, "(accepted for runc compatibility)")),
     ((("--version", "-v"), "version", "bool", False, "print the version"),),
     (),
@@ -152,7 +153,8 @@ SUBCOMMANDS = {
                (), _ID, False),
     "spec": ("write a default config.json",
              ((("--bundle", "-b"), "bundle", "str", ".", "where to write config.json (default: cwd)"),
-              (("--rootless",), "rootless", "bool", False, "a config for a rootless container")),
+              (("--rootless",), "spec_rootless", "bool", False,
+               "a config for a rootless container: a user namespace mapping you to root, no network namespace")),
              (), (), False),
     "exec": ("run a new process inside a running container", _EXEC_FLAGS, _EXEC_ARGPARSE_ONLY,
              _ID + (("args", "...", None, "the command and its arguments"),), True),
@@ -241,7 +243,8 @@ def _create_opts(a):
     from .create import CreateOptions
     return CreateOptions(bundle=a.bundle, console_socket=a.console_socket, pid_file=a.pid_file,
                          no_pivot=a.no_pivot, no_new_keyring=a.no_new_keyring,
-                         preserve_fds=_checked_preserve_fds(a.preserve_fds), systemd_cgroup=a.systemd_cgroup)
+                         preserve_fds=_checked_preserve_fds(a.preserve_fds), systemd_cgroup=a.systemd_cgroup,
+                         rootless=a.rootless)
 
 
 def _unwind_on_termination() -> None:
@@ -348,14 +351,17 @@ def cmd_list(a) -> int:
 
 
 def cmd_spec(a) -> int:
-    from .defaults import default_config
+    from .defaults import default_config, to_rootless
     path = os.path.join(a.bundle, "config.json")
     if os.path.exists(path):
         raise OCIError(f"File {path} exists. Remove it first")
+    cfg = default_config()
+    if a.spec_rootless:
+        cfg = to_rootless(cfg, os.geteuid(), os.getegid())
     try:
         with open(path, "w") as f:
             import json
-            json.dump(default_config(), f, indent="\t")
+            json.dump(cfg, f, indent="\t")
             f.write("\n")
     except OSError as e:
         raise OCIError(f"write {path}: {os_words(e)}") from None
@@ -549,7 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.command:
         build_parser().print_help()
         return 0
-    a.root = a.root or os.environ.get("OCIRUN_ROOT") or "/run/ocirun"
+    a.root = a.root or os.environ.get("OCIRUN_ROOT") or _default_root()
     failed = _FAILURE_STATUS.get(a.command, 1)
     prefix = _FAILURE_PREFIX.get(a.command, "")
     if logger.debug_enabled:
@@ -570,6 +576,15 @@ def main(argv: list[str] | None = None) -> int:
             logger.debug(traceback.format_exc())
         logger.error(prefix + describe(e))  # the kernel's words for an OSError; one printable line
         return failed
+
+
+def _default_root() -> str:
+    """/run/ocirun for root; $XDG_RUNTIME_DIR/ocirun for anyone else (runc's rule, with runc's
+    name swapped): a user's own runtime directory, private to them and emptied at logout."""
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if os.geteuid() != 0 and xdg:
+        return os.path.join(xdg, "ocirun")
+    return "/run/ocirun"
 
 
 def run_and_exit() -> None:

@@ -31,6 +31,7 @@ class CreateOptions(Record):
         "config_doc": None,  # config.json as `run` already read it (else create reads it)
         "stdio_pipes": None,  # `run` in the foreground: pipes.TerminalPipes for the init's stdio
         "systemd_cgroup": False,  # --systemd-cgroup: the cgroup is a transient systemd scope
+        "rootless": "auto",  # --rootless: auto | true | false (see is_rootless)
     }
 
 
@@ -46,21 +47,27 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     _check_before_fork(cfg)
     # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
     manager = _cgroup_manager(cid, cfg, opts.systemd_cgroup)
+    no_cgroup_warning = None
+    if is_rootless(opts.rootless) and not opts.systemd_cgroup and not manager.writable():
+        no_cgroup_warning = _without_cgroup(manager)
+        manager = None
     sd = StateDir.new(root, cid)
     cgroup = None
     ctx = LaunchContext(cfg=cfg, id=cid, state_dir=sd.path, no_pivot=opts.no_pivot,
                         no_new_keyring=opts.no_new_keyring, stdio_pipes=opts.stdio_pipes)
     pid, spawned, st = 0, False, None
     try:
-        manager.check_not_frozen()  # refused before any mkdir: nothing of the cgroup to undo
-        cgroup = manager
-        cgroup.plan()  # what create() will make, recorded before it exists (a kill -9 may come)
+        if manager is not None:
+            manager.check_not_frozen()  # refused before any mkdir: nothing of the cgroup to undo
+            cgroup = manager
+            cgroup.plan()  # what create() will make, recorded before it exists (a kill -9 may come)
         st = _initial_state(cid, cfg, cgroup)
         sd.write_recovery(st.cgroup)  # for `delete --force` should state.json become unreadable
         sd.write(st)
-        cgroup.create()
-        cgroup.apply_resources()
-        st.cgroup = cgroup.to_state()  # what it really made: the state written below has it
+        if cgroup is not None:
+            cgroup.create()
+            cgroup.apply_resources()
+            st.cgroup = cgroup.to_state()  # what it really made: the state written below has it
         ctx.lock_fd = sd.lock_fd
         _open_launch_fds(ctx, sd, opts)
         _compile_seccomp(ctx)
@@ -74,6 +81,8 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         sd.write(st)
         if opts.pid_file:
             write_pid_file(opts.pid_file, pid)
+        if no_cgroup_warning:
+            _log.get().warn(no_cgroup_warning)  # once the container exists: an error stays one line
         return pid
     except BaseException:
         _undo_create(sd, cgroup, pid, spawned)
@@ -131,6 +140,34 @@ def _check_shared_mount_namespace(cfg: Config) -> None:
     if cfg.linux.namespace("mount") is None and cfg.linux.namespace("user") is not None:
         raise ConfigError("linux.namespaces", "a container in a user namespace needs a mount namespace "
                           "of its own (its root may not mount in the runtime's)")
+
+
+def is_rootless(flag: str) -> bool:
+    """--rootless: "true", "false", or "auto" (runc's rule: not root, or root of a user namespace
+    that is not the initial one, where the host's cgroups are out of reach all the same)."""
+    if flag != "auto":
+        return flag == "true"
+    if os.geteuid() != 0:
+        return True
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+def _without_cgroup(manager) -> str:
+    """Rootless, and the cgroup is not ours to write (not delegated): run in the caller's own
+    cgroup, as runc does, unless limits were asked for, which then cannot be honoured.
+    Returns the warning to give once the container exists."""
+    asked = manager.limits_asked()
+    where = next(iter(manager.paths.values()), "")
+    if asked:
+        raise ConfigError(asked[0], f"cannot be applied: running rootless, and the cgroup {where} is not "
+                          "writable for you (not delegated); drop the limit or use a delegated cgroup "
+                          "(systemd: --systemd-cgroup with your user instance)")
+    return (f"rootless: the cgroup {where} is not writable (not delegated): the container runs "
+            "in your own cgroup, without limits")
 
 
 def _cgroup_manager(cid: str, cfg: Config, systemd: bool):

@@ -59,6 +59,32 @@ MOUNT_OPTIONS = [
 ]
 
 
+def to_rootless(cfg: dict, uid: int, gid: int) -> dict:
+    """`spec --rootless`: what runc's specconv.ToRootless makes of the default config.
+
+    A user namespace mapping the caller (uid, gid) to root, and no network namespace (an
+    unprivileged user could only give it a loopback); /sys bound from the host (a new sysfs
+    needs a network namespace of one's own); no uid=/gid= mount options (gid=5 of devpts is not
+    mapped); no cgroup limits (a user's cgroup is writable only where it was delegated)."""
+    linux = cfg["linux"]
+    linux["namespaces"] = [ns for ns in linux["namespaces"] if ns["type"] not in ("network", "user")]
+    linux["namespaces"].append({"type": "user"})
+    linux["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": gid, "size": 1}]
+    linux.pop("resources", None)
+    mounts = []
+    for m in cfg["mounts"]:
+        if m["destination"].rstrip("/") == "/sys":
+            mounts.append({"destination": "/sys", "type": "none", "source": "/sys",
+                           "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]})
+            continue
+        if "options" in m:
+            m["options"] = [o for o in m["options"] if not o.startswith(("uid=", "gid="))]
+        mounts.append(m)
+    cfg["mounts"] = mounts
+    return cfg
+
+
 def _seccomp_features() -> dict:
     from . import seccomp
     return seccomp.features()

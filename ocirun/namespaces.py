@@ -120,15 +120,50 @@ def _map_text(maps: list[IDMapping]) -> str:
 
 
 def write_id_maps(pid: int, cfg: Config) -> None:
-    """Parent side: write uid_map/gid_map of `pid`, which has just created its user namespace."""
+    """Parent side: write uid_map/gid_map of `pid`, which has just created its user namespace.
+
+    Root writes any mapping.  An unprivileged caller may write one line mapping its own id
+    (and, for gid_map, only after "deny" in setgroups: the kernel's rule, so that a user cannot
+    drop a group that denies it access); anything else goes through the setuid helpers
+    newuidmap/newgidmap (package uidmap), which allow the ranges /etc/subuid and /etc/subgid
+    give the user, as runc does."""
     lin = cfg.linux
-    for key, name, maps in (("linux.uidMappings", "uid_map", lin.uid_mappings),
-                            ("linux.gidMappings", "gid_map", lin.gid_mappings)):
-        try:
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(_map_text(maps))
-        except OSError as e:
-            raise ConfigError(key, f"write /proc/{pid}/{name}: {os_words(e)}") from None
+    privileged = os.geteuid() == 0
+    for key, name, maps, own in (("linux.uidMappings", "uid_map", lin.uid_mappings, os.geteuid()),
+                                 ("linux.gidMappings", "gid_map", lin.gid_mappings, os.getegid())):
+        if privileged or not maps:
+            _write_map(pid, key, name, maps)
+        elif len(maps) == 1 and maps[0].host_id == own and maps[0].size == 1:
+            if name == "gid_map":
+                _write_map(pid, key, "setgroups", None)
+            _write_map(pid, key, name, maps)
+        else:
+            _map_with_helper(pid, key, "newuidmap" if name == "uid_map" else "newgidmap", maps)
+
+
+def _write_map(pid: int, key: str, name: str, maps: list[IDMapping] | None) -> None:
+    try:
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(_map_text(maps) if maps is not None else "deny")
+    except OSError as e:
+        raise ConfigError(key, f"write /proc/{pid}/{name}: {os_words(e)}") from None
+
+
+def _map_with_helper(pid: int, key: str, helper: str, maps: list[IDMapping]) -> None:
+    import shutil
+    import subprocess
+    path = shutil.which(helper)
+    if path is None:
+        raise ConfigError(key, f"mapping more than your own id needs {helper} (Debian package uidmap), "
+                          "which is not installed")
+    args = [path, str(pid)] + [str(n) for m in maps for n in (m.container_id, m.host_id, m.size)]
+    try:
+        r = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfigError(key, f"{helper}: {e}") from None
+    if r.returncode != 0:
+        words = " ".join((r.stderr or r.stdout).split()) or f"exit status {r.returncode}"
+        raise ConfigError(key, f"{helper} refused {_map_text(maps).strip().replace(chr(10), ', ')!r} (see /etc/sub{'uid' if helper == 'newuidmap' else 'gid'}): {words}")
 
 
 _CLOCKS = {"monotonic": 1, "boottime": 7}

@@ -108,6 +108,29 @@ class Manager:
                 raise ConfigError("linux.cgroupsPath", f"the container's cgroup {d} is frozen (its process "
                                   "could never run): thaw it or choose another cgroup")
 
+    def writable(self) -> bool:
+        """Can this process make (or use) the container's cgroup in every hierarchy?  For a
+        rootless caller: only where the cgroup was delegated to them."""
+        for key, leaf in self.paths.items():
+            d = _deepest_existing(self.mounts[key], leaf)
+            target = f"{d}/cgroup.procs" if d == leaf else d
+            if not os.access(target, os.W_OK):
+                return False
+        return True
+
+    def limits_asked(self) -> list[str]:
+        """The linux.resources fields that ask for a limit (device rules aside: a rootless
+        container cannot make device nodes anyway)."""
+        out = []
+        for section, value in self.resources.items():
+            if section == "devices":
+                continue
+            if isinstance(value, dict):
+                out += [f"linux.resources.{section}.{k}" for k, v in value.items() if _meaningful(v)]
+            elif _meaningful(value):
+                out.append(f"linux.resources.{section}")
+        return out
+
     def plan(self) -> None:
         """Record, before the first mkdir, every directory create() will make (saved in the state
         so that a create killed half-way is undone by `delete --force`)."""

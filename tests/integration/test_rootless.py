@@ -1,0 +1,180 @@
+"""Rootless: ocirun run by an ordinary user (here `nobody`), beside runc run the same way.
+
+The test process is root only to set the stage: a world-readable bundle and a runtime dir
+owned by the user.  Every runtime command runs as that user through `setpriv`, with a clean
+environment, as a shell of theirs would run it.  The user's interpreter must be a system one
+(the suite's venv sits on pyenv under /root, which other users cannot enter): the launcher
+below runs /usr/bin/python3 on this checkout and the venv's site-packages.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import helpers
+
+USER = 65534  # nobody: exists everywhere, has no subordinate ids
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _system_python_usable() -> str | None:
+    """Why the user's launcher cannot work here, or None."""
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        return f"{SYSTEM_PYTHON} is missing"
+    out = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                         capture_output=True, text=True).stdout.strip()
+    if out != str(tuple(sys.version_info[:2])):
+        return f"{SYSTEM_PYTHON} is {out}, the suite's venv {tuple(sys.version_info[:2])}: its compiled modules would not load"
+    if shutil.which("setpriv") is None:
+        return "setpriv (util-linux) is missing"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_system_python_usable() is not None, reason=str(_system_python_usable()))
+
+
+class User:
+    """A scratch home for `nobody`: bundle, XDG_RUNTIME_DIR, and the ocirun launcher."""
+
+    def __init__(self) -> None:
+        self.top = Path(tempfile.mkdtemp(prefix="ocirun-test-rootless-", dir="/tmp"))
+        os.chmod(self.top, 0o755)
+        self.xdg = self.top / "xdg"
+        self.xdg.mkdir(mode=0o700)
+        os.chown(self.xdg, USER, USER)
+        self.ocirun = self.top / "ocirun"
+        site = sysconfig.get_paths()["purelib"]
+        self.ocirun.write_text(f"#!{SYSTEM_PYTHON} -S\nimport sys\nsys.path[:0] = [{str(helpers.REPO)!r}, {site!r}]\n"
+                               "from ocirun.cli import run_and_exit\nrun_and_exit()\n")
+        os.chmod(self.ocirun, 0o755)
+
+    def bundle(self, name: str, args: list[str], cfg: dict | None = None) -> Path:
+        """A bundle from `ocirun spec --rootless` as the user writes it (their uid mapped to 0)."""
+        d = self.top / name
+        d.mkdir(mode=0o755)
+        os.chown(d, USER, USER)
+        r = self.run(self.ocirun, "spec", "--rootless", "-b", d)
+        assert r.returncode == 0, r.stderr
+        doc = json.loads((d / "config.json").read_text())
+        doc["root"] = {"path": str(helpers.shared_rootfs()), "readonly": True}
+        doc["process"].update(terminal=False, args=args)
+        helpers.deep_update(doc, cfg or {})
+        (d / "config.json").write_text(json.dumps(doc))
+        return d
+
+    def run(self, binary, *args, timeout: float = 30) -> subprocess.CompletedProcess:
+        argv = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "env", "-i",
+                f"HOME={self.top}", f"XDG_RUNTIME_DIR={self.xdg}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                str(binary), *map(str, args)]
+        # files, not pipes: a detached container keeps the runtime's stdout open
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=timeout)
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(argv, p.returncode, out.read().decode(), err.read().decode())
+
+    def close(self) -> None:
+        for binary, name in ((self.ocirun, "ocirun"), (helpers.RUNC, "runc")):
+            root = self.xdg / name
+            if binary and root.is_dir():
+                for cid in os.listdir(root):
+                    self.run(binary, "delete", "--force", cid)
+        shutil.rmtree(self.top, ignore_errors=True)
+
+
+@pytest.fixture
+def user():
+    u = User()
+    yield u
+    u.close()
+
+
+def runtimes(u: User) -> dict:
+    out = {"ocirun": u.ocirun}
+    if helpers.RUNC:
+        out["runc"] = helpers.RUNC
+    return out
+
+
+def test_spec_rootless_is_runcs_shape():
+    with tempfile.TemporaryDirectory() as ours, tempfile.TemporaryDirectory() as theirs:
+        helpers.ok("spec", "--rootless", "-b", ours)
+        if helpers.RUNC is None:
+            pytest.skip("runc is not installed")
+        subprocess.run([helpers.RUNC, "spec", "--rootless", "-b", theirs], check=True)
+        a, b = (json.loads((Path(d) / "config.json").read_text()) for d in (ours, theirs))
+    for doc in (a, b):
+        assert doc["linux"]["uidMappings"] == [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+        assert doc["linux"]["gidMappings"] == [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+        assert "resources" not in doc["linux"]
+        types = [ns["type"] for ns in doc["linux"]["namespaces"]]
+        assert "user" in types and "network" not in types
+    mounts = lambda doc: {m["destination"]: m for m in doc["mounts"]}  # noqa: E731
+    assert mounts(a)["/sys"] == mounts(b)["/sys"]
+    assert mounts(a)["/dev/pts"] == mounts(b)["/dev/pts"]
+    assert not any(o.startswith(("uid=", "gid=")) for m in a["mounts"] for o in m.get("options", []))
+
+
+def test_an_ordinary_user_runs_a_container_as_runc_does(user):
+    bundle = user.bundle("b1", ["sh", "-c", "id -u; cat /proc/self/uid_map; ls /sys/kernel >/dev/null && echo sys"])
+    results = {name: user.run(binary, "run", "-b", bundle, f"rl-{name}") for name, binary in runtimes(user).items()}
+    for name, r in results.items():
+        assert r.returncode == 0, (name, r.stderr)
+        lines = r.stdout.split()
+        assert lines[0] == "0" and lines[1:4] == ["0", str(USER), "1"] and lines[-1] == "sys", (name, r.stdout)
+    assert "rootless" in results["ocirun"].stderr and "not writable" in results["ocirun"].stderr
+    # the state went into the user's runtime dir, private to them, and is gone after run
+    root = user.xdg / "ocirun"
+    st = root.stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (USER, 0o700)
+    assert os.listdir(root) == []
+
+
+def test_lifecycle_and_exec_as_an_ordinary_user(user):
+    bundle = user.bundle("b2", ["sleep", "1000"])
+    run = user.run
+    ocirun = user.ocirun
+    assert run(ocirun, "run", "-d", "-b", bundle, "life").returncode == 0
+    st = json.loads(run(ocirun, "state", "life").stdout)
+    assert st["status"] == "running"
+    assert os.stat(f"/proc/{st['pid']}").st_uid == USER  # root inside is `nobody` outside
+    r = run(ocirun, "exec", "life", "id", "-u")
+    assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr
+    assert run(ocirun, "kill", "life", "KILL").returncode == 0
+    helpers.wait_until(lambda: json.loads(run(ocirun, "state", "life").stdout)["status"] == "stopped", 10,
+                       "the container to stop")
+    r = run(ocirun, "delete", "life")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(user.xdg / "ocirun") == []
+
+
+def test_a_limit_that_cannot_be_applied_is_refused(user):
+    bundle = user.bundle("b3", ["true"], {"linux": {"resources": {"memory": {"limit": 64 << 20}}}})
+    r = user.run(user.ocirun, "run", "-b", bundle, "lim")
+    msg = helpers.one_line_error(r, "linux.resources.memory.limit", "not writable")
+    assert "rootless" in msg
+    assert not (user.xdg / "ocirun").exists() or os.listdir(user.xdg / "ocirun") == []
+
+
+def test_rootless_false_tries_the_cgroup_and_says_what_the_kernel_said(user):
+    bundle = user.bundle("b4", ["true"])
+    r = user.run(user.ocirun, "--rootless=false", "run", "-b", bundle, "nofalse")
+    helpers.one_line_error(r, "cgroup", "ermission denied")
+    assert os.listdir(user.xdg / "ocirun") == []
+
+
+def test_ranges_beyond_ones_own_id_need_newuidmap_and_subuid(user):
+    bundle = user.bundle("b5", ["true"], {"linux": {"uidMappings": [{"containerID": 0, "hostID": USER, "size": 1},
+                                                                   {"containerID": 1, "hostID": 200000, "size": 1000}]}})
+    r = user.run(user.ocirun, "run", "-b", bundle, "ranges")
+    msg = helpers.one_line_error(r, "linux.uidMappings")
+    assert "newuidmap" in msg
+    assert os.listdir(user.xdg / "ocirun") == []
