@@ -46,9 +46,11 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     cfg = load_bundle(opts.bundle, doc=opts.config_doc)
     _check_before_fork(cfg)
     # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
-    manager = _cgroup_manager(cid, cfg, opts.systemd_cgroup)
+    rootless = is_rootless(opts.rootless)
+    manager = _cgroup_manager(cid, cfg, opts.systemd_cgroup, rootless)
     no_cgroup_warning = None
-    if is_rootless(opts.rootless) and not opts.systemd_cgroup and not manager.writable():
+    manager.rootless = rootless
+    if rootless and not opts.systemd_cgroup and not manager.writable():
         no_cgroup_warning = _without_cgroup(manager)
         manager = None
     sd = StateDir.new(root, cid)
@@ -170,10 +172,10 @@ def _without_cgroup(manager) -> str:
             "in your own cgroup, without limits")
 
 
-def _cgroup_manager(cid: str, cfg: Config, systemd: bool):
+def _cgroup_manager(cid: str, cfg: Config, systemd: bool, rootless: bool):
     from .cgroups import manager_for
     return manager_for(cid, cfg.linux.cgroups_path, cfg.linux.resources, systemd=systemd,
-                       annotations=cfg.annotations)
+                       annotations=cfg.annotations, rootless=rootless)
 
 
 def _initial_state(cid: str, cfg: Config, cgroup) -> ContainerState:

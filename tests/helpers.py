@@ -214,6 +214,33 @@ def ocirun_command() -> list[str]:
     return [sys.executable, "-m", "ocirun"]
 
 
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def any_user_launcher_problem() -> str | None:
+    """Why `any_user_launcher` cannot work on this host, or None."""
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        return f"{SYSTEM_PYTHON} is missing"
+    out = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
+                         capture_output=True, text=True).stdout.strip()
+    if out != str(tuple(sys.version_info[:2])):
+        return (f"{SYSTEM_PYTHON} is {out}, the suite's venv {tuple(sys.version_info[:2])}: "
+                "its compiled modules would not load")
+    return None
+
+
+def any_user_launcher(path: Path) -> Path:
+    """An `ocirun` any user can run (mode 0755 at `path`): the suite's venv sits on pyenv under
+    /root, which other users cannot enter, so this runs the system's python3 (same version) on
+    this checkout and the venv's site-packages, without site (no .pth files)."""
+    import sysconfig
+    site = sysconfig.get_paths()["purelib"]
+    path.write_text(f"#!{SYSTEM_PYTHON} -S\nimport sys\nsys.path[:0] = [{str(REPO)!r}, {site!r}]\n"
+                    "from ocirun.cli import run_and_exit\nrun_and_exit()\n")
+    os.chmod(path, 0o755)
+    return path
+
+
 def run_ocirun(*args: str, root: Path | str | None = None, input: str | bytes | None = None,
                timeout: float = 30, env: dict | None = None, cwd: Path | str | None = None,
                ) -> subprocess.CompletedProcess:

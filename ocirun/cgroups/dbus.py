@@ -94,6 +94,11 @@ class Systemd:
                 self._version = 0
         return self._version
 
+    def manager_cgroup(self) -> str:
+        """The cgroup of this systemd instance ("/" for the system one; for a user's,
+        /user.slice/user-UID.slice/user@UID.service): its slices are below it."""
+        return str(self.call("Get", "ss", (MANAGER, "ControlGroup"), interface=PROPERTIES)[0][1]) or "/"
+
     def unit_state(self, unit: str) -> str | None:
         """The unit's ActiveState ("active", "failed", ...), or None if systemd has no such unit."""
         try:

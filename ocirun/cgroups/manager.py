@@ -63,6 +63,9 @@ class Manager:
         self.resources = resources or {}
         self.warn = warn
         self.shared = False         # create() found processes already in the cgroup (not ours)
+        # Rootless: no device filter (loading eBPF needs privilege the caller lacks; and a user
+        # namespace can make no device nodes: the container has only the host's, bind-mounted).
+        self.rootless = False
 
     # ------------------------------------------------------------------ lookups
 
@@ -238,6 +241,8 @@ class Manager:
         impl.apply_memory_extras(mem, self._dir_for, self._warn)
 
     def _apply_devices(self, rules) -> None:
+        if self.rootless:
+            return
         from .devices import policy_for
         policy = policy_for(rules)
         if self.mode == "unified":
@@ -404,7 +409,8 @@ class Manager:
 
     def to_state(self) -> dict:
         return {"version": STATE_VERSION, "mode": self.mode, "paths": dict(self.paths),
-                "mounts": dict(self.mounts), "created": list(self.created), "shared": self.shared}
+                "mounts": dict(self.mounts), "created": list(self.created), "shared": self.shared,
+                "rootless": self.rootless}
 
     def __repr__(self) -> str:
         return f"Manager({self.mode!r}, {self.paths!r})"
@@ -439,15 +445,16 @@ def check_types(resources) -> None:
 
 
 def manager_for(container_id: str, cgroups_path: str, resources: dict | None, warn=None,
-                systemd: bool = False, annotations: dict | None = None) -> Manager:
+                systemd: bool = False, annotations: dict | None = None, rootless: bool = False) -> Manager:
     """A manager for the container's cgroup; computes paths only (no side effects).
 
     `warn(msg)` (optional) receives a line about resources this module does not apply yet.
-    `systemd`: the systemd driver (systemd_manager.py; `annotations` carry its unit properties).
+    `systemd`: the systemd driver (systemd_manager.py; `annotations` carry its unit properties;
+    `rootless`: the user's own systemd instead of the system's).
     """
     if systemd:
         from . import systemd_manager
-        return systemd_manager.manager_for(container_id, cgroups_path, resources, annotations, warn)
+        return systemd_manager.manager_for(container_id, cgroups_path, resources, annotations, warn, rootless)
     inner = inner_path(container_id, cgroups_path or "")
     mode = cgroup_mode()
     hier = hierarchies()
@@ -480,6 +487,7 @@ def load_manager(d: dict, warn=None) -> Manager:
     m = Manager(mode, dict(paths), dict(mounts), list(created), {}, warn)
     # "refused": older versions refused a busy cgroup and recorded that they never touched it
     m.shared = bool(d.get("shared", False) or d.get("refused", False))
+    m.rootless = d.get("rootless") is True
     if d.get("driver") == "systemd":
         from . import systemd_manager
         return systemd_manager.load(d, m, warn)

@@ -29,6 +29,7 @@ from ..errors import ConfigError
 
 FIELD = "linux.cgroupsPath"
 DEFAULT_SLICE = "system.slice"
+USER_SLICE = "user.slice"      # rootless: in the user's own systemd
 DEFAULT_PREFIX = "ocirun"
 UINT64_MAX = 2**64 - 1
 DEFAULT_CPU_PERIOD_US = 100000

@@ -98,11 +98,15 @@ class SystemdManager(Manager):
         return skipped
 
     def _device_properties(self, res: dict) -> list:
+        if self.rootless:
+            return []  # a user's systemd cannot filter devices either (no eBPF without privilege)
         from .devices import policy_for
         return systemd.device_properties(policy_for(res.get("devices"))) or [
             ("DevicePolicy", ("s", "auto")), ("DeviceAllow", ("a(ss)", []))]
 
     def _apply_devices(self, rules) -> None:
+        if self.rootless:
+            return
         from . import v2
         from .devices import policy_for
         # On a fresh scope systemd has just attached its own filter (the same policy, in its
@@ -113,9 +117,31 @@ class SystemdManager(Manager):
     _fresh = False
 
     def join_plan(self, sub: dict[str, str] | None = None):
-        if self.started:
-            return super().join_plan(sub)
-        return _ScopeJoin(self)
+        if not self.started:
+            return _ScopeJoin(self)
+        if self.rootless:
+            return _AttachJoin(self, sub)
+        return super().join_plan(sub)
+
+    def add_pid(self, pid: int, sub: dict[str, str] | None = None) -> None:
+        if self.rootless:
+            self.attach(pid, sub)
+        else:
+            super().add_pid(pid, sub)
+
+    def attach(self, pid: int, sub: dict[str, str] | None = None) -> None:
+        """Have systemd move `pid` into the scope (or a sub-cgroup of it).  A rootless caller
+        cannot: moving a process needs write access where its old and new cgroups meet, which
+        for a user is above their delegated subtree; systemd (≥ 238) does it for them, as runc
+        asks it to."""
+        rel = (sub or {}).get(UNIFIED_KEY) or (sub or {}).get("*") or ""
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise OCIError(f"--cgroup {rel!r}: must name a sub-cgroup inside the container's cgroup")
+        try:
+            self._bus().call("AttachProcessesToUnit", "ssau", (self.unit.name, "/" + "/".join(parts), [pid]))
+        except OCIError as e:
+            raise OCIError(f"cgroup: systemd could not move pid {pid} into {self.unit.name}: {e}") from None
 
     def start_scope(self, pid: int) -> None:
         """Start the scope with `pid` in it, check where it landed, write the limits."""
@@ -197,6 +223,17 @@ class _ScopeJoin:
         self.manager.start_scope(pid)
 
 
+class _AttachJoin(_ScopeJoin):
+    """The join for a rootless `exec`: a plain fork, then systemd moves the process (attach)."""
+
+    def __init__(self, manager: SystemdManager, sub: dict[str, str] | None) -> None:
+        super().__init__(manager)
+        self.sub = sub
+
+    def finish_in_parent(self, pid: int) -> None:
+        self.manager.attach(pid, self.sub)
+
+
 def _copy_resources(res: dict) -> dict:
     """A copy whose sections may be changed (the CPU quota rounding) without touching the config."""
     return {k: dict(v) if isinstance(v, dict) else v for k, v in res.items()}
@@ -215,8 +252,12 @@ def _cgroup_of(pid: int) -> str | None:
 
 
 def manager_for(container_id: str, cgroups_path: str, resources: dict | None, annotations: dict | None,
-                warn=None) -> SystemdManager:
-    """The systemd driver's manager for a new container (paths only; nothing is made)."""
+                warn=None, rootless: bool = False) -> SystemdManager:
+    """The systemd driver's manager for a new container (paths only; nothing is made).
+
+    Rootless, the scope is the user's own systemd's (`systemd --user`, over the session bus):
+    its slices live below the user manager's cgroup
+    (/user.slice/user-UID.slice/user@UID.service), and an empty slice means user.slice."""
     from .dbus import systemd_running
     from .detect import cgroup_mode, hierarchies
     if not systemd_running():
@@ -226,11 +267,21 @@ def manager_for(container_id: str, cgroups_path: str, resources: dict | None, an
     if mode != "unified":
         raise OCIError(f"--systemd-cgroup: this runtime drives systemd on pure cgroup v2 hosts only "
                        f"(this host's cgroups are {mode}); use the cgroupfs driver")
-    unit = systemd.unit_for(container_id, cgroups_path)
-    mount = hierarchies()[UNIFIED_KEY].mountpoint
-    paths = {UNIFIED_KEY: mount.rstrip("/") + unit.cgroup()}
-    return SystemdManager(paths, {UNIFIED_KEY: mount}, unit, dict(resources or {}), warn,
-                          container_id=container_id, annotations=annotations, started=False)
+    unit = systemd.unit_for(container_id, cgroups_path, systemd.USER_SLICE if rootless else systemd.DEFAULT_SLICE)
+    mount = hierarchies()[UNIFIED_KEY].mountpoint.rstrip("/")
+    bus = "user" if rootless else "system"
+    base = ""
+    systemd_bus = None
+    if rootless:
+        from .dbus import Systemd
+        systemd_bus = Systemd(bus)
+        base = systemd_bus.manager_cgroup().rstrip("/")
+    paths = {UNIFIED_KEY: mount + base + unit.cgroup()}
+    m = SystemdManager(paths, {UNIFIED_KEY: mount}, unit, dict(resources or {}), warn, bus,
+                       container_id=container_id, annotations=annotations, started=False)
+    m._systemd = systemd_bus
+    m.rootless = rootless
+    return m
 
 
 def load(d: dict, base: Manager, warn=None) -> SystemdManager:
@@ -241,4 +292,5 @@ def load(d: dict, base: Manager, warn=None) -> SystemdManager:
         raise OCIError("state.json: the systemd cgroup section is malformed")
     m = SystemdManager(base.paths, base.mounts, systemd.Unit(slice_, unit), {}, warn, bus)
     m.shared = base.shared
+    m.rootless = base.rootless
     return m

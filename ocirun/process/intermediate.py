@@ -22,6 +22,8 @@ def main(ctx: LaunchContext, ch: Channel, join=None) -> None:
         ch.expect(GO)  # the parent did what clone3 could not (cgroups/join.py)
         if join is not None:
             join.enter_v1()  # before any namespace: the cgroup namespace is rooted where we are
+        from ..rootfs import mounts
+        mounts.remember_own_cgroup2()  # a new cgroup namespace hides it (the userns cgroup fallback)
         _enter_namespaces(ctx, ch)
         pid = os.fork()
         if pid == 0:

@@ -430,17 +430,42 @@ def host_is_unified() -> bool:
         return False
 
 
+_own_cgroup2: str | None = None  # this process's cgroup2 path before any cgroup namespace
+
+
+def remember_own_cgroup2() -> None:
+    """Note our cgroup2 path (the container's cgroup) while the host's view still shows it."""
+    global _own_cgroup2
+    try:
+        with open("/proc/self/cgroup") as f:
+            _own_cgroup2 = next((line[3:].rstrip("\n") for line in f if line.startswith("0::")), None)
+    except OSError:
+        _own_cgroup2 = None
+
+
 def _mount_cgroup(ctx: MountContext, m, o: MountOptions) -> None:
     """cgroup2 (or "cgroup" on a pure v2 host): mount the fs.  "cgroup" on a v1/hybrid host:
     a tmpfs with one entry per hierarchy, like runc.  Partial: no cgroup v1 'cgroup.clone_children'
-    tuning, no rootless EPERM fallbacks."""
+    tuning, no rootless EPERM fallbacks for v1.
+
+    In a user namespace the kernel may refuse a fresh cgroup2 (EPERM, or EBUSY over the host's
+    instance that a bind of /sys brought along): then, as runc does, the container's own cgroup
+    directory is bound there instead, which is what a cgroup namespace would have shown."""
     if m.type == "cgroup2" or host_is_unified():
         dst = make_mount_target(ctx.root_fd, m.destination, is_dir=True)
+        remount_bind = False
         try:
             linux.mount("cgroup2", fd_path(dst), "cgroup2", o.flags, o.data or None)
+        except OSError as e:
+            if not (ctx.in_userns and e.errno in (errno.EPERM, errno.EBUSY)):
+                raise
+            own = f"/sys/fs/cgroup{_own_cgroup2}" if _own_cgroup2 else "/sys/fs/cgroup"
+            linux.mount(own if os.path.isdir(own) else "/sys/fs/cgroup", fd_path(dst), None,
+                        linux.MS_BIND | linux.MS_REC)
+            remount_bind = True
         finally:
             os.close(dst)
-        _finish(ctx, m.destination, o, remount_bind=False)
+        _finish(ctx, m.destination, o, remount_bind=remount_bind)
         return
     _mount_cgroup_v1(ctx, m, o)
 

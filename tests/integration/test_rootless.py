@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -22,23 +20,15 @@ import pytest
 import helpers
 
 USER = 65534  # nobody: exists everywhere, has no subordinate ids
-SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def _system_python_usable() -> str | None:
-    """Why the user's launcher cannot work here, or None."""
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return f"{SYSTEM_PYTHON} is missing"
-    out = subprocess.run([SYSTEM_PYTHON, "-c", "import sys; print(sys.version_info[:2])"],
-                         capture_output=True, text=True).stdout.strip()
-    if out != str(tuple(sys.version_info[:2])):
-        return f"{SYSTEM_PYTHON} is {out}, the suite's venv {tuple(sys.version_info[:2])}: its compiled modules would not load"
+def _why_not() -> str | None:
     if shutil.which("setpriv") is None:
         return "setpriv (util-linux) is missing"
-    return None
+    return helpers.any_user_launcher_problem()
 
 
-pytestmark = pytest.mark.skipif(_system_python_usable() is not None, reason=str(_system_python_usable()))
+pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 
 class User:
@@ -50,11 +40,7 @@ class User:
         self.xdg = self.top / "xdg"
         self.xdg.mkdir(mode=0o700)
         os.chown(self.xdg, USER, USER)
-        self.ocirun = self.top / "ocirun"
-        site = sysconfig.get_paths()["purelib"]
-        self.ocirun.write_text(f"#!{SYSTEM_PYTHON} -S\nimport sys\nsys.path[:0] = [{str(helpers.REPO)!r}, {site!r}]\n"
-                               "from ocirun.cli import run_and_exit\nrun_and_exit()\n")
-        os.chmod(self.ocirun, 0o755)
+        self.ocirun = helpers.any_user_launcher(self.top / "ocirun")
 
     def bundle(self, name: str, args: list[str], cfg: dict | None = None) -> Path:
         """A bundle from `ocirun spec --rootless` as the user writes it (their uid mapped to 0)."""
