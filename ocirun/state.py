@@ -114,9 +114,16 @@ class StateDir:
                 sd.lock()
             except FileNotFoundError:
                 raise OCIError(f"container does not exist: {cid}") from None
-        if not os.path.exists(os.path.join(sd.path, STATE_FILE)):
+            except OSError as e:  # another user's state (0700): say so, not "does not exist"
+                raise OCIError(f"container {cid}: {e.filename or sd.path}: {os_words(e)}") from None
+        try:
+            os.stat(os.path.join(sd.path, STATE_FILE))
+        except FileNotFoundError:
             sd.unlock()
-            raise OCIError(f"container does not exist: {cid}")
+            raise OCIError(f"container does not exist: {cid}") from None
+        except OSError as e:
+            sd.unlock()
+            raise OCIError(f"container {cid}: {e.filename}: {os_words(e)}") from None
         return sd
 
     # ------------------------------------------------------------------ locking

@@ -164,3 +164,29 @@ def test_ranges_beyond_ones_own_id_need_newuidmap_and_subuid(user):
     msg = helpers.one_line_error(r, "linux.uidMappings")
     assert "newuidmap" in msg
     assert os.listdir(user.xdg / "ocirun") == []
+
+
+def test_a_user_cannot_read_or_touch_roots_containers(user, ocirun_root, tmp_path):
+    """root's state dir is 0700: another user gets one line (the kernel's "permission denied"),
+    and the container is untouched."""
+    bundle = helpers.make_bundle(tmp_path, ["sleep", "1000"])
+    helpers.ok("run", "-d", "-b", bundle, "roots", root=ocirun_root)
+    try:
+        for args in (("state", "roots"), ("kill", "roots", "KILL"), ("delete", "--force", "roots"),
+                     ("exec", "roots", "true"), ("pause", "roots")):
+            r = user.run(user.ocirun, "--root", ocirun_root, *args)
+            assert r.returncode != 0 and "ermission denied" in r.stderr, (args, r.stderr)
+            assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert json.loads(helpers.ok("state", "roots", root=ocirun_root).stdout)["status"] == "running"
+    finally:
+        helpers.delete(ocirun_root, "roots", check=False)
+
+
+def test_one_users_state_is_private_to_them(user):
+    bundle = user.bundle("b6", ["sleep", "1000"])
+    assert user.run(user.ocirun, "run", "-d", "-b", bundle, "mine").returncode == 0
+    for path, dirs, files in os.walk(user.xdg / "ocirun"):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(path, name))
+            if not os.path.islink(os.path.join(path, name)):
+                assert st.st_uid == USER and st.st_mode & 0o077 == 0, (name, oct(st.st_mode))

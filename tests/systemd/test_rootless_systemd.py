@@ -90,3 +90,43 @@ def test_a_users_container_is_a_scope_of_their_systemd_with_its_limits(stage, ru
         assert not Path(f"/sys/fs/cgroup{scope}").exists()
     finally:
         as_user(binary, "delete", "--force", cid)
+
+
+def test_several_ranges_go_through_newuidmap_and_newgidmap(stage):
+    """The user's own id as root and 65536 subordinate ids after it (from /etc/subuid and
+    /etc/subgid, which v2run-user fills): the kernel takes that only from the setuid helpers."""
+    uid, top, binaries = stage
+    sub = _subordinate_start(USER)
+    cid = f"rl-ranges-{secrets.token_hex(3)}"
+    d = bundle_for(top, cid, binaries["ocirun"], "")
+    doc = json.loads((d / "config.json").read_text())
+    doc["linux"].pop("resources")
+    doc["linux"].pop("cgroupsPath")
+    doc["linux"]["uidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1},
+                                   {"containerID": 1, "hostID": sub, "size": 65536}]
+    doc["linux"]["gidMappings"] = [{"containerID": 0, "hostID": uid, "size": 1},
+                                   {"containerID": 1, "hostID": sub, "size": 65536}]
+    doc["process"]["args"] = ["sh", "-c", "cat /proc/self/uid_map /proc/self/gid_map; chown 1000:1000 /tmp/f; "
+                                          "stat -c %u:%g /tmp/f"]
+    doc["mounts"].append({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid"]})
+    doc["process"]["args"][2] = "touch /tmp/f; " + doc["process"]["args"][2]
+    caps = doc["process"]["capabilities"]
+    for kind in ("bounding", "effective", "permitted"):
+        caps[kind] = caps[kind] + ["CAP_CHOWN"]  # to hand a file to a subordinate id
+    (d / "config.json").write_text(json.dumps(doc))
+    for runtime, binary in binaries.items():
+        if binary is None:
+            continue
+        r = as_user(binary, "run", "-b", d, f"{cid}-{runtime}")
+        assert r.returncode == 0, (runtime, r.stderr)
+        lines = [line.split() for line in r.stdout.strip().splitlines()]
+        assert lines[:4] == [["0", str(uid), "1"], ["1", str(sub), "65536"]] * 2, (runtime, r.stdout)
+        assert lines[4] == ["1000:1000"], (runtime, r.stdout)
+
+
+def _subordinate_start(user: str) -> int:
+    for line in Path("/etc/subuid").read_text().splitlines():
+        name, start, _count = line.split(":")
+        if name == user:
+            return int(start)
+    raise AssertionError(f"{user} has no /etc/subuid range")
