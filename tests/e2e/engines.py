@@ -13,6 +13,10 @@
 - `CgroupJanitor`: removes the empty cgroups that engines create and never remove.
 - `Podman`, `Containerd`, `Docker`: one engine instance each, configured for both runtimes;
   `Containerd(cri=True)` also serves the CRI with one runtime entry (`BinaryName`) per runtime.
+  All three use the cgroupfs driver unless told otherwise: `Podman(cgroup_manager="systemd")`,
+  `Docker(cgroup_driver="systemd")` and `Containerd(systemd_cgroup=True)` (ctr's
+  `--runc-systemd-cgroup`, `SystemdCgroup = true` in the CRI runtime entries) are their defaults
+  on a systemd host, used by tests/systemd.
 
 Everything made here is named `ocirun-e2e-*`, so a leftover is easy to attribute.
 """
@@ -341,11 +345,13 @@ class Podman:
     containers.conf has `runtime = "ocirun"` would get it by default.
     """
 
-    def __init__(self):
+    def __init__(self, cgroup_manager: str = "cgroupfs"):
         self.scratch = Scratch("podman")
         s = self.scratch
+        self.cgroup_manager = cgroup_manager
         runtimes = {name: runtime_path(name) for name, path in RUNTIMES.items() if path}
-        (s / "containers.conf").write_text(podman_containers_conf(runtimes, s.path))
+        (s / "containers.conf").write_text(podman_containers_conf(runtimes, s.path,
+                                                                  cgroup_manager))
         (s / "storage.conf").write_text(
             "[storage]\n"
             'driver = "overlay"\n'
@@ -383,8 +389,13 @@ class Podman:
         return problems
 
 
-def podman_containers_conf(runtimes: dict[str, str], scratch: Path) -> str:
-    """The containers.conf a user would write to run podman on ocirun (README shows the same)."""
+def podman_containers_conf(runtimes: dict[str, str], scratch: Path,
+                           cgroup_manager: str = "cgroupfs") -> str:
+    """The containers.conf a user would write to run podman on ocirun (README shows the same).
+
+    `cgroup_manager = "systemd"` (podman's own default) needs systemd as PID 1: each container
+    is then a transient libpod-<id>.scope in machine.slice, and the runtime gets --systemd-cgroup.
+    """
     entries = "\n".join(f'{name} = ["{path}"]' for name, path in runtimes.items())
     names = ", ".join(f'"{name}"' for name in runtimes)
     return f"""\
@@ -394,7 +405,7 @@ netns = "none"
 default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 
 [engine]
-cgroup_manager = "cgroupfs"
+cgroup_manager = "{cgroup_manager}"
 events_logger = "file"
 runtime = "ocirun"
 runtime_supports_json = [{names}]
@@ -426,11 +437,12 @@ class Containerd:
 
     CRI_NAMESPACE = "k8s.io"
 
-    def __init__(self, import_image: bool = True, cri: bool = False):
+    def __init__(self, import_image: bool = True, cri: bool = False, systemd_cgroup: bool = False):
         self.scratch = Scratch("containerd")
         s = self.scratch
         self.sock = s / "containerd.sock"
         self.cri = cri
+        self.systemd_cgroup = systemd_cgroup
         self.namespace = f"{PREFIX}-{secrets.token_hex(3)}"
         self.cgroup_parent = f"/{PREFIX}-cri-{secrets.token_hex(3)}"
         self.janitor = CgroupJanitor([self.namespace, self.cgroup_parent.lstrip("/")])
@@ -438,7 +450,7 @@ class Containerd:
         config = containerd_config(s.path, self.sock, cri)
         if cri:
             runtimes = {name: runtime_path(name) for name, path in RUNTIMES.items() if path}
-            config += containerd_cri_config(s.path, runtimes)
+            config += containerd_cri_config(s.path, runtimes, systemd_cgroup)
         (s / "config.toml").write_text(config)
         self.daemon = Daemon("containerd", ["containerd", "--config", str(s / "config.toml")],
                              s / "containerd.log", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
@@ -466,7 +478,10 @@ class Containerd:
                    env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
 
     def run_args(self, runtime: str) -> list[str]:
-        return ["--runc-binary", runtime_path(runtime), "--runc-root", str(self.scratch / "runc")]
+        """ctr run flags for `runtime`; with `systemd_cgroup` also `--runc-systemd-cgroup`
+        (the task's cgroup must then be given as `--cgroup SLICE:PREFIX:NAME`)."""
+        args = ["--runc-binary", runtime_path(runtime), "--runc-root", str(self.scratch / "runc")]
+        return args + (["--runc-systemd-cgroup"] if self.systemd_cgroup else [])
 
     def options_file(self, runtime: str) -> Path:
         path = self.scratch / f"{runtime}-options.toml"
@@ -525,14 +540,17 @@ disabled_plugins = {disabled}
 """
 
 
-def containerd_cri_config(scratch: Path, runtimes: dict[str, str]) -> str:
-    """The CRI plugin's section: one runtime entry per runtime, selected by `BinaryName`."""
+def containerd_cri_config(scratch: Path, runtimes: dict[str, str],
+                          systemd_cgroup: bool = False) -> str:
+    """The CRI plugin's section: one runtime entry per runtime, selected by `BinaryName`;
+    `systemd_cgroup` adds `SystemdCgroup = true` (what kubeadm configures on systemd hosts)."""
+    systemd = "\n    SystemdCgroup = true" if systemd_cgroup else ""
     entries = "".join(f"""
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}]
   runtime_type = "io.containerd.runc.v2"
   [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}.options]
     BinaryName = "{path}"
-    Root = "{scratch / "runc"}"
+    Root = "{scratch / "runc"}"{systemd}
 """ for name, path in runtimes.items())
     return f"""
 [plugins."io.containerd.grpc.v1.cri"]
@@ -579,8 +597,9 @@ class Docker:
     available under docker's built-in name `runc`, so `docker run --runtime NAME` picks either.
     """
 
-    def __init__(self):
+    def __init__(self, cgroup_driver: str = "cgroupfs"):
         self.containerd = Containerd(import_image=False)
+        self.cgroup_driver = cgroup_driver
         self.scratch = Scratch("docker")
         s = self.scratch
         self.sock = s / "docker.sock"
@@ -600,7 +619,7 @@ class Docker:
                 "--containerd", str(self.containerd.sock),
                 "--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-forward=false",
                 "--ip-masq=false", "--storage-driver", "overlay2",
-                "--exec-opt", "native.cgroupdriver=cgroupfs",
+                "--exec-opt", f"native.cgroupdriver={cgroup_driver}",
                 "--add-runtime", f"ocirun={runtime_path('ocirun')}",
                 "--default-runtime", "ocirun"]
         self.daemon = Daemon("dockerd", argv, s / "dockerd.log", env=self.env)

@@ -23,3 +23,11 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.systemd)
             if not SYSTEMD_HOST:
                 item.add_marker(skip)
+
+
+@pytest.fixture(params=["runc", "ocirun"])
+def runtime(request):
+    """"runc" or "ocirun" (tests/e2e's fixture): each engine scenario runs on both."""
+    import engines
+    engines.runtime_path(request.param)  # skips if this runtime is missing
+    return request.param
