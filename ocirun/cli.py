@@ -580,11 +580,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _default_root() -> str:
     """/run/ocirun for root; $XDG_RUNTIME_DIR/ocirun for anyone else (runc's rule, with runc's
-    name swapped): a user's own runtime directory, private to them and emptied at logout."""
+    name swapped): a user's own runtime directory, private to them and emptied at logout.
+    "Anyone else" includes root of a user namespace that is not the initial one, unless $USER
+    says root (rootless podman runs the runtime as root of its own user namespace)."""
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if os.geteuid() != 0 and xdg:
+    if xdg and (os.geteuid() != 0 or (_in_user_namespace() and os.environ.get("USER") != "root")):
         return os.path.join(xdg, "ocirun")
     return "/run/ocirun"
+
+
+def _in_user_namespace() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
 
 
 def run_and_exit() -> None:

@@ -50,14 +50,14 @@ class Systemd:
     """A connection to one systemd instance's manager."""
 
     def __init__(self, bus: str = "system") -> None:
-        from jeepney.io.blocking import open_dbus_connection
+        from jeepney.io.blocking import DBusConnection
         self.bus = bus
+        where = _bus_address(bus)
         try:
-            self.conn = open_dbus_connection("SYSTEM" if bus == "system" else "SESSION", auth_timeout=CALL_TIMEOUT_S)
-        except (OSError, KeyError, RuntimeError, ValueError) as e:
-            where = _bus_address(bus)
-            why = "DBUS_SESSION_BUS_ADDRESS is not set" if isinstance(e, KeyError) else str(e) or type(e).__name__
-            raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): {why}") from None
+            self.conn = DBusConnection(_authenticated_socket(where))
+        except (OSError, RuntimeError, ValueError, StopIteration) as e:
+            raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): "
+                           f"{str(e) or type(e).__name__}") from None
         self._version: int | None = None
         self._subscribed = False
 
@@ -189,6 +189,55 @@ class Systemd:
 
 
 def _bus_address(bus: str) -> str:
+    """The bus's address.  The session bus of a rootless caller: DBUS_SESSION_BUS_ADDRESS, else
+    the user's runtime dir (engines such as conmon call the runtime with a trimmed environment)."""
     if bus == "system":
-        return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
-    return os.environ.get("DBUS_SESSION_BUS_ADDRESS", "no DBUS_SESSION_BUS_ADDRESS")
+        return os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or "unix:path=/run/dbus/system_bus_socket"
+    addr = os.environ.get("DBUS_SESSION_BUS_ADDRESS")
+    if addr:
+        return addr
+    xdg = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{host_uid()}"
+    return f"unix:path={xdg}/bus"
+
+
+def host_uid() -> int:
+    """Our euid as the kernel outside every user namespace sees it.  Rootless podman runs the
+    runtime as root of its own user namespace; the bus checks the peer's real uid (SO_PEERCRED)
+    against the one we claim, so we must claim that one, not 0."""
+    uid = os.geteuid()
+    try:
+        with open("/proc/self/uid_map") as f:
+            for line in f:
+                inside, outside, count = (int(x) for x in line.split())
+                if inside <= uid < inside + count:
+                    return outside + uid - inside
+    except (OSError, ValueError):
+        pass
+    return uid
+
+
+def _authenticated_socket(address: str, timeout: float = CALL_TIMEOUT_S):
+    """Connect to a unix: bus address and authenticate (SASL EXTERNAL with our host uid)."""
+    import socket
+    from jeepney.bus import get_connectable_addresses
+    path = next(get_connectable_addresses(address))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+        uid = str(host_uid()).encode().hex().encode()
+        sock.sendall(b"\0AUTH EXTERNAL " + uid + b"\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = sock.recv(256)
+            if not chunk:
+                raise OSError("the bus closed the connection during authentication")
+            reply += chunk
+        if not reply.startswith(b"OK "):
+            raise OSError(f"authentication refused ({reply.decode(errors='replace').strip()})")
+        sock.sendall(b"BEGIN\r\n")
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(None)
+    return sock
