@@ -18,7 +18,7 @@ import pytest
 from ocirun.cgroups import cgroup_mode, load_manager, manager_for
 from ocirun.cgroups.detect import hierarchies
 from ocirun.cgroups.manager import Manager
-from ocirun.errors import ConfigError, OCIError
+from ocirun.errors import OCIError
 
 
 MODE = cgroup_mode()

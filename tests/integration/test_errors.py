@@ -58,7 +58,7 @@ def test_log_json_appends_one_error_line_per_failure(ocirun_root, tmp_path):
         messages.append(one_line_error(r))
     lines = log.read_text().splitlines()
     assert len(lines) == 3, lines
-    for line, msg in zip(lines[1:], messages):
+    for line, msg in zip(lines[1:], messages, strict=True):
         assert '"level":"error"' in line  # literally, as tools grep for it
         entry = json.loads(line)
         assert set(entry) == {"level", "msg", "time"}

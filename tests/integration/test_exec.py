@@ -118,7 +118,7 @@ def test_joins_every_namespace_of_the_container(box):
     lines = exec_ok(box, "box", "sh", "-c", script).splitlines()
     assert lines[0] == "ocirun"                       # the container's hostname (uts)
     assert lines[1].strip() == "sleep 1000"           # its PID 1 (pid ns + its /proc)
-    for n, seen in zip(NS_LINKS, lines[2:2 + len(NS_LINKS)]):
+    for n, seen in zip(NS_LINKS, lines[2:2 + len(NS_LINKS)], strict=True):
         assert seen == os.readlink(f"/proc/{init}/ns/{n}"), n
         assert seen != os.readlink(f"/proc/self/ns/{n}"), n   # and not the host's
     assert lines[2 + len(NS_LINKS):] == ["same-cgroup", "busybox-root"]

@@ -166,7 +166,7 @@ def test_the_init_waits_under_the_runtimes_soft_limits(ocirun_root, tmp_path):
         assert r.returncode == 0, r.stderr
         assert _limits_seen(r.stdout) == {name: (str(v["soft"]), str(v["hard"]))
                                           for name, v in zip(["Max stack size", "Max data size",
-                                                              "Max address space"], rl)}, r.stdout
+                                                              "Max address space"], rl, strict=True)}, r.stdout
     finally:
         run_ocirun("delete", "--force", "rl3", root=ocirun_root)
 

@@ -213,7 +213,7 @@ def _pipe_at(fd_numbers):
         ends.append(hr)
 
     def place():
-        for src, dst in zip(ends, fd_numbers):
+        for src, dst in zip(ends, fd_numbers, strict=True):
             os.dup2(src, dst, inheritable=True)
 
     return keep, ends, place

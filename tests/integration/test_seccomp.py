@@ -169,7 +169,7 @@ def _socket_errnos(write):
                            ("inet_dgram", socket.AF_INET, socket.SOCK_DGRAM),
                            ("inet6_dgram", socket.AF_INET6, socket.SOCK_DGRAM),
                            ("unix", socket.AF_UNIX, socket.SOCK_STREAM)]:
-        def make():
+        def make(fam=fam, typ=typ):
             socket.socket(fam, typ).close()
         got[name] = errno_of(make)
     write(json.dumps(got).encode())
