@@ -1,10 +1,18 @@
 """containerd (ctr, the CRI and the runc v2 shim) running containers on ocirun and on runc.
 
-The runtime is selected three ways: ctr's `--runc-binary`; the shim's options table
-(`BinaryName`, `Root`) given with `ctr run --runtime-config-path`; and, the Kubernetes way, a
-runtime entry in containerd's config.toml
+The runtime is given to the shim as its options (`BinaryName`, `Root`) two ways: ctr's
+`--runc-binary` and `--runc-root`, which ctr sends as the task's runc shim options; and, the
+Kubernetes way, a runtime entry in containerd's config.toml
 (`[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.NAME.options] BinaryName = ...`)
 picked by a pod's CRI runtime handler (a RuntimeClass's `handler`), through tests/e2e/cri.py.
+
+ctr 1.6 has no way to give the runc shim its options from a file: for `io.containerd.runc.v2`
+(its default `--runtime`) it builds them from its `--runc-*` flags alone and ignores
+`--runtime-config-path`, and with any other `--runtime` (a path to containerd-shim-runc-v2
+included) it sends the file's path as `runtimeoptions.v1.Options`, which the runc shim refuses
+("type with url runtimeoptions.v1.Options: not found").  So the shim would run its default
+`runc` from PATH; test_run_rm_shim_options_binary_name_is_what_runs checks, through a logging
+wrapper, that the binary given as `BinaryName` is the one the shim runs.
 """
 from __future__ import annotations
 
@@ -77,12 +85,28 @@ def test_run_rm_runc_binary(containerd, runtime):
     assert result.stdout == "out\n" and "err" in result.stderr, describe(result)
 
 
-def test_run_rm_shim_options_binary_name(containerd, runtime):
-    options = containerd.options_file(runtime)
-    result = containerd.ctr("run", "--rm", "--runtime", "io.containerd.runc.v2",
-                            "--runtime-config-path", str(options), IMAGE, new_id(),
-                            "sh", "-c", "echo via BinaryName")
+def runtime_calls(log):
+    """The argv (after the binary) of each call that engines.trace_wrapper logged, in order."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [lines[i + 1].split() for i, line in enumerate(lines[:-1]) if line.startswith("=== ")]
+
+
+def test_run_rm_shim_options_binary_name_is_what_runs(containerd, runtime):
+    # BinaryName is a wrapper that logs each call and execs the runtime: a call logged is a
+    # call of that runtime, and a shim that ran its default `runc` instead logs nothing.
+    wrapper_dir = containerd.scratch / f"binary-name-{secrets.token_hex(4)}"
+    wrapper = engines.trace_wrapper(engines.runtime_path(runtime), wrapper_dir, runtime)
+    args = containerd.run_args(runtime)
+    args[args.index("--runc-binary") + 1] = wrapper
+    cid = new_id()
+    result = containerd.ctr("run", "--rm", *args, IMAGE, cid, "sh", "-c", "echo via BinaryName")
     assert (result.returncode, result.stdout) == (0, "via BinaryName\n"), describe(result)
+    calls = [call for call in runtime_calls(wrapper_dir / f"{runtime}.log") if cid in call]
+    assert {"create", "start", "delete"} <= {word for call in calls for word in call}, (
+        f"the shim did not run {runtime} (BinaryName {wrapper}) for {cid}; its calls: {calls}")
+    root = str(containerd.scratch / "runc" / containerd.namespace)  # Root, per namespace
+    roots = [call[call.index("--root") + 1] if "--root" in call else None for call in calls]
+    assert roots == [root] * len(calls), (root, calls)
 
 
 def test_run_tty(containerd, runtime):
