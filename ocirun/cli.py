@@ -116,8 +116,8 @@ GLOBALS = (
      (("--systemd-cgroup",), "systemd_cgroup", "bool", False,
       "let systemd make the container's cgroup: a transient scope in the slice that cgroupsPath "
       "(\"slice:prefix:name\") names"),
-     (("--rootless",), "rootless", ("auto", "true", "false"), "auto",
-      "run without root: auto = when not root, or inside a user namespace (runc's)"),
+     (("--rootless",), "rootless", "str", "auto",
+      "run without root: auto (when not root, or inside a user namespace), true or false (runc's)"),
      (("--criu",), "criu", "str", None, "(accepted for runc compatibility)")),
     ((("--version", "-v"), "version", "bool", False, "print the version"),),
     (),
@@ -555,7 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     if not a.command:
         build_parser().print_help()
         return 0
-    a.root = a.root or os.environ.get("OCIRUN_ROOT") or _default_root()
+    if not a.root and not os.environ.get("OCIRUN_ROOT"):
+        from .rootless import default_root
+        a.root = default_root()
+    a.root = a.root or os.environ["OCIRUN_ROOT"]
     failed = _FAILURE_STATUS.get(a.command, 1)
     prefix = _FAILURE_PREFIX.get(a.command, "")
     if logger.debug_enabled:
@@ -576,25 +579,6 @@ def main(argv: list[str] | None = None) -> int:
             logger.debug(traceback.format_exc())
         logger.error(prefix + describe(e))  # the kernel's words for an OSError; one printable line
         return failed
-
-
-def _default_root() -> str:
-    """/run/ocirun for root; $XDG_RUNTIME_DIR/ocirun for anyone else (runc's rule, with runc's
-    name swapped): a user's own runtime directory, private to them and emptied at logout.
-    "Anyone else" includes root of a user namespace that is not the initial one, unless $USER
-    says root (rootless podman runs the runtime as root of its own user namespace)."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg and (os.geteuid() != 0 or (_in_user_namespace() and os.environ.get("USER") != "root")):
-        return os.path.join(xdg, "ocirun")
-    return "/run/ocirun"
-
-
-def _in_user_namespace() -> bool:
-    try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() != ["0", "0", "4294967295"]
-    except OSError:
-        return False
 
 
 def run_and_exit() -> None:

@@ -10,7 +10,7 @@ import os
 
 from . import SPEC_VERSION
 from . import log as _log
-from .errors import ConfigError, OCIError, os_error
+from .errors import ConfigError, OCIError, describe, os_error
 from .record import Record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (~6 ms to import)
@@ -46,10 +46,12 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     cfg = load_bundle(opts.bundle, doc=opts.config_doc)
     _check_before_fork(cfg)
     # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
-    rootless = is_rootless(opts.rootless)
+    from .rootless import in_user_namespace, is_rootless
+    rootless = is_rootless(opts.rootless, opts.systemd_cgroup)
     manager = _cgroup_manager(cid, cfg, opts.systemd_cgroup, rootless)
     no_cgroup_warning = None
-    manager.rootless = rootless
+    # no eBPF device filter without privilege; root of a user namespace has none either
+    manager.rootless = rootless or in_user_namespace()
     if rootless and not opts.systemd_cgroup and not manager.writable():
         no_cgroup_warning = _without_cgroup(manager)
         manager = None
@@ -142,20 +144,6 @@ def _check_shared_mount_namespace(cfg: Config) -> None:
     if cfg.linux.namespace("mount") is None and cfg.linux.namespace("user") is not None:
         raise ConfigError("linux.namespaces", "a container in a user namespace needs a mount namespace "
                           "of its own (its root may not mount in the runtime's)")
-
-
-def is_rootless(flag: str) -> bool:
-    """--rootless: "true", "false", or "auto" (runc's rule: not root, or root of a user namespace
-    that is not the initial one, where the host's cgroups are out of reach all the same)."""
-    if flag != "auto":
-        return flag == "true"
-    if os.geteuid() != 0:
-        return True
-    try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() != ["0", "0", "4294967295"]
-    except OSError:
-        return False
 
 
 def _without_cgroup(manager) -> str:
@@ -251,8 +239,8 @@ def _undo_create(sd: StateDir, cgroup, pid: int, spawned: bool) -> None:
     if cgroup is not None:
         try:
             cgroup.destroy()
-        except OCIError as e:
-            _log.get().warn(f"cleanup after failed create: {e}")
+        except Exception as e:  # noqa: BLE001 — the state dir goes all the same; the first error is the user's
+            _log.get().warn(f"cleanup after failed create: {describe(e)}")
     sd.remove()
 
 

@@ -50,14 +50,13 @@ class Systemd:
     """A connection to one systemd instance's manager."""
 
     def __init__(self, bus: str = "system") -> None:
-        from jeepney.io.blocking import DBusConnection
         self.bus = bus
         where = _bus_address(bus)
         try:
-            self.conn = DBusConnection(_authenticated_socket(where))
+            self.conn = _connect(where)
         except (OSError, RuntimeError, ValueError, StopIteration) as e:
-            raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): "
-                           f"{str(e) or type(e).__name__}") from None
+            why = f"no answer within {CALL_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
+            raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): {why}") from None
         self._version: int | None = None
         self._subscribed = False
 
@@ -177,13 +176,18 @@ class Systemd:
                     signal = self.conn.recv_until_filtered(queue, timeout=max(left, 0))
                 except TimeoutError:
                     raise OCIError(f"systemd: {member} {body[0]}: no result after {JOB_TIMEOUT_S:g} s") from None
+                except OSError as e:
+                    raise OCIError(f"systemd: {member} {body[0]}: the bus connection failed: {e}") from None
                 _id, path, _unit, result = signal.body
                 if path == job:
                     return result
 
     def _send_to_bus(self, msg) -> None:
         from jeepney import MessageType
-        reply = self.conn.send_and_get_reply(msg, timeout=CALL_TIMEOUT_S)
+        try:
+            reply = self.conn.send_and_get_reply(msg, timeout=CALL_TIMEOUT_S)
+        except (OSError, TimeoutError) as e:
+            raise OCIError(f"D-Bus: AddMatch: {e or 'no answer'}") from None
         if reply.header.message_type == MessageType.error:
             raise OCIError(f"D-Bus: {reply.body[0] if reply.body else 'AddMatch refused'}")
 
@@ -214,6 +218,31 @@ def host_uid() -> int:
     except (OSError, ValueError):
         pass
     return uid
+
+
+def _connect(address: str):
+    """An authenticated connection that has said Hello, each step with a deadline (jeepney's
+    own constructor waits for the Hello reply without one)."""
+    from jeepney import MessageType
+    from jeepney.bus_messages import message_bus
+    from jeepney.io.blocking import DBusConnection, DBusConnectionBase
+    from jeepney.io.common import MessageFilters
+
+    class Connection(DBusConnection):
+        def __init__(self, sock) -> None:
+            DBusConnectionBase.__init__(self, sock)  # not DBusConnection's: its Hello has no deadline
+            self._filters = MessageFilters()
+            reply = self.send_and_get_reply(message_bus.Hello(), timeout=CALL_TIMEOUT_S)
+            if reply.header.message_type == MessageType.error:
+                raise OSError(f"Hello refused: {reply.body[0] if reply.body else ''}")
+            self.unique_name = reply.body[0]
+
+    sock = _authenticated_socket(address)
+    try:
+        return Connection(sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _authenticated_socket(address: str, timeout: float = CALL_TIMEOUT_S):

@@ -23,8 +23,6 @@ A D-Bus value here is jeepney's variant shape, a (signature, value) pair: ("t", 
 """
 from __future__ import annotations
 
-import re
-
 from ..errors import ConfigError
 
 FIELD = "linux.cgroupsPath"
@@ -39,8 +37,13 @@ ALLOWED_CPUS_VERSION = 244
 CPU_IDLE_VERSION = 252
 
 # systemd's unit_name_is_valid(): letters, digits and ":-_.\" (no "@": we make no instances).
-_UNIT_CHARS = re.compile(r"[A-Za-z0-9:_.\\-]+")
+# Plain sets, not `re`: this module loads for every command on a systemd-driven container.
+_UNIT_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.\\-")
 _UNIT_NAME_MAX = 255
+
+
+def valid_unit_text(text: str) -> bool:
+    return bool(text) and set(text) <= _UNIT_CHARS
 
 
 class Unit:
@@ -77,7 +80,7 @@ def unit_for(container_id: str, cgroups_path: str, default_slice: str = DEFAULT_
         raise ConfigError(FIELD, f"{cgroups_path!r}: a slice as the container's own unit is not supported; "
                           "give a scope name")
     unit = f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
-    if not _UNIT_CHARS.fullmatch(unit) or len(unit) > _UNIT_NAME_MAX:
+    if not valid_unit_text(unit) or len(unit) > _UNIT_NAME_MAX:
         raise ConfigError(FIELD, f"{cgroups_path!r}: {unit!r} is not a valid systemd unit name "
                           "(letters, digits and \":-_.\\\" only, at most 255 characters)")
     expand_slice(slice_, cgroups_path)  # refuse a bad slice now, before anything is made
@@ -90,7 +93,7 @@ def expand_slice(slice_: str, cgroups_path: str | None = None) -> str:
         return ConfigError(FIELD, f"{cgroups_path or slice_!r}: invalid slice name {slice_!r} ({why})")
     if not slice_.endswith(".slice") or len(slice_) <= len(".slice"):
         raise bad("a slice name ends in \".slice\"")
-    if "/" in slice_ or not _UNIT_CHARS.fullmatch(slice_):
+    if "/" in slice_ or not valid_unit_text(slice_):
         raise bad("letters, digits and \":-_.\\\" only")
     stem = slice_[:-len(".slice")]
     if stem == "-":
@@ -297,7 +300,6 @@ def _device_names(text: str | None) -> dict[tuple[str, int], str]:
 # ============================================================================ annotations
 
 ANNOTATION_PREFIX = "org.systemd.property."
-_PROPERTY_NAME = re.compile(r"[A-Z][A-Za-z]{2,}")
 _TYPE_WORDS = {"boolean": "b", "byte": "y", "int16": "n", "uint16": "q", "int32": "i", "uint32": "u",
                "int64": "x", "uint64": "t", "double": "d", "string": "s", "objectpath": "o"}
 _INT_RANGES = {"y": (0, 255), "n": (-2**15, 2**15 - 1), "q": (0, 2**16 - 1), "i": (-2**31, 2**31 - 1),
@@ -313,7 +315,7 @@ def annotation_properties(annotations: dict) -> list:
             continue
         name = key[len(ANNOTATION_PREFIX):]
         field = f"annotations[{key!r}]"
-        if not _PROPERTY_NAME.fullmatch(name):
+        if not (len(name) >= 3 and name.isascii() and name.isalpha() and name[0].isupper()):
             raise ConfigError(field, f"{name!r} is not a systemd property name (letters only, "
                               "starting upper-case, e.g. TimeoutStopUSec)")
         sig, value = parse_variant(annotations[key], field)
@@ -356,9 +358,9 @@ def _parse_value(s: str, sig: str | None) -> tuple[str, object]:
         inner = s[1:-1].strip()
         items = _split_list(inner) if inner else []
         return "as", [_unquote(i.strip()) for i in items]
-    if sig in (None, "d") and re.fullmatch(r"-?\d+\.\d*([eE][-+]?\d+)?", s):
+    if sig in (None, "d") and "." in s and _is_float(s):
         return "d", float(s)
-    if re.fullmatch(r"-?\d+", s):
+    if s.removeprefix("-").isdigit() and s.isascii():
         sig = sig or "i"
         if sig == "d":
             return "d", float(s)
@@ -369,6 +371,14 @@ def _parse_value(s: str, sig: str | None) -> tuple[str, object]:
             raise ValueError(f"{s} is out of range for its type")
         return sig, int(s)
     raise ValueError("not a value this runtime can read")
+
+
+def _is_float(s: str) -> bool:
+    """"-1.5", "2.", "1.0e3": digits around one dot, an optional exponent (GVariant's doubles)."""
+    mantissa, _, exponent = s.lower().partition("e")
+    whole, _, frac = mantissa.removeprefix("-").partition(".")
+    return (whole.isdigit() and (frac == "" or frac.isdigit()) and s.isascii()
+            and (exponent == "" or exponent.lstrip("+-").isdigit()))
 
 
 def _unquote(s: str) -> str:

@@ -89,6 +89,7 @@ class SystemdManager(Manager):
         # `update`: the files first (they are what the kernel enforces now), then the unit's
         # properties, so that a later daemon-reload keeps the new values.
         res = _copy_resources(self.resources)
+        self._complete_cpu_quota(res)
         props = systemd.resource_properties(res, self._bus().version())
         if "devices" in res:
             props += self._device_properties(res)
@@ -96,6 +97,23 @@ class SystemdManager(Manager):
         skipped = super().apply_resources(update=True)
         self._bus().set_properties(self.unit.name, props)
         return skipped
+
+    def _complete_cpu_quota(self, res: dict) -> None:
+        """`update --cpu-period` alone (or `--cpu-quota` alone): systemd takes the quota as a
+        share of a second, so it needs both; the missing one is the scope's current value,
+        as the cgroupfs code keeps it (never "unlimited" because a field was left out)."""
+        cpu = res.get("cpu")
+        if not isinstance(cpu, dict) or bool(cpu.get("quota")) == bool(cpu.get("period")):
+            return
+        try:
+            with open(f"{self.dir}/cpu.max") as f:
+                quota, period = (f.read().split() + ["max", "100000"])[:2]
+        except OSError:
+            return
+        if not cpu.get("quota"):
+            cpu["quota"] = -1 if quota == "max" else int(quota)
+        if not cpu.get("period"):
+            cpu["period"] = int(period)
 
     def _device_properties(self, res: dict) -> list:
         if self.rootless:
@@ -290,6 +308,15 @@ def load(d: dict, base: Manager, warn=None) -> SystemdManager:
     if not isinstance(unit, str) or not isinstance(slice_, str) or bus not in ("system", "user") \
             or set(base.paths) != {UNIFIED_KEY}:
         raise OCIError("state.json: the systemd cgroup section is malformed")
+    # A tampered state must not make `delete` stop some other unit: only a scope whose cgroup
+    # is the directory recorded beside it.
+    try:
+        where = systemd.Unit(slice_, unit).cgroup()
+    except OCIError:
+        where = None
+    if not (unit.endswith(".scope") and systemd.valid_unit_text(unit) and where
+            and base.paths[UNIFIED_KEY].endswith(where)):
+        raise OCIError(f"state.json: systemd unit {unit!r} does not match the recorded cgroup")
     m = SystemdManager(base.paths, base.mounts, systemd.Unit(slice_, unit), {}, warn, bus)
     m.shared = base.shared
     m.rootless = base.rootless

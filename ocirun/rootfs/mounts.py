@@ -459,9 +459,10 @@ def _mount_cgroup(ctx: MountContext, m, o: MountOptions) -> None:
         except OSError as e:
             if not (ctx.in_userns and e.errno in (errno.EPERM, errno.EBUSY)):
                 raise
-            own = f"/sys/fs/cgroup{_own_cgroup2}" if _own_cgroup2 else "/sys/fs/cgroup"
-            linux.mount(own if os.path.isdir(own) else "/sys/fs/cgroup", fd_path(dst), None,
-                        linux.MS_BIND | linux.MS_REC)
+            own = f"/sys/fs/cgroup{_own_cgroup2}" if _own_cgroup2 else None
+            if own is None or not os.path.isdir(own):
+                raise  # never widen to the host's whole tree
+            linux.mount(own, fd_path(dst), None, linux.MS_BIND | linux.MS_REC)
             remount_bind = True
         finally:
             os.close(dst)

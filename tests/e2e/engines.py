@@ -428,8 +428,8 @@ class Containerd:
     """A private containerd in a scratch dir, driven with ctr (and, with `cri=True`, the CRI).
 
     `ctr(*args)` runs ctr against it in its own namespace; `run_args(runtime)` are the ctr run
-    flags that select a runtime the way ctr users do (`--runc-binary`); `options_file(runtime)`
-    is the runc shim's options table (`BinaryName`, `Root`) for `ctr run --runtime-config-path`.
+    flags that select a runtime the way ctr users do (`--runc-binary`, which ctr sends to the
+    runc shim as its `BinaryName` option; ctr 1.6 cannot send shim options from a file).
     With `cri=True` the CRI plugin is on and config.toml has a runtime entry per runtime
     (`runtimes.<name>.options.BinaryName`): the CRI `runtime_handler` — a Kubernetes
     RuntimeClass's `handler` — picks it.  Pods use the host network, so no CNI is needed.
@@ -482,12 +482,6 @@ class Containerd:
         (the task's cgroup must then be given as `--cgroup SLICE:PREFIX:NAME`)."""
         args = ["--runc-binary", runtime_path(runtime), "--runc-root", str(self.scratch / "runc")]
         return args + (["--runc-systemd-cgroup"] if self.systemd_cgroup else [])
-
-    def options_file(self, runtime: str) -> Path:
-        path = self.scratch / f"{runtime}-options.toml"
-        path.write_text(f'BinaryName = "{runtime_path(runtime)}"\n'
-                        f'Root = "{self.scratch / "runc"}"\n')
-        return path
 
     def remove_everything(self, namespace: str | None = None) -> None:
         """Kill and delete every task and container of a namespace."""

@@ -67,3 +67,19 @@ def test_seccomp_keeps_the_path_light(tmp_path, ocirun_root):
         assert rc == 0, stderr[-2000:]
     assert "ocirun.seccomp" in names
     assert names & HEAVY == set(), sorted(names & HEAVY)
+
+
+def test_loading_a_systemd_driven_container_stays_light():
+    """exec, kill, pause, ps of a container made with --systemd-cgroup load its manager from the
+    state: that must not drag in re/enum (nor jeepney, which only create/update/delete need)."""
+    state = {"version": 1, "mode": "unified", "paths": {"": "/sys/fs/cgroup/system.slice/ocirun-x.scope"},
+             "mounts": {"": "/sys/fs/cgroup"}, "created": [], "shared": False, "driver": "systemd",
+             "unit": "ocirun-x.scope", "slice": "system.slice", "bus": "system"}
+    code = f"from ocirun.cgroups import load_manager; m = load_manager({state!r}); m.join_plan(); m.pids()"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "ocirun.cgroups.systemd_manager" in names
+    assert names & (HEAVY | {"jeepney"}) == set(), sorted(names & (HEAVY | {"jeepney"}))

@@ -102,6 +102,18 @@ def test_scope_with_limits_through_the_whole_lifecycle(rt, tmp_path):
         assert read(f"{scope}/memory.max") == str(96 << 20) and read(f"{scope}/pids.max") == "60"
         assert unit_props(unit, "MemoryMax", "TasksMax") == {"MemoryMax": str(96 << 20), "TasksMax": "60"}
 
+        if name == "ocirun":
+            # The period alone, then the quota alone: the other keeps its value, in the file and
+            # in the unit, through a reload (runc 1.1.5 sends CPUQuotaPerSecUSec=infinity for a
+            # period alone: systemd then lifts the limit).
+            helpers.ok("update", "--cpu-period", "200000", cid, root=root, run=run)
+            assert read(f"{scope}/cpu.max") == "50000 200000"
+            helpers.ok("update", "--cpu-quota", "30000", cid, root=root, run=run)
+            assert read(f"{scope}/cpu.max") == "30000 200000"
+            assert unit_props(unit, "CPUQuotaPerSecUSec") == {"CPUQuotaPerSecUSec": "150ms"}
+            subprocess.run(["systemctl", "daemon-reload"], check=True)
+            assert read(f"{scope}/cpu.max") == "30000 200000"
+
         helpers.ok("pause", cid, root=root, run=run)
         assert json.loads(helpers.ok("state", cid, root=root, run=run).stdout)["status"] == "paused"
         assert "frozen 1" in read(f"{scope}/cgroup.events")
