@@ -102,6 +102,11 @@ def test_scope_with_limits_through_the_whole_lifecycle(rt, tmp_path):
         assert read(f"{scope}/memory.max") == str(96 << 20) and read(f"{scope}/pids.max") == "60"
         assert unit_props(unit, "MemoryMax", "TasksMax") == {"MemoryMax": str(96 << 20), "TasksMax": "60"}
 
+        # events reads the same cgroup: the new limit and the two sleeps
+        ev = json.loads(helpers.ok("events", "--stats", cid, root=root, run=run).stdout)
+        assert ev["type"] == "stats" and ev["data"]["pids"]["current"] == 2, ev
+        assert ev["data"]["memory"]["usage"]["limit"] == 96 << 20, ev
+
         if name == "ocirun":
             # The period alone, then the quota alone: the other keeps its value, in the file and
             # in the unit, through a reload (runc 1.1.5 sends CPUQuotaPerSecUSec=infinity for a
