@@ -85,7 +85,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     if cfg.linux.net_devices:
         ch.expect(NETDEVS_DONE)  # the parent moves them in; hooks and sysctls may need them
 
-    prepare_rootfs(cfg, ctx.in_userns, fetch_source=_source_from_parent(ch) if ctx.in_userns else None)
+    prepare_rootfs(cfg, ctx.in_userns, fetch_source=_source_from_parent(ch))
     state = None
     if any(cfg.hooks.get(k) for k in ("prestart", "createRuntime", "createContainer")):
         ch.send(MOUNTS_DONE)
@@ -134,10 +134,11 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
 
 
 def _source_from_parent(ch: Channel):
-    """In a user namespace our root may not look up a bind source only host root can reach:
-    the parent opens it for us (channel.py, mount_source)."""
-    def fetch(index: int) -> int:
-        ch.send(MOUNT_SOURCE, index=index)
+    """What only host root can do for a mount, the parent does (channel.py, mount_source): in a
+    user namespace, open a bind source our root may not look up; anywhere, make the idmapped
+    detached tree of an idmapped bind (rootfs/idmap.py)."""
+    def fetch(index: int, idmap: bool = False) -> int:
+        ch.send(MOUNT_SOURCE, index=index, idmap=idmap)
         return ch.expect_fd(MOUNT_SOURCE)
     return fetch
 

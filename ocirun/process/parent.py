@@ -141,7 +141,7 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
         elif t == MOUNT_SOURCE:
             if not proc.init_pid:  # the two children share the socket: order is not guaranteed
                 _got_init_pid(proc, ch.expect(INIT_PID))
-            fd = _open_mount_source(ctx, proc.init_pid, msg.get("index"))
+            fd = _open_mount_source(ctx, proc.init_pid, msg.get("index"), msg.get("idmap") is True)
             try:
                 ch.send_fd(MOUNT_SOURCE, fd)
             finally:
@@ -172,26 +172,41 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             raise OCIError(f"internal error: unexpected message {t!r} from the container process")
 
 
-def _open_mount_source(ctx: LaunchContext, init_pid: int, index) -> int:
+def _open_mount_source(ctx: LaunchContext, init_pid: int, index, idmap: bool = False) -> int:
     """The source of bind mount mounts[index], opened by us (host root) inside the init's mount
     namespace, for an init in a user namespace that may not look it up (runc does the same).
     Resolved under /proc/<init>/root as the init would resolve it: absolute symlinks stay in
     the init's namespace, so the fd is one the init may bind from."""
     from ..rootfs import parse_mount_options
     mounts = ctx.cfg.mounts
-    if not ctx.in_userns or not isinstance(index, int) or not 0 <= index < len(mounts) \
-            or not (mounts[index].type == "bind" or parse_mount_options(mounts[index].options).bind):
+    valid = isinstance(index, int) and 0 <= index < len(mounts)
+    o = parse_mount_options(mounts[index].options) if valid else None
+    if not valid or not (mounts[index].type == "bind" or o.bind) or (
+            not ctx.in_userns and not (idmap and (o.idmap or mounts[index].uid_mappings))):
         raise OCIError(f"internal error: the container process asked for mount source {index!r}")
     m = mounts[index]
     path = m.source if os.path.isabs(m.source) else os.path.join(ctx.cfg.bundle, m.source)
+    # An idmapped tree is cloned from our own mount namespace: open_tree copies only mounts of
+    # the caller's (the init's is a copy of ours, so the path names the same thing).
+    where = "/" if idmap else f"/proc/{init_pid}/root"
     try:
-        root = os.open(f"/proc/{init_pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        root = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            return linux.openat2(root, path, os.O_PATH | os.O_CLOEXEC, 0, linux.RESOLVE_IN_ROOT)
+            fd = linux.openat2(root, path, os.O_PATH | os.O_CLOEXEC, 0, linux.RESOLVE_IN_ROOT)
         finally:
             os.close(root)
     except OSError as e:
         raise OCIError(f"mounts[{index}].source: {path}: {os_words(e)}") from None
+    if not idmap:
+        return fd
+    from ..rootfs import idmap as idmapped
+    try:
+        uid_map, gid_map = idmapped.mappings_for(ctx.cfg, index)
+        return idmapped.idmapped_tree(fd, uid_map, gid_map, o.recursive, o.recursive_idmap, f"mounts[{index}]")
+    except OSError as e:
+        raise OCIError(f"mounts[{index}]: idmapped mount of {path}: {os_words(e)}") from None
+    finally:
+        os.close(fd)
 
 
 def _got_init_pid(proc: Spawned, msg: dict) -> None:

@@ -89,7 +89,7 @@ class MountOptions(Record):
         "bind": False,
         "recursive": False,         # rbind
         "tmpcopyup": False,
-        "idmap": False,             # idmap or ridmap asked (not supported yet)
+        "idmap": False,             # idmap or ridmap asked (rootfs/idmap.py)
         "recursive_idmap": False,
     }
 
@@ -193,10 +193,14 @@ def mount_entry(ctx: MountContext, index: int, m) -> None:
     if m.type == "bind":
         o.bind = True
         o.flags |= linux.MS_BIND
-    if o.idmap:
-        raise OCIError(f"{where}: idmapped mounts (idmap, ridmap) are not supported")
+    if m.uid_mappings or m.gid_mappings:
+        o.idmap = True  # mappings on a mount make it idmapped (runc)
+    if o.idmap and not o.bind:
+        raise OCIError(f"{where}: idmapped mounts (idmap, ridmap, uidMappings) are supported for bind mounts only")
     try:
-        if o.bind:
+        if o.idmap:
+            _mount_idmapped(ctx, index, m, o)
+        elif o.bind:
             _mount_bind(ctx, index, where, m, o)
         elif m.type in ("cgroup", "cgroup2"):
             _mount_cgroup(ctx, m, o)
@@ -221,7 +225,7 @@ def _bind_source(ctx: MountContext, index: int, where: str, source: str) -> int:
     try:
         return os.open(path, os.O_PATH | os.O_CLOEXEC)
     except PermissionError:
-        if ctx.fetch_source is None:
+        if ctx.fetch_source is None or not ctx.in_userns:
             raise OCIError(f"{where}.source: {path}: permission denied") from None
         # Our root is a user namespace's: a path only host root may reach (a 0700 directory on
         # the way) is opened by the runtime for us, as runc does.
@@ -230,6 +234,24 @@ def _bind_source(ctx: MountContext, index: int, where: str, source: str) -> int:
         raise OCIError(f"{where}.source: {path}: no such file or directory") from None
     except OSError as e:
         raise os_error(f"{where}.source: {path}", e) from None
+
+
+def _mount_idmapped(ctx: MountContext, index: int, m, o: MountOptions) -> None:
+    """The runtime makes the idmapped tree (rootfs/idmap.py); we put it in place."""
+    if ctx.fetch_source is None:
+        raise OCIError("internal error: no runtime to make the idmapped mount")
+    tree = ctx.fetch_source(index, True)
+    try:
+        is_dir = stat.S_ISDIR(os.fstat(tree).st_mode)
+        dst = make_mount_target(ctx.root_fd, m.destination, is_dir)
+        try:
+            _check_proc_destination(ctx, dst, m, bind_src=tree)
+            linux.move_mount(tree, "", dst, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
+        finally:
+            os.close(dst)
+    finally:
+        os.close(tree)
+    _finish(ctx, m.destination, o, remount_bind=bool(o.remount_flags))
 
 
 def _mount_bind(ctx: MountContext, index: int, where: str, m, o: MountOptions) -> None:

@@ -389,11 +389,11 @@ def test_recursive_attributes_and_plain_ro_bind(world):
     assert "ro" in mi["/ro"]["opts"] and "rw" in mi["/ro/sub"]["opts"]
 
 
-def test_idmap_not_supported(world):
-    cfg = make_cfg(world, [{"destination": "/x", "type": "bind", "source": world["hostfile"],
-                            "options": ["bind", "idmap"]}])
+def test_idmap_needs_a_bind_mount(world):
+    """(Idmapped binds themselves: tests/integration/test_idmapped_mounts.py, real containers.)"""
+    cfg = make_cfg(world, [{"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]}])
     out = run_isolated(lambda: prepare_rootfs(cfg, False))
-    assert "not supported" in out["oci_error"] and out["oci_error"].startswith("mounts[0]")
+    assert "bind mounts only" in out["oci_error"] and out["oci_error"].startswith("mounts[0]")
 
 
 # --------------------------------------------------------------------------- pivot + finalize
