@@ -34,30 +34,33 @@ pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 class User:
     """A scratch home for `nobody`: bundle, XDG_RUNTIME_DIR, and the ocirun launcher."""
 
-    def __init__(self) -> None:
+    def __init__(self, uid: int = USER) -> None:
+        self.uid = uid
         self.top = Path(tempfile.mkdtemp(prefix="ocirun-test-rootless-", dir="/tmp"))
         os.chmod(self.top, 0o755)
         self.xdg = self.top / "xdg"
         self.xdg.mkdir(mode=0o700)
-        os.chown(self.xdg, USER, USER)
+        os.chown(self.xdg, uid, uid)
         self.ocirun = helpers.any_user_launcher(self.top / "ocirun")
 
     def bundle(self, name: str, args: list[str], cfg: dict | None = None) -> Path:
         """A bundle from `ocirun spec --rootless` as the user writes it (their uid mapped to 0)."""
         d = self.top / name
         d.mkdir(mode=0o755)
-        os.chown(d, USER, USER)
+        os.chown(d, self.uid, self.uid)
         r = self.run(self.ocirun, "spec", "--rootless", "-b", d)
         assert r.returncode == 0, r.stderr
         doc = json.loads((d / "config.json").read_text())
         doc["root"] = {"path": str(helpers.shared_rootfs()), "readonly": True}
         doc["process"].update(terminal=False, args=args)
+        doc["linux"]["uidMappings"][0]["hostID"] = self.uid  # `spec` mapped whoever ran it
+        doc["linux"]["gidMappings"][0]["hostID"] = self.uid
         helpers.deep_update(doc, cfg or {})
         (d / "config.json").write_text(json.dumps(doc))
         return d
 
     def run(self, binary, *args, timeout: float = 30) -> subprocess.CompletedProcess:
-        argv = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "env", "-i",
+        argv = ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups", "env", "-i",
                 f"HOME={self.top}", f"XDG_RUNTIME_DIR={self.xdg}", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
                 str(binary), *map(str, args)]
         # files, not pipes: a detached container keeps the runtime's stdout open
@@ -190,3 +193,37 @@ def test_one_users_state_is_private_to_them(user):
             st = os.lstat(os.path.join(path, name))
             if not os.path.islink(os.path.join(path, name)):
                 assert st.st_uid == USER and st.st_mode & 0o077 == 0, (name, oct(st.st_mode))
+
+
+def test_one_user_cannot_touch_anothers_containers(user):
+    """Two ordinary users (nobody and uid 65533): B cannot read, signal, exec into or delete A's
+    container, even naming A's state directory."""
+    other = User(65533)
+    try:
+        bundle = user.bundle("b7", ["sleep", "1000"])
+        assert user.run(user.ocirun, "run", "-d", "-b", bundle, "a1").returncode == 0
+        for args in (("state", "a1"), ("kill", "a1", "KILL"), ("exec", "a1", "true"), ("delete", "--force", "a1")):
+            r = other.run(other.ocirun, "--root", user.xdg / "ocirun", *args)
+            assert r.returncode != 0 and "ermission denied" in r.stderr, (args, r.stderr)
+        assert json.loads(user.run(user.ocirun, "state", "a1").stdout)["status"] == "running"
+    finally:
+        other.close()
+
+
+def test_a_root_owned_host_file_stays_read_only_to_the_containers_root(user, tmp_path):
+    """A rootless container's root is the user outside: a root-owned 0644 file bound in
+    read-write is still not theirs to write (nor to chmod or chown)."""
+    target = user.top / "roots-file"
+    target.write_text("root's\n")
+    os.chmod(target, 0o644)
+    bundle = user.bundle("b8", ["sh", "-c", "echo x >> /etc/hostname; chmod 666 /etc/hostname; "
+                                            "chown 0:0 /etc/hostname; echo done"])
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["mounts"].append({"destination": "/etc/hostname", "type": "bind", "source": str(target),
+                          "options": ["bind", "rw"]})
+    (bundle / "config.json").write_text(json.dumps(doc))
+    r = user.run(user.ocirun, "run", "-b", bundle, "rw")
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr
+    assert "ermission denied" in r.stdout + r.stderr or "not permitted" in r.stdout + r.stderr
+    st = os.stat(target)
+    assert target.read_text() == "root's\n" and (st.st_uid, st.st_mode & 0o777) == (0, 0o644)
