@@ -83,6 +83,12 @@ def test_a_users_container_is_a_scope_of_their_systemd_with_its_limits(stage, ru
         assert props == {"MemoryMax": str(64 << 20), "TasksMax": "40", "Delegate": "yes", "ActiveState": "active"}
         r = as_user(binary, "exec", cid, "id", "-u")
         assert (r.returncode, r.stdout.strip()) == (0, "0"), r.stderr
+        # pause/resume through the delegated cgroup's freezer
+        assert as_user(binary, "pause", cid).returncode == 0
+        assert json.loads(as_user(binary, "state", cid).stdout)["status"] == "paused"
+        assert "frozen 1" in Path(f"/sys/fs/cgroup{scope}/cgroup.events").read_text()
+        assert as_user(binary, "resume", cid).returncode == 0
+        assert json.loads(as_user(binary, "state", cid).stdout)["status"] == "running"
         r = as_user(binary, "delete", "--force", cid)
         assert r.returncode == 0, r.stderr
         left = as_user("systemctl", "--user", "list-units", "--all", "--no-legend", "--plain").stdout
