@@ -78,7 +78,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         hook_state = lambda pid, status="creating": _hook_state(cid, cfg, pid, status)  # noqa: E731
         spawned = True
         _bind_shared_rootfs(cfg, sd, st)  # no mount namespace: its mounts go into ours
-        pid, ch = parent.spawn(ctx, cgroup, hook_state, lambda s: _run_runtime_hooks(cfg, s))
+        pid, ch = parent.spawn_init(ctx, cgroup, hook_state, lambda s: _run_runtime_hooks(cfg, s))
         ch.close()
         st.pid = pid
         st.start_time = proc_start_time(pid)

@@ -1,8 +1,8 @@
 """The runtime side of `create`: fork the intermediate and drive the conversation in channel.py.
 
-`spawn(ctx, cgroup, on_hooks)` returns the host pid of the container's init once the init is
-ready and blocked on the exec fifo.  On any failure it kills what it started and raises; the
-caller (container.py) removes the cgroup and the state directory.
+`spawn_init(ctx, cgroup, state_for_hooks, run_runtime_hooks)` returns the host pid of the
+container's init once the init is ready and blocked on the exec fifo.  On any failure it kills what it started and raises; the
+caller (create.py) removes the cgroup and the state directory.
 """
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class Spawned:
                 self.intermediate_pid = 0
 
 
-def spawn(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tuple[int, Channel]:
+def spawn_init(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -> tuple[int, Channel]:
     """Start the container's processes; return (init host pid, channel to the init).
 
     `state_for_hooks(pid)` builds the runtime-spec state; `run_runtime_hooks(state)` runs the
