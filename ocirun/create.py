@@ -68,6 +68,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
         st = _initial_state(cid, cfg, cgroup)
         sd.write_recovery(st.cgroup)  # for `delete --force` should state.json become unreadable
         sd.write(st)
+        sd.write_config(cfg.raw)  # what `exec` builds on (the bundle may change after create)
         if cgroup is not None:
             cgroup.create()
             cgroup.apply_resources()

@@ -39,7 +39,7 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     log = _log.get()
     log.debug(f"exec in {cid}: its init is {st.pid}, {status}")
     sub_cgroup = parse_cgroup_flags(opts.cgroup)
-    doc = _container_config(st)
+    doc = _container_config(c, st)
     proc = build_process(opts, doc)
     from .lsm import check_available
     check_available(proc)
@@ -120,8 +120,12 @@ def parse_cgroup_flags(values) -> dict[str, str]:
     return out
 
 
-def _container_config(st: ContainerState) -> dict:
-    doc = read_json(os.path.join(st.bundle, "config.json"))
+def _container_config(c: Container, st: ContainerState) -> dict:
+    """The config the container was created from (saved in its state dir); the bundle's only
+    for a container an older ocirun made."""
+    doc = c.dir.read_config()
+    if doc is None:
+        doc = read_json(os.path.join(st.bundle, "config.json"))
     return doc if isinstance(doc, dict) else {}
 
 

@@ -38,6 +38,9 @@ STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
 NET_DEVICES_RECORD = "netdevices.json"  # network.py: the linux.netDevices moved in, to give back
 RECOVERY_FILE = "cgroup.json"
+# The config.json the container was created from, as create read it: `exec` builds its process
+# from this copy, not from the bundle, which may have changed (or gone) since.
+CONFIG_FILE = "config.json"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _OLD_ROOT_MODE = 0o711  # what ocirun made before: tightened when found (see _private_root)
@@ -192,6 +195,21 @@ class StateDir:
 
     def write_recovery(self, cgroup_section) -> None:
         write_private(os.path.join(self.path, RECOVERY_FILE), jsonio.dumps(cgroup_section).encode())
+
+    def write_config(self, doc: dict) -> None:
+        write_private(os.path.join(self.path, CONFIG_FILE), jsonio.dumps(doc).encode())
+
+    def read_config(self) -> dict | None:
+        """The container's config as create saved it; None for a container made before this
+        copy existed (an older ocirun): the caller falls back to the bundle's."""
+        try:
+            with open(os.path.join(self.path, CONFIG_FILE), "rb") as f:
+                doc = jsonio.loads(f.read())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, RecursionError) as e:
+            raise OCIError(f"container {self.id}: its saved config.json is unreadable: {_one_line(str(e))}") from None
+        return doc if isinstance(doc, dict) else None
 
     def read_recovery(self):
         """The cgroup section as create first wrote it, or None."""

@@ -463,3 +463,31 @@ def test_exec_failures_exit_255_as_with_runc(tmp_path, ocirun_root, runc_root):
     finally:
         run_ocirun("delete", "--force", "e255", root=ocirun_root)
         helpers.run_runc("delete", "--force", "e255", root=runc_root)
+
+
+@pytest.mark.parametrize("runtime", ["ocirun", "runc"])
+def test_exec_uses_the_config_the_container_was_created_from(tmp_path, ocirun_root, runtime):
+    """The bundle's config.json changed (or went) after create: ocirun's exec still builds on
+    the one the container runs with (its env, its seccomp profile).  runc 1.1.5 re-reads the
+    bundle's file (the edit shows; without the file exec fails): a deliberate difference (README)."""
+    if runtime == "runc" and helpers.RUNC is None:
+        pytest.skip("runc is not installed")
+    run = run_ocirun if runtime == "ocirun" else helpers.run_runc
+    root = ocirun_root if runtime == "ocirun" else tmp_path / "runc-root"
+    bundle = make_bundle(tmp_path, ["sleep", "1000"], process={"env": ["PATH=/bin:/usr/bin", "FOO=created"]})
+    r = run("run", "-d", "-b", bundle, "cfg", root=root)
+    assert r.returncode == 0, r.stderr
+    try:
+        cfg = json.loads((bundle / "config.json").read_text())
+        cfg["process"]["env"] = ["PATH=/bin:/usr/bin", "FOO=edited"]
+        (bundle / "config.json").write_text(json.dumps(cfg))
+        seen = run("exec", "cfg", "sh", "-c", "echo $FOO", root=root).stdout
+        assert seen == ("created\n" if runtime == "ocirun" else "edited\n")
+        (bundle / "config.json").unlink()
+        r = run("exec", "cfg", "sh", "-c", "echo $FOO", root=root)
+        if runtime == "ocirun":
+            assert (r.returncode, r.stdout) == (0, "created\n"), r.stderr
+        else:
+            assert r.returncode != 0
+    finally:
+        run("delete", "--force", "cfg", root=root)
