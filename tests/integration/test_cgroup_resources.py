@@ -173,8 +173,8 @@ def test_pids_limit_stops_a_fork_loop(ocirun_root, tmp_path):
     m = start_detached(tmp_path, ocirun_root, "for i in $(seq 30); do (sleep 100 &); done 2>/dev/null; sleep 100",
                        "p1", linux={"resources": {"pids": {"limit": 8}}})
     try:
-        time.sleep(1.5)
-        assert 6 <= len(m.pids()) <= 8, m.pids()  # 30 were asked for
+        helpers.wait_until(lambda: len(m.pids()) >= 6, 15, "the fork loop to fill the pids limit")
+        assert len(m.pids()) <= 8, m.pids()  # 30 were asked for
         assert int(read(f"{m.path('pids')}/pids.max" if MODE != "unified" else f"{m.paths['']}/pids.max")) == 8
     finally:
         delete(ocirun_root, "p1")
@@ -214,7 +214,7 @@ def test_pause_stops_a_counter_and_resume_restarts_it(ocirun_root, tmp_path):
     start_detached(tmp_path, ocirun_root, "while :; do echo .; done >/tmp/n", "pz", mounts=mounts)
     n = lambda: (out / "n").stat().st_size  # noqa: E731  # only grows while the loop runs
     try:
-        time.sleep(0.3)
+        helpers.wait_until(lambda: (out / "n").exists() and n() > 0, 10, "the counter to start")
         r = helpers.run_ocirun("pause", "pz", root=ocirun_root)
         assert r.returncode == 0, r.stderr
         a = n()
@@ -222,8 +222,7 @@ def test_pause_stops_a_counter_and_resume_restarts_it(ocirun_root, tmp_path):
         assert n() == a
         assert json.loads(helpers.run_ocirun("state", "pz", root=ocirun_root).stdout)["status"] == "paused"
         assert helpers.run_ocirun("resume", "pz", root=ocirun_root).returncode == 0
-        time.sleep(0.5)
-        assert n() > a
+        helpers.wait_until(lambda: n() > a, 10, "the counter to move again after resume")
     finally:
         delete(ocirun_root, "pz")
 
