@@ -13,8 +13,14 @@ import time
 SERVICE = "/runtime.v1.RuntimeService/"
 
 # ContainerState and NamespaceMode values from api.proto.
+CONTAINER_RUNNING = 1
 CONTAINER_EXITED = 2
+NAMESPACE_POD = 0
+NAMESPACE_CONTAINER = 1
 NAMESPACE_NODE = 2
+# SecurityProfile.ProfileType values.
+PROFILE_RUNTIME_DEFAULT = 0
+PROFILE_UNCONFINED = 1
 
 
 # --------------------------------------------------------------------------- protobuf
@@ -145,6 +151,34 @@ class CRIClient:
         return _int32(first(reply, 3, 0)), first(reply, 1, b""), first(reply, 2, b"")
 
 
+    # Additions for tests/e2e/test_cri_features.py.
+
+    def stop_container(self, container_id: str, timeout: int = 0) -> None:
+        """StopContainer: SIGTERM (the image's stop signal), SIGKILL after `timeout` seconds."""
+        self.call("StopContainer", [(1, container_id), (2, timeout)], timeout=timeout + 60)
+
+    def update_container_resources(self, container_id: str, linux_resources: list) -> None:
+        """UpdateContainerResources with a LinuxContainerResources (see `linux_resources`)."""
+        self.call("UpdateContainerResources", [(1, container_id), (2, linux_resources)])
+
+    def container_info(self, container_id: str) -> dict:
+        """The verbose ContainerStatus's `info` map (key -> JSON text), e.g. info["info"]."""
+        reply = self.call("ContainerStatus", [(1, container_id), (2, True)])
+        return {first(entry, 1, b"").decode(): first(entry, 2, b"").decode()
+                for entry in map(decode, reply.get(2, []))}
+
+    def wait_state(self, container_id: str, state: int, timeout: float = 20) -> dict:
+        """The ContainerStatus once its state is `state`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.container_status(container_id)
+            if first(status, 3, 0) == state:
+                return status
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"container {container_id} not in state {state}: {status}")
+            time.sleep(0.1)
+
+
 def _int32(n: int) -> int:
     n &= (1 << 32) - 1
     return n - (1 << 32) if n & (1 << 31) else n
@@ -163,3 +197,67 @@ def sandbox_config(name: str, log_directory: str, cgroup_parent: str) -> list:
 def container_config(name: str, image: str, command: list[str], log_path: str) -> list:
     return [(1, [(1, name), (2, 0)]), (2, [(1, image)]), *[(3, c) for c in command],
             (11, log_path)]
+
+
+# --------------------------------------------------------------------------- more configs
+# Builders for the kubelet's pod and container settings; field numbers from api.proto.
+
+def string_map(field: int, mapping: dict[str, str] | None) -> list:
+    """A protobuf map<string, string> as the repeated entries (key 1, value 2) of `field`."""
+    return [(field, [(1, k), (2, v)]) for k, v in (mapping or {}).items()]
+
+
+def namespace_options(network: int | None = NAMESPACE_NODE, pid: int | None = None,
+                      ipc: int | None = None, target_id: str | None = None) -> list:
+    """A NamespaceOption: network 1, pid 2, ipc 3, target_id 4 (None: left out, i.e. POD)."""
+    return [(1, network), (2, pid), (3, ipc), (4, target_id)]
+
+
+def security_profile(profile_type: int, localhost_ref: str | None = None) -> list:
+    return [(1, profile_type), (2, localhost_ref)]
+
+
+def pod_sandbox_config(name: str, log_directory: str, cgroup_parent: str, *,
+                       namespaces: list | None = None, privileged: bool = False,
+                       sysctls: dict[str, str] | None = None) -> list:
+    """A PodSandboxConfig like `sandbox_config` (host network unless `namespaces` says else),
+    with LinuxSandboxSecurityContext.privileged (6) and LinuxPodSandboxConfig.sysctls (3)."""
+    metadata = [(1, name), (2, f"uid-{name}"), (3, "default"), (4, 0)]
+    security = [(1, namespaces if namespaces is not None else namespace_options()),
+                (6, privileged or None)]
+    linux = [(1, cgroup_parent), (2, security), *string_map(3, sysctls)]
+    return [(1, metadata), (3, log_directory), (8, linux)]
+
+
+def linux_resources(cpu_period: int | None = None, cpu_quota: int | None = None,
+                    cpu_shares: int | None = None, memory_limit_in_bytes: int | None = None,
+                    oom_score_adj: int | None = None) -> list:
+    """A LinuxContainerResources (the fields the kubelet fills from a pod's requests/limits)."""
+    return [(1, cpu_period), (2, cpu_quota), (3, cpu_shares), (4, memory_limit_in_bytes),
+            (5, oom_score_adj)]
+
+
+def container_security(*, namespaces: list | None = None, run_as_user: int | None = None,
+                       run_as_group: int | None = None, supplemental_groups: tuple = (),
+                       readonly_rootfs: bool = False, privileged: bool = False,
+                       add_capabilities: tuple = (), drop_capabilities: tuple = (),
+                       no_new_privs: bool = False, masked_paths: tuple = (),
+                       readonly_paths: tuple = (), seccomp: list | None = None) -> list:
+    """A LinuxContainerSecurityContext; None/False/empty fields are left out."""
+    capabilities = ([*[(1, c) for c in add_capabilities], *[(2, c) for c in drop_capabilities]]
+                    if add_capabilities or drop_capabilities else None)
+    return [(1, capabilities), (2, privileged or None), (3, namespaces),
+            (5, None if run_as_user is None else [(1, run_as_user)]),
+            (7, readonly_rootfs or None), *[(8, g) for g in supplemental_groups],
+            (11, no_new_privs or None),
+            (12, None if run_as_group is None else [(1, run_as_group)]),
+            *[(13, p) for p in masked_paths], *[(14, p) for p in readonly_paths],
+            (15, seccomp)]
+
+
+def container_config_linux(name: str, image: str, command: list[str], log_path: str, *,
+                           resources: list | None = None, security: list | None = None,
+                           attempt: int = 0) -> list:
+    """`container_config` with ContainerConfig.linux (15): resources 1, security_context 2."""
+    return [(1, [(1, name), (2, attempt)]), (2, [(1, image)]), *[(3, c) for c in command],
+            (11, log_path), (15, [(1, resources), (2, security)])]
