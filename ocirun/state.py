@@ -209,7 +209,9 @@ class StateDir:
             return None
         except (OSError, ValueError, RecursionError) as e:
             raise OCIError(f"container {self.id}: its saved config.json is unreadable: {_one_line(str(e))}") from None
-        return doc if isinstance(doc, dict) else None
+        if not isinstance(doc, dict):
+            raise OCIError(f"container {self.id}: its saved config.json is not a JSON object")
+        return doc
 
     def read_recovery(self):
         """The cgroup section as create first wrote it, or None."""

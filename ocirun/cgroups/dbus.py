@@ -55,7 +55,8 @@ class Systemd:
         try:
             self.conn = _connect(where)
         except (OSError, RuntimeError, ValueError, StopIteration) as e:
-            why = f"no answer within {CALL_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else str(e) or type(e).__name__
+            why = (f"no answer within {CALL_TIMEOUT_S:g} s" if isinstance(e, TimeoutError)
+                   else "no unix: address in it" if isinstance(e, StopIteration) else str(e) or type(e).__name__)
             raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): {why}") from None
         self._version: int | None = None
         self._subscribed = False
@@ -187,7 +188,7 @@ class Systemd:
         try:
             reply = self.conn.send_and_get_reply(msg, timeout=CALL_TIMEOUT_S)
         except (OSError, TimeoutError) as e:
-            raise OCIError(f"D-Bus: AddMatch: {e or 'no answer'}") from None
+            raise OCIError(f"D-Bus: {msg.header.fields.get(3, 'call')}: {str(e) or 'no answer'}") from None
         if reply.header.message_type == MessageType.error:
             raise OCIError(f"D-Bus: {reply.body[0] if reply.body else 'AddMatch refused'}")
 
@@ -205,9 +206,8 @@ def _bus_address(bus: str) -> str:
 
 
 def host_uid() -> int:
-    """Our euid as the kernel outside every user namespace sees it.  Rootless podman runs the
-    runtime as root of its own user namespace; the bus checks the peer's real uid (SO_PEERCRED)
-    against the one we claim, so we must claim that one, not 0."""
+    """Our euid one user namespace up: rootless podman runs the runtime as root of its own user
+    namespace, and the user's bus is still at /run/user/<their uid>/bus."""
     uid = os.geteuid()
     try:
         with open("/proc/self/uid_map") as f:
@@ -245,6 +245,16 @@ def _connect(address: str):
         raise
 
 
+def _auth_line(sock) -> bytes:
+    reply = b""
+    while not reply.endswith(b"\r\n"):
+        chunk = sock.recv(256)
+        if not chunk:
+            raise OSError("the bus closed the connection during authentication")
+        reply += chunk
+    return reply
+
+
 def _authenticated_socket(address: str, timeout: float = CALL_TIMEOUT_S):
     """Connect to a unix: bus address and authenticate (SASL EXTERNAL with our host uid)."""
     import socket
@@ -254,14 +264,14 @@ def _authenticated_socket(address: str, timeout: float = CALL_TIMEOUT_S):
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-        uid = str(host_uid()).encode().hex().encode()
-        sock.sendall(b"\0AUTH EXTERNAL " + uid + b"\r\n")
-        reply = b""
-        while not reply.endswith(b"\r\n"):
-            chunk = sock.recv(256)
-            if not chunk:
-                raise OSError("the bus closed the connection during authentication")
-            reply += chunk
+        # EXTERNAL without claiming a uid: the bus takes the one it sees on the socket
+        # (SO_PEERCRED, in its own user namespace), so this works as root of rootless podman's
+        # namespace, in a system container, and everywhere else (what sd-bus does).
+        sock.sendall(b"\0AUTH EXTERNAL\r\n")
+        reply = _auth_line(sock)
+        if reply.startswith(b"DATA"):
+            sock.sendall(b"DATA\r\n")
+            reply = _auth_line(sock)
         if not reply.startswith(b"OK "):
             raise OSError(f"authentication refused ({reply.decode(errors='replace').strip()})")
         sock.sendall(b"BEGIN\r\n")

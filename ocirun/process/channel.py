@@ -22,11 +22,14 @@ I = init):
   I → P  mounts_done   (only if prestart/createRuntime/createContainer hooks exist) the container's mounts are in
                        place, pivot_root not done yet.  P runs prestart + createRuntime hooks.
   P → I  hooks_done    {"state": {...}} hooks ran; I runs createContainer hooks and pivots.
-  I → P  mount_source  {"index": i} (only in a user namespace) I may not look up the source of
-                       bind mount mounts[i] (a path only host root may reach), as in runc.
-  P → I  mount_source  P, host root, opened it through /proc/I/root (so the fd belongs to I's
-                       mount namespace: a bind from it is allowed there) and sends it as
-                       SCM_RIGHTS; if P cannot open it either, P fails the create.
+  I → P  mount_source  {"index": i, "idmap": bool} either (in a user namespace) I may not look
+                       up the source of bind mount mounts[i] (a path only host root may reach),
+                       as in runc; or mounts[i] is idmapped (rootfs/idmap.py), in any container.
+                       P checks the request against the config, never trusting the flag.
+  P → I  mount_source  P, host root, opened the source through /proc/I/root (so the fd belongs
+                       to I's mount namespace: a bind from it is allowed there) or, for idmap,
+                       made a detached idmapped clone of it that I moves into place; sent as
+                       SCM_RIGHTS.  If P cannot, P fails the create.
   I → P  listener_state  (only with a seccomp listener and noNewPrivileges false: the filter is
                        then loaded before `ready`, while I is still privileged) I needs the state
                        for the agent's payload before it loads the filter.

@@ -6,6 +6,7 @@ caller (create.py) removes the cgroup and the state directory.
 """
 from __future__ import annotations
 
+import errno
 import os
 
 # _signal: the same C module as signal, without the enum wrappers signal.py adds (it
@@ -178,11 +179,15 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index, idmap: bool = F
     Resolved under /proc/<init>/root as the init would resolve it: absolute symlinks stay in
     the init's namespace, so the fd is one the init may bind from."""
     from ..rootfs import parse_mount_options
+    from ..rootfs.idmap import is_idmapped
     mounts = ctx.cfg.mounts
     valid = isinstance(index, int) and 0 <= index < len(mounts)
     o = parse_mount_options(mounts[index].options) if valid else None
-    if not valid or not (mounts[index].type == "bind" or o.bind) or (
-            not ctx.in_userns and not (idmap and (o.idmap or mounts[index].uid_mappings))):
+    # What the config says decides, never the request: an idmapped tree only for a mount the
+    # config idmaps (it would hand the container's root a host directory), a plain source only
+    # where a user namespace keeps the init from opening it itself.
+    if not valid or not (mounts[index].type == "bind" or o.bind) or idmap != is_idmapped(mounts[index]) or (
+            not idmap and not ctx.in_userns):
         raise OCIError(f"internal error: the container process asked for mount source {index!r}")
     m = mounts[index]
     path = m.source if os.path.isabs(m.source) else os.path.join(ctx.cfg.bundle, m.source)
@@ -201,10 +206,12 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index, idmap: bool = F
         return fd
     from ..rootfs import idmap as idmapped
     try:
-        uid_map, gid_map = idmapped.mappings_for(ctx.cfg, index)
-        return idmapped.idmapped_tree(fd, uid_map, gid_map, o.recursive, o.recursive_idmap, f"mounts[{index}]")
+        uid_map, gid_map, field = idmapped.mappings_for(ctx.cfg, index)
+        return idmapped.idmapped_tree(fd, uid_map, gid_map, o.recursive, o.recursive_idmap, field)
     except OSError as e:
-        raise OCIError(f"mounts[{index}]: idmapped mount of {path}: {os_words(e)}") from None
+        why = {errno.EINVAL: "the kernel or this filesystem does not support idmapped mounts",
+               errno.ENOSYS: "the kernel has no mount_setattr (Linux 5.12+)"}.get(e.errno, os_words(e))
+        raise OCIError(f"mounts[{index}]: idmapped mount of {path}: {why}") from None
     finally:
         os.close(fd)
 

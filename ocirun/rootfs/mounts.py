@@ -194,7 +194,7 @@ def mount_entry(ctx: MountContext, index: int, m) -> None:
         o.bind = True
         o.flags |= linux.MS_BIND
     if m.uid_mappings or m.gid_mappings:
-        o.idmap = True  # mappings on a mount make it idmapped (runc)
+        o.idmap = True  # mappings on a mount make it idmapped (runc; rootfs/idmap.is_idmapped)
     if o.idmap and not o.bind:
         raise OCIError(f"{where}: idmapped mounts (idmap, ridmap, uidMappings) are supported for bind mounts only")
     try:

@@ -47,7 +47,7 @@ def test_container_root_owns_the_hosts_root_files_through_idmap(world, ocirun_ro
     script = "stat -c %u:%g /home/f; touch /home/made-inside"
     plain = run(tmp_path, ocirun_root, rootfs, "plain", script,
                 {"destination": "/home", "type": "bind", "source": str(vol), "options": ["rbind"]}, USERNS)
-    assert plain.stdout.split()[0] == OVERFLOW and plain.returncode != 0  # not its to write
+    assert plain.stdout.split()[0] == OVERFLOW and "denied" in plain.stderr  # not its to write
     mapped = run(tmp_path, ocirun_root, rootfs, "mapped", script,
                  {"destination": "/home", "type": "bind", "source": str(vol), "options": ["rbind", "idmap"]}, USERNS)
     assert (mapped.returncode, mapped.stdout.split()) == (0, ["0:0"]), mapped.stderr
@@ -79,12 +79,35 @@ def test_ridmap_maps_the_mounts_below_and_idmap_only_the_top(world, ocirun_root)
     assert (every.returncode, every.stdout.split()) == (0, ["0:0", "0:0"]), every.stderr
 
 
-@pytest.mark.parametrize("mount,needle", [
-    ({"destination": "/home", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]}, "bind mounts only"),
-    ({"destination": "/home", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"]}, "uidMappings"),
+@pytest.mark.parametrize("mount,linux,needle", [
+    ({"destination": "/home", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"]}, None, "bind mounts only"),
+    ({"destination": "/home", "type": "bind", "source": "/tmp", "options": ["rbind", "idmap"]}, None, "uidMappings"),
+    ({"destination": "/home", "type": "bind", "source": "/tmp", "options": ["rbind"],
+      "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}, None, "needs both"),
+    ({"destination": "/home", "type": "bind", "source": "/tmp", "options": ["rbind"],
+      "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+      "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]},
+     {"namespaces": [{"type": "mount", "path": "/proc/1/ns/mnt"}, {"type": "uts"}]}, "joined by path"),
 ])
-def test_idmap_errors_are_one_line_naming_the_mount(world, ocirun_root, mount, needle):
+def test_idmap_errors_are_one_line_naming_the_mount_before_anything_runs(world, ocirun_root, mount, linux, needle):
     tmp_path, _vol, rootfs = world
-    r = run(tmp_path, ocirun_root, rootfs, "bad", "true", mount)
+    r = run(tmp_path, ocirun_root, rootfs, "bad", "true", mount, linux)
     msg = helpers.one_line_error(r, "mounts[")
     assert needle in msg
+
+
+def test_the_runtime_refuses_an_idmap_the_config_does_not_ask_for(world):
+    """The init asks the runtime for mount sources; the config, not the request, says which
+    mount is idmapped (else a container could have a plain bind handed to its root)."""
+    from ocirun.config import parse_config
+    from ocirun.errors import OCIError
+    from ocirun.process import parent
+    from ocirun.process.context import LaunchContext
+    _tmp, vol, rootfs = world
+    doc = helpers.default_config(["true"], rootfs=rootfs)
+    doc["linux"].update(USERNS)
+    doc["mounts"].append({"destination": "/home", "type": "bind", "source": str(vol), "options": ["rbind"]})
+    cfg = parse_config(doc, str(_tmp))
+    ctx = LaunchContext(cfg=cfg, id="x", state_dir=str(_tmp))
+    with pytest.raises(OCIError, match="internal error"):
+        parent._open_mount_source(ctx, os.getpid(), len(doc["mounts"]) - 1, idmap=True)
