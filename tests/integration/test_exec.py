@@ -77,7 +77,7 @@ def box(tmp_path_factory):
     try:
         yield root, state_of(root, "box")["pid"]
     finally:
-        run_ocirun("delete", "--force", "box", root=root)
+        helpers.delete(root, "box", check=False)
         left = os.listdir(root)
         os.rmdir(root) if not left else None
         assert not left, left
@@ -334,7 +334,7 @@ def test_container_seccomp_profile_applies_to_exec(tmp_path, ocirun_root):
         assert ok("exec", "sc", "sh", "-c", "touch /tmp/y && echo made", root=ocirun_root).stdout == "made\n"
         assert "Seccomp:\t2" in ok("exec", "sc", "cat", "/proc/self/status", root=ocirun_root).stdout
     finally:
-        run_ocirun("delete", "--force", "sc", root=ocirun_root)
+        helpers.delete(ocirun_root, "sc", check=False)
 
 
 # ============================================================================ cgroup limits
@@ -421,7 +421,7 @@ def test_paused_container(tmp_path, ocirun_root):
             time.sleep(0.05)
     finally:
         run_ocirun("resume", "pz", root=ocirun_root)
-        run_ocirun("delete", "--force", "pz", root=ocirun_root)
+        helpers.delete(ocirun_root, "pz", check=False)
 
 
 def test_paused_exec_does_not_run_before_resume(tmp_path, ocirun_root):
@@ -442,7 +442,7 @@ def test_paused_exec_does_not_run_before_resume(tmp_path, ocirun_root):
             time.sleep(0.02)
     finally:
         run_ocirun("resume", "pz2", root=ocirun_root)
-        run_ocirun("delete", "--force", "pz2", root=ocirun_root)
+        helpers.delete(ocirun_root, "pz2", check=False)
 
 
 @pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
@@ -461,7 +461,7 @@ def test_exec_failures_exit_255_as_with_runc(tmp_path, ocirun_root, runc_root):
                 assert r.returncode == 255, (run.__name__, args, r.returncode, r.stderr)
                 assert "exec failed: " in r.stderr, (run.__name__, r.stderr)
     finally:
-        run_ocirun("delete", "--force", "e255", root=ocirun_root)
+        helpers.delete(ocirun_root, "e255", check=False)
         helpers.run_runc("delete", "--force", "e255", root=runc_root)
 
 

@@ -22,7 +22,7 @@ QUICK = 10  # seconds: every command here answers at once or it hangs
 def create_fails(bundle, root, cid="h1") -> str:
     r = run_ocirun("create", "-b", bundle, cid, root=root, timeout=QUICK)
     if r.returncode == 0:
-        run_ocirun("delete", "--force", cid, root=root)
+        helpers.delete(root, cid, check=False)
     line = one_line_error(r)
     assert os.listdir(root) == [], os.listdir(root)
     return line
@@ -97,7 +97,7 @@ def test_exec_process_file_that_is_a_fifo(ocirun_root, tmp_path):
         assert r.returncode != 0
         assert r.stderr.strip().splitlines()[-1].endswith(f"--process: {fifo}: is a FIFO, not a regular file"), r.stderr
     finally:
-        run_ocirun("delete", "--force", "ex1", root=ocirun_root)
+        helpers.delete(ocirun_root, "ex1", check=False)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev_zero", "directory"])
@@ -234,7 +234,7 @@ def test_memory_rlimits_are_set_at_execve(ocirun_root, tmp_path):
         r = run_ocirun("exec", "ml1", "sh", "-c", "ulimit -v; ulimit -d", root=ocirun_root, timeout=30)
         assert r.returncode == 0 and r.stdout.split() == [str(64 << 10), str(32 << 10)], (r.stdout, r.stderr)
     finally:
-        run_ocirun("delete", "--force", "ml1", root=ocirun_root)
+        helpers.delete(ocirun_root, "ml1", check=False)
 
 
 @pytest.mark.parametrize("text, reason", [

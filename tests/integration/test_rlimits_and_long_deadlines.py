@@ -17,6 +17,7 @@ import os
 import subprocess
 import tempfile
 
+import helpers
 import pytest
 
 from helpers import RUNC, make_bundle, ocirun_command, run_ocirun
@@ -143,7 +144,7 @@ def test_exec_with_a_hard_limit_we_cannot_raise_fails_before_the_process_runs(oc
         assert r.stderr == ("exec failed: process.rlimits[0]: setrlimit RLIMIT_STACK (soft 8388608, hard 16777216): "
                             "operation not permitted\n"), r.stderr
     finally:
-        run_ocirun("delete", "--force", "rl5", root=ocirun_root)
+        helpers.delete(ocirun_root, "rl5", check=False)
 
 
 def test_the_init_waits_under_the_runtimes_soft_limits(ocirun_root, tmp_path):
@@ -168,7 +169,7 @@ def test_the_init_waits_under_the_runtimes_soft_limits(ocirun_root, tmp_path):
                                           for name, v in zip(["Max stack size", "Max data size",
                                                               "Max address space"], rl, strict=True)}, r.stdout
     finally:
-        run_ocirun("delete", "--force", "rl3", root=ocirun_root)
+        helpers.delete(ocirun_root, "rl3", check=False)
 
 
 def test_a_hook_timeout_beyond_what_poll_takes(ocirun_root, tmp_path):
@@ -180,7 +181,7 @@ def test_a_hook_timeout_beyond_what_poll_takes(ocirun_root, tmp_path):
     try:
         assert r.returncode == 0, r.stderr
     finally:
-        run_ocirun("delete", "--force", "lt1", root=ocirun_root)
+        helpers.delete(ocirun_root, "lt1", check=False)
 
 
 def test_channel_waits_past_one_poll_step_and_still_times_out(monkeypatch):

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 
+import helpers
 import pytest
 
 from helpers import RUNC, make_bundle, ocirun_command, read_config, run_ocirun, run_runc
@@ -62,7 +63,7 @@ def test_listener_gets_fd_and_state_for_run_and_exec(ocirun_root, tmp_path):
         os.close(fd1)
         os.close(fd2)
     finally:
-        run_ocirun("delete", "--force", "sl1", root=ocirun_root)
+        helpers.delete(ocirun_root, "sl1", check=False)
         server.close()
 
 
@@ -205,7 +206,7 @@ def test_agent_answers_for_the_init_and_an_exec_in_either_order(ocirun_root, tmp
         assert agent.notified.count(_NR["mkdir"]) + agent.notified.count(_NR["mkdirat"]) == 2
         assert "Read-only file system" in log.read_text()
     finally:
-        run_ocirun("delete", "--force", "n1", root=ocirun_root)
+        helpers.delete(ocirun_root, "n1", check=False)
 
 
 # ---------------------------------------------------------------------------- deadlines
@@ -230,7 +231,7 @@ def test_a_stuck_agent_fails_create_at_the_deadline_and_leaves_nothing(ocirun_ro
         assert not os.path.exists(ocirun_root / "st1")
         assert run_ocirun("list", "-q", root=ocirun_root).stdout.strip() == ""
     finally:
-        run_ocirun("delete", "--force", "st1", root=ocirun_root)
+        helpers.delete(ocirun_root, "st1", check=False)
         agent.close()
 
 
@@ -253,7 +254,7 @@ def test_a_stuck_agent_fails_exec_at_the_deadline(ocirun_root, tmp_path):
         # The stalled process was killed: only the init is left in the container.
         assert len(run_ocirun("ps", "st2", root=ocirun_root).stdout.strip().splitlines()) == 2
     finally:
-        run_ocirun("delete", "--force", "st2", root=ocirun_root)
+        helpers.delete(ocirun_root, "st2", check=False)
         agent.close()
 
 
@@ -273,7 +274,7 @@ def test_a_stuck_agent_fails_start_at_the_deadline(ocirun_root, tmp_path):
         assert len(agent.states) == 1
         assert json.loads(run_ocirun("state", "st3", root=ocirun_root).stdout)["status"] == "stopped"
     finally:
-        run_ocirun("delete", "--force", "st3", root=ocirun_root)
+        helpers.delete(ocirun_root, "st3", check=False)
         agent.close()
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import time
 
+import helpers
 from helpers import make_bundle, ok, run_ocirun
 
 
@@ -32,7 +33,7 @@ def test_a_state_dir_of_the_previous_release_still_works(tmp_path, ocirun_root):
     try:
         _old_release_lifecycle(ocirun_root)
     finally:
-        run_ocirun("delete", "--force", "old", root=ocirun_root)
+        helpers.delete(ocirun_root, "old", check=False)
 
 
 def _old_release_lifecycle(ocirun_root):
@@ -55,7 +56,7 @@ def test_a_newer_state_format_is_refused_by_its_version(tmp_path, ocirun_root):
     try:
         _newer_format(ocirun_root)
     finally:
-        run_ocirun("delete", "--force", "new", root=ocirun_root)
+        helpers.delete(ocirun_root, "new", check=False)
 
 
 def _newer_format(ocirun_root):

@@ -97,7 +97,7 @@ def test_cve_2019_5736_proc_self_exe_script_via_exec(tmp_path, ocirun_root):
         assert PWNED not in r.stdout + r.stderr
         assert r.returncode == 127, (r.returncode, r.stderr)
     finally:
-        run_ocirun("delete", "--force", "x2", root=ocirun_root)
+        helpers.delete(ocirun_root, "x2", check=False)
 
 
 def test_cve_2019_5736_exec_stub_is_a_sealed_memfd():
@@ -178,7 +178,7 @@ def test_cve_2016_9962_exec_process_is_not_reachable_from_the_container(tmp_path
         probe = run_ocirun("exec", "v", "sh", "-c", _PROBE, root=ocirun_root)
         out, err = exec_victim.communicate(timeout=20)
     finally:
-        run_ocirun("delete", "--force", "v", root=ocirun_root)
+        helpers.delete(ocirun_root, "v", check=False)
     assert probe.returncode == 0, probe.stderr
     lines = probe.stdout.splitlines()
     assert len(lines) == 2 and lines[1] == "1: fd-link exe-link exe-open mem-open auxv", probe.stdout  # control
@@ -199,7 +199,7 @@ def test_cve_2024_21626_cwd_through_leaked_fd_via_run(tmp_path, ocirun_root, hos
                             host_dir))
         if HOST_MARKER in r.stdout or r.returncode == 0:
             escaped.append((n, r.returncode, r.stdout))
-        run_ocirun("delete", "--force", f"c{n}", root=ocirun_root)
+        helpers.delete(ocirun_root, f"c{n}", check=False)
     assert not escaped
 
 
@@ -215,7 +215,7 @@ def test_cve_2024_21626_cwd_through_leaked_fd_via_exec(tmp_path, ocirun_root, ho
                 escaped.append((n, r.returncode, r.stdout))
         assert not escaped
     finally:
-        run_ocirun("delete", "--force", "e", root=ocirun_root)
+        helpers.delete(ocirun_root, "e", check=False)
 
 
 def test_cve_2024_21626_no_host_fd_in_the_container(tmp_path, ocirun_root, host_dir):
@@ -230,7 +230,7 @@ def test_cve_2024_21626_no_host_fd_in_the_container(tmp_path, ocirun_root, host_
         assert r.returncode == 0, r.stderr
         assert fd_numbers(r.stdout) == [0, 1, 2], r.stdout
     finally:
-        run_ocirun("delete", "--force", "f2", root=ocirun_root)
+        helpers.delete(ocirun_root, "f2", check=False)
 
 
 # ============================================================================ CVE-2021-30465
