@@ -18,6 +18,7 @@ CONTAINER_EXITED = 2
 NAMESPACE_POD = 0
 NAMESPACE_CONTAINER = 1
 NAMESPACE_NODE = 2
+NAMESPACE_TARGET = 3
 # SecurityProfile.ProfileType values.
 PROFILE_RUNTIME_DEFAULT = 0
 PROFILE_UNCONFINED = 1
@@ -167,6 +168,12 @@ class CRIClient:
         return {first(entry, 1, b"").decode(): first(entry, 2, b"").decode()
                 for entry in map(decode, reply.get(2, []))}
 
+    def container_stats(self, container_id: str) -> dict:
+        """The ContainerStats message: cpu 2 (usage_core_nano_seconds 2), memory 3
+        (working_set_bytes 2, usage_bytes 4), each value a UInt64Value (value 1)."""
+        reply = self.call("ContainerStats", [(1, container_id)])
+        return decode(first(reply, 1, b""))
+
     def wait_state(self, container_id: str, state: int, timeout: float = 20) -> dict:
         """The ContainerStatus once its state is `state`."""
         deadline = time.monotonic() + timeout
@@ -231,10 +238,10 @@ def pod_sandbox_config(name: str, log_directory: str, cgroup_parent: str, *,
 
 def linux_resources(cpu_period: int | None = None, cpu_quota: int | None = None,
                     cpu_shares: int | None = None, memory_limit_in_bytes: int | None = None,
-                    oom_score_adj: int | None = None) -> list:
+                    oom_score_adj: int | None = None, cpuset_cpus: str | None = None) -> list:
     """A LinuxContainerResources (the fields the kubelet fills from a pod's requests/limits)."""
     return [(1, cpu_period), (2, cpu_quota), (3, cpu_shares), (4, memory_limit_in_bytes),
-            (5, oom_score_adj)]
+            (5, oom_score_adj), (6, cpuset_cpus)]
 
 
 def container_security(*, namespaces: list | None = None, run_as_user: int | None = None,
@@ -242,12 +249,13 @@ def container_security(*, namespaces: list | None = None, run_as_user: int | Non
                        readonly_rootfs: bool = False, privileged: bool = False,
                        add_capabilities: tuple = (), drop_capabilities: tuple = (),
                        no_new_privs: bool = False, masked_paths: tuple = (),
-                       readonly_paths: tuple = (), seccomp: list | None = None) -> list:
+                       readonly_paths: tuple = (), seccomp: list | None = None,
+                       run_as_username: str | None = None) -> list:
     """A LinuxContainerSecurityContext; None/False/empty fields are left out."""
     capabilities = ([*[(1, c) for c in add_capabilities], *[(2, c) for c in drop_capabilities]]
                     if add_capabilities or drop_capabilities else None)
     return [(1, capabilities), (2, privileged or None), (3, namespaces),
-            (5, None if run_as_user is None else [(1, run_as_user)]),
+            (5, None if run_as_user is None else [(1, run_as_user)]), (6, run_as_username),
             (7, readonly_rootfs or None), *[(8, g) for g in supplemental_groups],
             (11, no_new_privs or None),
             (12, None if run_as_group is None else [(1, run_as_group)]),
@@ -257,7 +265,30 @@ def container_security(*, namespaces: list | None = None, run_as_user: int | Non
 
 def container_config_linux(name: str, image: str, command: list[str], log_path: str, *,
                            resources: list | None = None, security: list | None = None,
-                           attempt: int = 0) -> list:
-    """`container_config` with ContainerConfig.linux (15): resources 1, security_context 2."""
+                           attempt: int = 0, working_dir: str | None = None,
+                           envs: dict[str, str] | None = None, mounts: tuple = (),
+                           devices: tuple = ()) -> list:
+    """`container_config` with ContainerConfig.linux (15): resources 1, security_context 2;
+    and working_dir 5, envs 6 (KeyValue), mounts 7 (`mount`), devices 8 (`device`)."""
     return [(1, [(1, name), (2, attempt)]), (2, [(1, image)]), *[(3, c) for c in command],
+            (5, working_dir), *[(6, [(1, k), (2, v)]) for k, v in (envs or {}).items()],
+            *[(7, m) for m in mounts], *[(8, d) for d in devices],
             (11, log_path), (15, [(1, resources), (2, security)])]
+
+
+# MountPropagation values.
+PROPAGATION_PRIVATE = 0
+PROPAGATION_HOST_TO_CONTAINER = 1
+PROPAGATION_BIDIRECTIONAL = 2
+
+
+def mount(container_path: str, host_path: str, readonly: bool = False,
+          propagation: int | None = None) -> list:
+    """A Mount (a hostPath or emptyDir volume): container_path 1, host_path 2, readonly 3,
+    propagation 5."""
+    return [(1, container_path), (2, host_path), (3, readonly or None), (5, propagation)]
+
+
+def device(container_path: str, host_path: str, permissions: str = "rwm") -> list:
+    """A Device: container_path 1, host_path 2, permissions 3."""
+    return [(1, container_path), (2, host_path), (3, permissions)]
