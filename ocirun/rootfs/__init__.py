@@ -71,8 +71,27 @@ def prepare_rootfs(cfg, in_userns: bool, fetch_source=None) -> None:
         if not dev_is_host_bind(cfg.mounts):
             create_devices(root_fd, devices_to_create(cfg.linux.devices), in_userns)
             setup_dev_symlinks(root_fd)
+        if cfg.process is not None and cfg.process.cwd:
+            _make_missing_cwd(root_fd, cfg.process.cwd)
     finally:
         os.close(root_fd)
+
+
+def _make_missing_cwd(root_fd: int, cwd: str) -> None:
+    """A `process.cwd` the image lacks is made (root's, 0755), as runc does: the kubelet passes
+    a pod's workingDir whether or not the image has it, and containerd does not make it.  Any
+    other trouble (a file in the way, a path under /proc) is left for the chdir to report."""
+    try:
+        os.close(open_in_root(root_fd, cwd, os.O_PATH))
+        return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    try:
+        os.close(mkdir_all_in_root(root_fd, cwd))
+    except OSError:
+        pass
 
 
 def _make_parent_mount_private(root: str) -> None:

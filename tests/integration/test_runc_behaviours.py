@@ -382,3 +382,20 @@ def test_join_mount_namespace_by_path(runtime, ocirun_root, runc_root, tmp_path)
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("runtime", ["ocirun", "runc"])
+def test_a_missing_cwd_is_made(tmp_path, ocirun_root, runtime):
+    """The kubelet passes a pod's workingDir whether or not the image has it (and containerd
+    does not make it): like runc, the runtime makes it, root's, 0755."""
+    if runtime == "runc" and helpers.RUNC is None:
+        pytest.skip("runc is not installed")
+    run = run_ocirun if runtime == "ocirun" else helpers.run_runc
+    root = ocirun_root if runtime == "ocirun" else tmp_path / "runc-root"
+    rootfs = helpers.private_rootfs(tmp_path)
+    bundle = make_bundle(tmp_path, ["pwd"], rootfs=rootfs, process={"cwd": "/made/by/runtime"},
+                         root={"readonly": False})
+    r = run("run", "-b", bundle, "cwd1", root=root)
+    assert (r.returncode, r.stdout) == (0, "/made/by/runtime\n"), r.stderr
+    st = os.stat(rootfs / "made" / "by" / "runtime")
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o755)
