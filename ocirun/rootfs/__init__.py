@@ -80,7 +80,11 @@ def prepare_rootfs(cfg, in_userns: bool, fetch_source=None) -> None:
 def _make_missing_cwd(root_fd: int, cwd: str) -> None:
     """A `process.cwd` the image lacks is made (root's, 0755), as runc does: the kubelet passes
     a pod's workingDir whether or not the image has it, and containerd does not make it.  Any
-    other trouble (a file in the way, a path under /proc) is left for the chdir to report."""
+    other trouble (a file in the way) is left for the chdir to report.  Nothing is ever made
+    under /proc, /sys or /dev: kernel filesystems, whose magic links (/proc/self/fd/N) must not
+    turn into directories of the image."""
+    if os.path.normpath(cwd).lstrip("/").split("/")[0] in ("proc", "sys", "dev"):
+        return
     try:
         os.close(open_in_root(root_fd, cwd, os.O_PATH))
         return
