@@ -514,6 +514,26 @@ class Containerd:
         return problems
 
 
+@contextlib.contextmanager
+def cri_containerd(**options):
+    """containerd serving the CRI (a runtime entry per runtime; `options` go to Containerd) and
+    a CRI client on it: yields (engine, client), then checks the engine left nothing behind.
+    Skips, saying why, without containerd or grpcio (cri.py's transport)."""
+    require_engine({"containerd": "containerd", "ctr": "containerd", "containerd-shim-runc-v2": "containerd"})
+    import importlib.util
+    if importlib.util.find_spec("grpc") is None:
+        pytest.skip("the CRI tests need grpcio (pip install grpcio)")
+    import cri
+    engine = Containerd(cri=True, **options)
+    client = cri.CRIClient(str(engine.sock))
+    try:
+        yield engine, client
+    finally:
+        client.close()
+        problems = engine.close()
+    assert not problems, f"containerd (CRI) left behind: {problems}"
+
+
 def containerd_config(scratch: Path, sock: Path, cri: bool = False) -> str:
     # Without the CRI plugin containerd needs no pause image and no CNI configuration.
     disabled = "[]" if cri else '["io.containerd.grpc.v1.cri"]'

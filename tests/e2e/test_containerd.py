@@ -17,7 +17,6 @@ wrapper, that the binary given as `BinaryName` is the one the shim runs.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import re
 import secrets
 import time
@@ -197,16 +196,8 @@ def test_exec_error_reaches_ctr(containerd, runtime):
 @pytest.fixture(scope="module")
 def cri_containerd():
     """containerd with the CRI plugin on and a config.toml runtime entry per runtime."""
-    engines.require_engine({"containerd": "containerd", "containerd-shim-runc-v2": "containerd"})
-    if importlib.util.find_spec("grpc") is None:  # cri.py's transport
-        pytest.skip("the CRI tests need grpcio (pip install grpcio)")
-    import cri
-    engine = engines.Containerd(import_image=False, cri=True)
-    client = cri.CRIClient(str(engine.sock))
-    yield engine, client
-    client.close()
-    problems = engine.close()
-    assert not problems, f"containerd (CRI) left behind: {problems}"
+    with engines.cri_containerd(import_image=False) as pair:
+        yield pair
 
 
 @contextlib.contextmanager

@@ -12,7 +12,6 @@ serves the module, and every test removes the pods it made.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import secrets
@@ -47,16 +46,8 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 def cri_engine():
     """containerd with the CRI plugin and a runtime entry per runtime, for the whole module."""
-    engines.require_engine({"containerd": "containerd", "containerd-shim-runc-v2": "containerd"})
-    if importlib.util.find_spec("grpc") is None:  # cri.py's transport
-        pytest.skip("the CRI tests need grpcio (pip install grpcio)")
-    import cri
-    engine = engines.Containerd(import_image=False, cri=True)
-    client = cri.CRIClient(str(engine.sock))
-    yield engine, client
-    client.close()
-    problems = engine.close()
-    assert not problems, f"containerd (CRI) left behind: {problems}"
+    with engines.cri_containerd(import_image=False) as pair:
+        yield pair
 
 
 class Pod:

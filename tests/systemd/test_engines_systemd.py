@@ -10,7 +10,6 @@ and on runc.  One daemon per engine for the whole module: the guest that runs th
 """
 from __future__ import annotations
 
-import importlib.util
 import secrets
 from pathlib import Path
 
@@ -181,17 +180,8 @@ def test_docker_systemd_scope_limits_exec_stop_rm(docker, runtime):
 @pytest.fixture(scope="module")
 def containerd():
     """One containerd for ctr and the CRI, `SystemdCgroup = true` in every runc option table."""
-    engines.require_engine({"containerd": "containerd", "ctr": "containerd",
-                            "containerd-shim-runc-v2": "containerd"})
-    if importlib.util.find_spec("grpc") is None:  # cri.py's transport
-        pytest.skip("the CRI tests need grpcio (pip install grpcio)")
-    import cri
-    engine = engines.Containerd(cri=True, systemd_cgroup=True)
-    client = cri.CRIClient(str(engine.sock))
-    yield engine, client
-    client.close()
-    problems = engine.close()
-    assert not problems, f"containerd left behind: {problems}"
+    with engines.cri_containerd(systemd_cgroup=True) as pair:
+        yield pair
 
 
 def ctr_task_pid(containerd, cid: str) -> int:
