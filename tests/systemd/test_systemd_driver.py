@@ -109,8 +109,8 @@ def test_scope_with_limits_through_the_whole_lifecycle(rt, tmp_path):
 
         if name == "ocirun":
             # The period alone, then the quota alone: the other keeps its value, in the file and
-            # in the unit, through a reload (runc 1.1.5 sends CPUQuotaPerSecUSec=infinity for a
-            # period alone: systemd then lifts the limit).
+            # in the unit, through a reload (runc's addCPUQuota, read not run, sends
+            # CPUQuotaPerSecUSec=infinity for a period alone: systemd would then lift the limit).
             helpers.ok("update", "--cpu-period", "200000", cid, root=root, run=run)
             assert read(f"{scope}/cpu.max") == "50000 200000"
             helpers.ok("update", "--cpu-quota", "30000", cid, root=root, run=run)
