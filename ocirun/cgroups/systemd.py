@@ -161,7 +161,8 @@ def resource_properties(res: dict, version: int) -> list:
     weight = (res.get("blockIO") or {}).get("weight") or 0
     if weight:
         props.append(("IOWeight", ("t", io_weight(weight))))
-    props += _unified_properties(res.get("unified") or {}, version)
+    if isinstance(res.get("unified"), dict):
+        props += _unified_properties(res["unified"], version)
     return props
 
 
@@ -191,7 +192,8 @@ _UNIFIED_MEMORY = {"memory.high": "MemoryHigh", "memory.low": "MemoryLow", "memo
 
 
 def _unified_properties(unified: dict, version: int) -> list:
-    """The linux.resources.unified keys systemd has a property for (the rest: files only)."""
+    """The linux.resources.unified keys systemd has a property for (the rest: files only).
+    A cpu.max quota is rounded in `unified` itself, as cpu.quota is (the caller's copy)."""
     props: list = []
     for key, raw in unified.items():
         field = f"linux.resources.unified[{key!r}]"
@@ -213,6 +215,8 @@ def _unified_properties(unified: dict, version: int) -> list:
             cpu = {"quota": -1 if parts[0] == "max" else _uint(parts[0], field),
                    "period": _uint(parts[1], field) if len(parts) == 2 else DEFAULT_CPU_PERIOD_US}
             props += _cpu_quota(cpu, version)
+            if parts[0] != "max":  # the file gets the quota as systemd rounds it (see _cpu_quota)
+                unified[key] = f"{cpu['quota']} {cpu['period']}"
         elif key in ("cpuset.cpus", "cpuset.mems") and version >= ALLOWED_CPUS_VERSION:
             name = "AllowedCPUs" if key == "cpuset.cpus" else "AllowedMemoryNodes"
             props.append((name, ("ay", range_to_bits(v, field))))

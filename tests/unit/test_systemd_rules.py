@@ -125,3 +125,10 @@ def test_bad_property_names_are_refused_naming_the_annotation(name):
     with pytest.raises(ConfigError) as e:
         systemd.annotation_properties({f"org.systemd.property.{name}": "true"})
     assert f"org.systemd.property.{name}" in str(e.value)
+
+
+def test_a_unified_cpu_max_is_rounded_for_the_file_too():
+    res = {"unified": {"cpu.max": "12345 100000"}}
+    props = dict(systemd.resource_properties(res, 252))
+    assert props["CPUQuotaPerSecUSec"] == ("t", 130000)
+    assert res["unified"]["cpu.max"] == "13000 100000"
