@@ -555,10 +555,10 @@ def main(argv: list[str] | None = None) -> int:
     if not a.command:
         build_parser().print_help()
         return 0
-    if not a.root and not os.environ.get("OCIRUN_ROOT"):
+    a.root = a.root or os.environ.get("OCIRUN_ROOT")
+    if not a.root:
         from .rootless import default_root
         a.root = default_root()
-    a.root = a.root or os.environ["OCIRUN_ROOT"]
     failed = _FAILURE_STATUS.get(a.command, 1)
     prefix = _FAILURE_PREFIX.get(a.command, "")
     if logger.debug_enabled:

@@ -124,9 +124,8 @@ def _check_before_fork(cfg: Config) -> None:
     if not cfg.has_new_namespace("mount"):
         _check_shared_mount_namespace(cfg)
     sysctl.validate(cfg)
-    if any(m.uid_mappings or m.gid_mappings or "idmap" in m.options or "ridmap" in m.options for m in cfg.mounts):
-        from .rootfs import idmap
-        idmap.check_config(cfg)
+    from .rootfs import idmap  # light: os, linux, errors
+    idmap.check_config(cfg)
     from . import capabilities, limits
     capabilities.last_cap()  # cached now: the init reads it after pivot_root, where /proc may differ
     limits.validate_personality(cfg.linux.personality)
