@@ -106,6 +106,41 @@ _EXEC_ARGPARSE_ONLY = (
      "[CONTROLLER[,CONTROLLER]:]PATH: run in an existing sub-cgroup (repeatable)"),
 )
 
+# runc's checkpoint/restore flags (CRIU's options; checkpoint.py, restore.py).
+_CRIU_SHARED = (
+    (("--image-path",), "image_path", "str", "", "directory of the CRIU image files (default: ./checkpoint)"),
+    (("--work-path",), "work_path", "str", "", "directory for CRIU's work files and log (default: the image path)"),
+    (("--tcp-established",), "tcp_established", "bool", False, "allow open TCP connections"),
+    (("--ext-unix-sk",), "ext_unix_sk", "bool", False, "allow external unix sockets"),
+    (("--shell-job",), "shell_job", "bool", False, "allow shell jobs (a session reaching outside the container)"),
+    (("--file-locks",), "file_locks", "bool", False, "handle file locks"),
+    (("--manage-cgroups-mode",), "manage_cgroups_mode", "str", "",
+     "cgroups mode: soft|full|strict|ignore (default: CRIU's, soft)"),
+    (("--empty-ns",), "empty_ns", "list", None,
+     "create this namespace but do not restore its content (repeatable; network only)"),
+    (("--auto-dedup",), "auto_dedup", "bool", False, "deduplicate memory images against the parent's"),
+    (("--lazy-pages",), "lazy_pages", "bool", False, "restore memory pages on first use (userfaultfd)"),
+)
+_CHECKPOINT_FLAGS = _CRIU_SHARED + (
+    (("--parent-path",), "parent_path", "str", "", "a pre-dump's image directory, relative to --image-path"),
+    (("--leave-running",), "leave_running", "bool", False, "leave the container running after the checkpoint"),
+    (("--tcp-skip-in-flight",), "tcp_skip_in_flight", "bool", False, "skip TCP connections still being set up"),
+    (("--link-remap",), "link_remap", "bool", False, "link deleted-but-open files back when possible"),
+    (("--status-fd",), "status_fd", "int", -1, "with --lazy-pages: fd CRIU writes \\0 to when pages can be served"),
+    (("--page-server",), "page_server", "str", "", "ADDRESS:PORT of a CRIU page server to send memory to"),
+    (("--pre-dump",), "pre_dump", "bool", False, "dump memory only and leave the container running"),
+)
+_RESTORE_FLAGS = _CRIU_SHARED + (
+    (("--bundle", "-b"), "bundle", "str", ".", "path to the bundle (default: cwd)"),
+    (("--console-socket",), "console_socket", "str", None, "AF_UNIX socket that receives the pty master"),
+    (("--detach", "-d"), "detach", "bool", False, "do not wait for the container"),
+    (("--pid-file",), "pid_file", "str", None, "file to write the container's host pid to"),
+    (("--no-subreaper",), "no_subreaper", "bool", False, "do not become a subreaper for the container's orphans"),
+    (("--no-pivot",), "no_pivot", "bool", False, "(accepted for runc compatibility: CRIU makes the mounts)"),
+    (("--lsm-profile",), "lsm_profile", "str", "", "LSM profile for the restored processes (TYPE:NAME)"),
+    (("--lsm-mount-context",), "lsm_mount_context", "str", "", "LSM mount context for the restored mounts"),
+)
+
 # The flags before the command; the same layout as a command.
 GLOBALS = (
     "OCI runtime-spec container runtime (runc-compatible)",
@@ -118,7 +153,7 @@ GLOBALS = (
       "(\"slice:prefix:name\") names"),
      (("--rootless",), "rootless", "str", "auto",
       "run without root: auto (when not root, or inside a user namespace), true or false (runc's)"),
-     (("--criu",), "criu", "str", None, "(accepted for runc compatibility)")),
+     (("--criu",), "criu", "str", None, "the criu binary for checkpoint and restore (default: criu on PATH)")),
     ((("--version", "-v"), "version", "bool", False, "print the version"),),
     (),
     True,
@@ -159,6 +194,9 @@ SUBCOMMANDS = {
     "exec": ("run a new process inside a running container", _EXEC_FLAGS, _EXEC_ARGPARSE_ONLY,
              _ID + (("args", "...", None, "the command and its arguments"),), True),
     "features": ("print what this runtime supports (JSON)", (), (), (), False),
+    "checkpoint": ("checkpoint a running container with CRIU", _CHECKPOINT_FLAGS, (), _ID, False),
+    "restore": ("restore a container from a checkpoint, then wait for it as run does", _RESTORE_FLAGS, (),
+                _ID, False),
 }
 
 
@@ -391,6 +429,25 @@ def cmd_events(a) -> int:
     return events(a.root, a.id, parse_duration(a.interval), a.stats)
 
 
+def cmd_checkpoint(a) -> int:
+    from .checkpoint import CheckpointOptions, checkpoint
+    checkpoint(a.root, a.id, CheckpointOptions(**_criu_flags(a, _CHECKPOINT_FLAGS)))
+    return 0
+
+
+def cmd_restore(a) -> int:
+    from .restore import RestoreOptions, restore
+    if a.detach:
+        _unwind_on_termination()  # undone like a half-created one; in the foreground signals are relayed
+    return restore(a.root, a.id, RestoreOptions(systemd_cgroup=a.systemd_cgroup, rootless=a.rootless,
+                                                **_criu_flags(a, _RESTORE_FLAGS)))
+
+
+def _criu_flags(a, flags: tuple) -> dict:
+    """The command's flags as its options record's fields (same names), and the global --criu."""
+    return {dest: getattr(a, dest) for _names, dest, *_rest in flags} | {"criu_path": a.criu}
+
+
 def cmd_features(a) -> int:
     from .defaults import features
     import json
@@ -407,7 +464,7 @@ COMMANDS = {
     "create": cmd_create, "start": cmd_start, "run": cmd_run, "state": cmd_state, "kill": cmd_kill,
     "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "spec": cmd_spec, "features": cmd_features,
     "pause": cmd_pause, "resume": cmd_resume, "exec": cmd_exec,
-    "update": cmd_update, "events": cmd_events,
+    "update": cmd_update, "events": cmd_events, "checkpoint": cmd_checkpoint, "restore": cmd_restore,
 }
 
 

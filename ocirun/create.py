@@ -44,11 +44,11 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
 
     from .config import load_bundle  # here: start/state/kill/delete never parse a config
     cfg = load_bundle(opts.bundle, doc=opts.config_doc)
-    _check_before_fork(cfg)
+    check_before_fork(cfg)
     # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
     from .rootless import in_user_namespace, is_rootless
     rootless = is_rootless(opts.rootless, opts.systemd_cgroup)
-    manager = _cgroup_manager(cid, cfg, opts.systemd_cgroup, rootless)
+    manager = cgroup_manager(cid, cfg, opts.systemd_cgroup, rootless)
     no_cgroup_warning = None
     # no eBPF device filter without privilege; root of a user namespace has none either
     manager.rootless = rootless or in_user_namespace()
@@ -65,7 +65,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
             manager.check_not_frozen()  # refused before any mkdir: nothing of the cgroup to undo
             cgroup = manager
             cgroup.plan()  # what create() will make, recorded before it exists (a kill -9 may come)
-        st = _initial_state(cid, cfg, cgroup)
+        st = initial_state(cid, cfg, cgroup)
         sd.write_recovery(st.cgroup)  # for `delete --force` should state.json become unreadable
         sd.write(st)
         sd.write_config(cfg.raw)  # what `exec` builds on (the bundle may change after create)
@@ -118,7 +118,7 @@ def _bind_shared_rootfs(cfg: Config, sd: StateDir, st: ContainerState) -> None:
         raise os_error(f"bind the rootfs {cfg.root_path} onto itself", e) from None
 
 
-def _check_before_fork(cfg: Config) -> None:
+def check_before_fork(cfg: Config) -> None:
     """Everything we can refuse on the host, before any process or cgroup exists."""
     from . import sysctl
     if not cfg.has_new_namespace("mount"):
@@ -163,13 +163,13 @@ def _without_cgroup(manager) -> str:
             "in your own cgroup, without limits")
 
 
-def _cgroup_manager(cid: str, cfg: Config, systemd: bool, rootless: bool):
+def cgroup_manager(cid: str, cfg: Config, systemd: bool, rootless: bool):
     from .cgroups import manager_for
     return manager_for(cid, cfg.linux.cgroups_path, cfg.linux.resources, systemd=systemd,
                        annotations=cfg.annotations, rootless=rootless)
 
 
-def _initial_state(cid: str, cfg: Config, cgroup) -> ContainerState:
+def initial_state(cid: str, cfg: Config, cgroup) -> ContainerState:
     hooks = cfg.raw.get("hooks") or {}
     return ContainerState(
         cid, cfg.bundle, cfg.root_path, utc_now(), oci_version=SPEC_VERSION,

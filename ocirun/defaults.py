@@ -108,5 +108,14 @@ def features() -> dict:
             "mountExtensions": {"idmap": {"enabled": True}},
             "netDevices": {"enabled": True},
         },
-        "annotations": {"io.github.ocirun.version": __version__},
+        "annotations": {"io.github.ocirun.version": __version__,
+                        # runc says whether it was built with checkpoint/restore; ours is always
+                        # there, so what decides is whether CRIU is installed (`ocirun check`
+                        # says whether it works on this kernel).
+                        "io.github.ocirun.checkpoint.enabled": "true" if _criu_installed() else "false"},
     }
+
+
+def _criu_installed() -> bool:
+    import shutil
+    return shutil.which("criu") is not None

@@ -492,6 +492,7 @@ _REFUSED = {
     "resume": {s: "container not paused" for s in (CREATED, RUNNING, STOPPED)},
     "update": {STOPPED: "container {id} is not running: cannot update a stopped container"},
     "events": {STOPPED: "container with id {id} is not running"},
+    "checkpoint": {s: "Container cannot be checkpointed in {status} state" for s in (CREATED, STOPPED)},
 }
 
 
@@ -528,8 +529,13 @@ def can_watch(status: str) -> bool:
     return status not in _REFUSED["events"]
 
 
+def can_checkpoint(status: str) -> bool:
+    """CRIU dumps processes that run (or are frozen): a created init has not begun its work."""
+    return status not in _REFUSED["checkpoint"]
+
+
 _CAN = {"start": can_start, "delete": can_delete, "kill": can_kill, "exec": can_exec, "pause": can_pause,
-        "resume": can_resume, "update": can_update, "events": can_watch}
+        "resume": can_resume, "update": can_update, "events": can_watch, "checkpoint": can_checkpoint}
 
 
 def refusal(op: str, status: str, cid: str) -> OCIError:

@@ -270,6 +270,13 @@ class Manager:
             except OSError as e:
                 raise OCIError(f"cgroup: adding pid {pid} to {leaf}: {os_words(e)}") from None
 
+    def adopt(self, pid: int) -> None:
+        """Make the cgroup around a process that already runs, write the limits and move it in.
+        `restore` puts CRIU there, so that the processes it restores start inside."""
+        self.create()
+        self.apply_resources()
+        self.add_pid(pid)
+
     def pids_room(self) -> int | None:
         """How many more processes the pids controller lets the container start; None when it
         sets no limit (or there is no pids controller)."""

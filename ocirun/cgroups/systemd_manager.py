@@ -161,6 +161,10 @@ class SystemdManager(Manager):
         except OCIError as e:
             raise OCIError(f"cgroup: systemd could not move pid {pid} into {self.unit.name}: {e}") from None
 
+    def adopt(self, pid: int) -> None:
+        """The scope is started around a process that already runs (restore's CRIU)."""
+        self.start_scope(pid)
+
     def start_scope(self, pid: int) -> None:
         """Start the scope with `pid` in it, check where it landed, write the limits."""
         if self._unit_props is None:

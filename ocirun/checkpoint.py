@@ -1,0 +1,249 @@
+"""`ocirun checkpoint`: save a running container's processes to image files with CRIU, as runc does.
+
+CRIU is told what it cannot find out alone (criu.py speaks to it):
+  - the rootfs, and which mounts come from outside the container: every bind mount, each masked
+    file (a bind of /dev/null) and the device nodes, keyed by their destination, so that restore
+    can bind them again from wherever they then are (`ext_mnt`);
+  - the namespaces the container joined by path (network, pid), which CRIU leaves out of the
+    images and restore joins again;
+  - the cgroup to freeze the processes with, instead of stopping each with ptrace;
+  - descriptors.json in the image directory: what the init's stdio were (pipes of an engine, a
+    terminal), so that restore can hand the new pipes in their place (runc's file, same format).
+Unless --leave-running or --pre-dump, the container is gone afterwards (CRIU killed its
+processes; we then delete it, as runc does), and `restore` brings it back.
+"""
+from __future__ import annotations
+
+import os
+
+from . import criu
+from . import log as _log
+from .errors import OCIError, os_words
+from .record import Record
+from .state import Container
+
+DESCRIPTORS_FILE = "descriptors.json"
+DUMP_LOG = "dump.log"
+
+
+class CheckpointOptions(Record):
+    FIELDS = {
+        "image_path": "",
+        "work_path": "",
+        "parent_path": "",
+        "leave_running": False,
+        "tcp_established": False,
+        "tcp_skip_in_flight": False,
+        "link_remap": False,
+        "ext_unix_sk": False,
+        "shell_job": False,
+        "lazy_pages": False,
+        "status_fd": -1,
+        "page_server": "",
+        "file_locks": False,
+        "pre_dump": False,
+        "manage_cgroups_mode": "",
+        "empty_ns": list,
+        "auto_dedup": False,
+        "criu_path": None,  # the global --criu
+    }
+
+
+def checkpoint(root: str, cid: str, opts: CheckpointOptions) -> None:
+    binary = criu.criu_binary(opts.criu_path)
+    criu.warn_if_unprivileged()
+    image_dir = _image_dir(opts)
+    _check_parent(image_dir, opts.parent_path)
+    cg_mode = criu.cgroup_mode(opts.manage_cgroups_mode)
+    with Container.open(root, cid) as c:
+        c.require("checkpoint")
+        if opts.pre_dump:
+            criu.check_features(binary, mem_track=True)
+        if opts.lazy_pages:
+            criu.check_features(binary, lazy_pages=True)
+        _check_status_fd(opts)
+        cfg = _saved_config(c)
+        fds = _open_dirs(image_dir, opts.work_path)
+        try:
+            req_opts = _dump_options(c, cfg, opts, fds, cg_mode)
+            if not opts.pre_dump:
+                _write_descriptors(image_dir, c.state.pid)
+            log_dir = opts.work_path or image_dir
+            session = criu.Session(binary, log_dir=log_dir, log_file=DUMP_LOG)
+            try:
+                session.call(criu.PRE_DUMP if opts.pre_dump else criu.DUMP, req_opts,
+                             on_notify=lambda script, _pid, _fds: _on_notify(opts, script))
+                session.finish(failure_expected=opts.pre_dump)
+            except BaseException:
+                session.abort()
+                raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+    if not opts.leave_running and not opts.pre_dump:
+        # CRIU killed the processes after dumping them; the container is gone (runc destroys it).
+        from .delete import delete
+        delete(root, cid, force=True)
+
+
+def _image_dir(opts: CheckpointOptions) -> str:
+    """--image-path (runc's default: ./checkpoint), made if missing (private: it holds the
+    container's memory)."""
+    path = os.path.abspath(opts.image_path or "checkpoint")
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as e:
+        raise OCIError(f"--image-path {path}: {os_words(e)}") from None
+    return path
+
+
+def _check_parent(image_dir: str, parent: str) -> None:
+    """--parent-path names a pre-dump's images relative to the image directory (CRIU's rule)."""
+    if not parent:
+        return
+    if os.path.isabs(parent):
+        raise OCIError("--parent-path must be relative (to --image-path)")
+    if not os.path.isdir(os.path.join(image_dir, parent)):
+        raise OCIError(f"invalid --parent-path: {os.path.join(image_dir, parent)}: no such directory")
+
+
+def _check_status_fd(opts: CheckpointOptions) -> None:
+    if not opts.lazy_pages or opts.status_fd < 0:
+        return
+    import fcntl
+    try:
+        flags = fcntl.fcntl(opts.status_fd, fcntl.F_GETFL)
+    except OSError as e:
+        raise OCIError(f"invalid --status-fd {opts.status_fd}: {os_words(e)}") from None
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        raise OCIError(f"invalid --status-fd {opts.status_fd}: not writable")
+
+
+def _saved_config(c: Container):
+    """The config the container was created from (state dir), parsed; the bundle's for a
+    container an older ocirun made."""
+    from .config import load_bundle, parse_config
+    doc = c.dir.read_config()
+    if doc is None:
+        return load_bundle(c.state.bundle)
+    return parse_config(doc, c.state.bundle)
+
+
+def _open_dirs(image_dir: str, work_path: str) -> list[int]:
+    fds = []
+    for path in [image_dir] + ([work_path] if work_path else []):
+        try:
+            if path is work_path:
+                os.makedirs(path, mode=0o700, exist_ok=True)
+            fds.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        except OSError as e:
+            for fd in fds:
+                os.close(fd)
+            raise OCIError(f"{path}: {os_words(e)}") from None
+    return fds
+
+
+def _dump_options(c: Container, cfg, opts: CheckpointOptions, fds: list[int], cg_mode: int):
+    o = criu.new_opts(
+        images_dir_fd=fds[0], log_level=4, log_file=DUMP_LOG, root=c.state.rootfs,
+        manage_cgroups=True, manage_cgroups_mode=cg_mode, notify_scripts=True, pid=c.state.pid,
+        shell_job=opts.shell_job, leave_running=opts.leave_running,
+        tcp_established=opts.tcp_established, tcp_skip_in_flight=opts.tcp_skip_in_flight,
+        link_remap=opts.link_remap, ext_unix_sk=opts.ext_unix_sk, file_locks=opts.file_locks,
+        empty_ns=criu.empty_ns_mask(opts.empty_ns), orphan_pts_master=True,
+        auto_dedup=opts.auto_dedup, lazy_pages=opts.lazy_pages)
+    if len(fds) > 1:
+        o.work_dir_fd = fds[1]
+    conf = criu.config_file(cfg.annotations)
+    if conf:
+        o.config_file = conf
+    for ns_type in ("network", "pid"):
+        ns = cfg.linux.namespace(ns_type)
+        if ns is not None and ns.path:
+            o.external.append(criu.ns_external(ns_type, ns.path))
+    freeze = _freezer_dir(c)
+    if freeze:
+        o.freeze_cgroup = freeze
+    if opts.page_server:
+        address, port = _page_server(opts.page_server)
+        o.ps.address, o.ps.port = address, port
+    if opts.parent_path:
+        o.parent_img, o.track_mem = opts.parent_path, True
+    if opts.lazy_pages and opts.status_fd >= 0:
+        o.status_fd = opts.status_fd
+    if not opts.pre_dump:
+        for dest, _source in external_mounts(cfg, c.state.pid):
+            o.ext_mnt.add(key=dest, val=dest)
+    return o
+
+
+def external_mounts(cfg, pid: int | None = None) -> list[tuple[str, str]]:
+    """(destination, host source) of every mount that comes from outside the container: bind
+    mounts, masked files (binds of /dev/null; found through the running init when `pid` is
+    given, as only the files among masked paths are binds) and device nodes."""
+    out = []
+    for m in cfg.mounts:
+        if m.type == "bind" or any(o in ("bind", "rbind") for o in m.options):
+            out.append((_clean(m.destination), m.source))
+    for path in cfg.linux.masked_paths:
+        if pid is not None and not _is_file_in(pid, path):
+            continue
+        out.append((_clean(path), "/dev/null"))
+    for dev in cfg.linux.devices:
+        out.append((_clean(dev.path), dev.path))
+    return out
+
+
+def _clean(path: str) -> str:
+    return "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
+
+
+def _is_file_in(pid: int, path: str) -> bool:
+    import stat
+    try:
+        return not stat.S_ISDIR(os.stat(f"/proc/{pid}/root{_clean(path)}").st_mode)
+    except OSError:
+        return False
+
+
+def _freezer_dir(c: Container) -> str | None:
+    """The cgroup CRIU freezes the container with (else it stops each process with ptrace)."""
+    mgr = c.cgroup()
+    if mgr is None:
+        return None
+    from .cgroups import freezer
+    found = freezer.locate(mgr.mode, mgr.paths)
+    return found[1] if found else None
+
+
+def _page_server(text: str) -> tuple[str, int]:
+    address, _, port = text.rpartition(":")
+    address = address.strip("[]")
+    if not address or not port.isdigit():
+        raise OCIError("use --page-server ADDRESS:PORT to name the page server")
+    return address, int(port)
+
+
+def _write_descriptors(image_dir: str, pid: int) -> None:
+    """What the init's fds 0-2 were (`pipe:[1234]`, `/dev/pts/0`, `/dev/null`): restore maps the
+    pipes among them to the new ones."""
+    from . import jsonio
+    from .state import write_private
+    names = []
+    for fd in range(3):
+        try:
+            names.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            names.append("/dev/null")
+    write_private(os.path.join(image_dir, DESCRIPTORS_FILE), jsonio.dumps(names).encode())
+
+
+def _on_notify(opts: CheckpointOptions, script: str) -> None:
+    """--lazy-pages: tell whoever waits on --status-fd that the pages can be served now."""
+    if script == "status-ready" and opts.status_fd >= 0:
+        try:
+            os.write(opts.status_fd, b"\0")
+            os.close(opts.status_fd)
+        except OSError as e:
+            _log.get().warn(f"--status-fd {opts.status_fd}: {os_words(e)}")
+        opts.status_fd = -1
