@@ -12,132 +12,29 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
+import socket
 import subprocess
 import time
 
 import pytest
 
 import helpers
+from checkpointing import TIMEOUT, Pipes, Runtime, assert_continues, counter_bundle, criu_problem
 
-TIMEOUT = 180
-
-
-def _criu_works() -> str | None:
-    criu = shutil.which("criu")
-    if criu is None:
-        return "criu is not installed"
-    r = subprocess.run([criu, "check"], capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        return f"`criu check` fails on this kernel: {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
-    return None
-
-
-_why_not = _criu_works() if os.geteuid() == 0 else "needs root"
+_why_not = criu_problem() if os.geteuid() == 0 else "needs root"
 pytestmark = [pytest.mark.v2, pytest.mark.skipif(_why_not is not None, reason=f"CRIU: {_why_not}; "
                                                  "run tools/v2tests.sh (its guest kernel has what CRIU needs)")]
 
-COUNTER = "i=0; while :; do i=$((i+1)); echo $i; echo $i > /tmp/count; sleep 0.2; done"
-TMPFS = {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"]}
-
 
 @pytest.fixture(params=["ocirun", "runc"])
-def runtime(request, ocirun_root, tmp_path):
-    if request.param == "runc":
-        if helpers.RUNC is None:
-            pytest.skip("runc is not installed")
-        root = helpers.new_state_root()
-        yield Runtime(helpers.run_runc, root)
-        for cid in sorted(os.listdir(root)) if root.exists() else []:
-            helpers.run_runc("delete", "--force", cid, root=root, timeout=TIMEOUT)
-        shutil.rmtree(root, ignore_errors=True)
-    else:
-        yield Runtime(helpers.run_ocirun, ocirun_root)
-
-
-class Runtime:
-    def __init__(self, run, root):
-        self.run, self.root = run, root
-        self.name = "runc" if run is helpers.run_runc else "ocirun"
-
-    def command(self) -> list[str]:
-        return ([helpers.RUNC] if self.name == "runc" else helpers.ocirun_command()) + ["--root", str(self.root)]
-
-    def ok(self, *args, **kw):
-        r = self.run(*args, root=self.root, timeout=TIMEOUT, **kw)
-        assert r.returncode == 0, f"[{self.name}] {' '.join(map(str, args))} -> {r.returncode}: {r.stderr}"
-        return r
-
-    def with_pipes(self, *args) -> "Pipes":
-        """`ARGS` (run -d / restore -d) with three fresh pipes as stdio; our ends back."""
-        pipes = Pipes()
-        proc = subprocess.Popen(self.command() + [str(a) for a in args], stdin=pipes.theirs[0],
-                                stdout=pipes.theirs[1], stderr=pipes.theirs[2],
-                                env=dict(os.environ, PYTHONPATH=str(helpers.REPO)))
-        pipes.close_theirs()
-        status = proc.wait(timeout=TIMEOUT)
-        assert status == 0, f"[{self.name}] {args[0]} -> {status}: {pipes.read_err()}"
-        return pipes
-
-    def state(self, cid: str) -> dict:
-        return json.loads(self.ok("state", cid).stdout)
-
-
-class Pipes:
-    def __init__(self) -> None:
-        stdin, stdout, stderr = os.pipe(), os.pipe(), os.pipe()
-        self.theirs = [stdin[0], stdout[1], stderr[1]]
-        self.ours = [stdin[1], stdout[0], stderr[0]]
-        self.buffer = b""
-
-    def close_theirs(self) -> None:
-        for fd in self.theirs:
-            os.close(fd)
-
-    def read_err(self) -> str:
-        os.set_blocking(self.ours[2], False)
-        try:
-            return os.read(self.ours[2], 65536).decode(errors="replace")
-        except BlockingIOError:
-            return ""
-
-    def numbers(self, at_least: int, timeout: float = 60) -> list[int]:
-        """Read the counter's lines until `at_least` complete ones have come."""
-        deadline = time.monotonic() + timeout
-        while self.buffer.count(b"\n") < at_least:
-            left = deadline - time.monotonic()
-            assert left > 0, f"the counter printed only {self.buffer!r}"
-            ready, _, _ = select.select([self.ours[1]], [], [], left)
-            if ready:
-                chunk = os.read(self.ours[1], 4096)
-                assert chunk, f"stdout closed after {self.buffer!r}"
-                self.buffer += chunk
-        lines, _, self.buffer = self.buffer.rpartition(b"\n")
-        return [int(x) for x in lines.split()]
-
-    def close(self) -> None:
-        for fd in self.ours:
-            os.close(fd)
-
-
-def _bundle(tmp_path, name, mounts=(), **overrides):
-    bundle = helpers.make_bundle(tmp_path, ["sh", "-c", COUNTER], name=name, **overrides)
-    config = helpers.read_config(bundle)
-    config["mounts"] += [TMPFS, *mounts]
-    config["process"]["terminal"] = False
-    helpers.write_config(bundle, config)
-    return bundle
-
-
-def _continues(before: list[int], after: list[int]) -> None:
-    assert after[0] > before[-1], f"restarted instead of restored: {before[-3:]} then {after[:3]}"
-    assert after == list(range(after[0], after[0] + len(after))), after
+def runtime(request, ocirun_root, runc_root):
+    return Runtime(request.param, ocirun_root if request.param == "ocirun" else runc_root)
 
 
 # ------------------------------------------------------------------------- scenarios
 
 def test_checkpoint_and_restore_continue_the_count(runtime, tmp_path):
-    bundle, images, cid = _bundle(tmp_path, "b"), tmp_path / "images", "cr1"
+    bundle, images, cid = counter_bundle(tmp_path, "b"), tmp_path / "images", "cr1"
     first = runtime.with_pipes("run", "-d", "-b", bundle, cid)
     try:
         before = first.numbers(3)
@@ -150,7 +47,7 @@ def test_checkpoint_and_restore_continue_the_count(runtime, tmp_path):
             st = runtime.state(cid)
             assert st["status"] == "running", st
             after = second.numbers(3)
-            _continues(before, after)
+            assert_continues(before, after)
             # a restored container is an ordinary one: exec, kill, delete
             assert runtime.ok("exec", cid, "cat", "/tmp/count").stdout.strip().isdigit()
             runtime.ok("kill", cid, "KILL")
@@ -164,7 +61,7 @@ def test_checkpoint_and_restore_continue_the_count(runtime, tmp_path):
 
 
 def test_leave_running_and_restore_under_another_id(runtime, tmp_path):
-    bundle, images = _bundle(tmp_path, "b"), tmp_path / "images"
+    bundle, images = counter_bundle(tmp_path, "b"), tmp_path / "images"
     first = runtime.with_pipes("run", "-d", "-b", bundle, "orig")
     try:
         first.numbers(2)
@@ -189,7 +86,7 @@ def test_leave_running_and_restore_under_another_id(runtime, tmp_path):
 
 
 def test_pre_dump_then_dump(runtime, tmp_path):
-    bundle, images, cid = _bundle(tmp_path, "b"), tmp_path / "images", "cr3"
+    bundle, images, cid = counter_bundle(tmp_path, "b"), tmp_path / "images", "cr3"
     first = runtime.with_pipes("run", "-d", "-b", bundle, cid)
     try:
         first.numbers(2)
@@ -199,7 +96,7 @@ def test_pre_dump_then_dump(runtime, tmp_path):
         runtime.ok("checkpoint", "--image-path", images / "final", "--parent-path", "../pre", cid)
         second = runtime.with_pipes("restore", "-d", "--image-path", images / "final", "-b", bundle, cid)
         try:
-            _continues(before, second.numbers(2))
+            assert_continues(before, second.numbers(2))
         finally:
             second.close()
     finally:
@@ -212,7 +109,7 @@ def test_bind_mount_and_tmpfs_come_back(runtime, tmp_path):
     shared.mkdir()
     (shared / "hello").write_text("from the host\n")
     bind = {"destination": "/home", "type": "bind", "source": str(shared), "options": ["rbind", "rw"]}
-    bundle, images, cid = _bundle(tmp_path, "b", mounts=[bind]), tmp_path / "images", "cr4"
+    bundle, images, cid = counter_bundle(tmp_path, "b", mounts=[bind]), tmp_path / "images", "cr4"
     first = runtime.with_pipes("run", "-d", "-b", bundle, cid)
     try:
         before = first.numbers(2)
@@ -220,7 +117,7 @@ def test_bind_mount_and_tmpfs_come_back(runtime, tmp_path):
         runtime.ok("checkpoint", "--image-path", images, cid)
         second = runtime.with_pipes("restore", "-d", "--image-path", images, "-b", bundle, cid)
         try:
-            _continues(before, second.numbers(2))
+            assert_continues(before, second.numbers(2))
             assert runtime.ok("exec", cid, "cat", "/tmp/note").stdout == "kept\n"  # tmpfs content
             assert runtime.ok("exec", cid, "cat", "/home/hello").stdout == "from the host\n"
             runtime.ok("exec", cid, "sh", "-c", "echo back > /home/from-container")
@@ -235,7 +132,7 @@ def test_bind_mount_and_tmpfs_come_back(runtime, tmp_path):
 # ------------------------------------------------------------------------- errors (ocirun)
 
 def test_errors_are_one_line_and_leave_nothing(ocirun_root, tmp_path):
-    bundle = _bundle(tmp_path, "b")
+    bundle = counter_bundle(tmp_path, "b")
     # no such container
     helpers.one_line_error(helpers.run_ocirun("checkpoint", "--image-path", tmp_path / "i", "nope",
                                               root=ocirun_root, timeout=TIMEOUT), "nope")
@@ -254,7 +151,7 @@ def test_errors_are_one_line_and_leave_nothing(ocirun_root, tmp_path):
         helpers.delete(ocirun_root, "made", timeout=TIMEOUT)
     # restore onto an id that exists: refused, the running one untouched
     images = tmp_path / "images"
-    first = Runtime(helpers.run_ocirun, ocirun_root).with_pipes("run", "-d", "-b", bundle, "live")
+    first = Runtime("ocirun", ocirun_root).with_pipes("run", "-d", "-b", bundle, "live")
     try:
         first.numbers(1)
         helpers.ok("checkpoint", "--leave-running", "--image-path", images, "live", root=ocirun_root, timeout=TIMEOUT)
@@ -270,8 +167,8 @@ def test_errors_are_one_line_and_leave_nothing(ocirun_root, tmp_path):
     shared = tmp_path / "shared"
     shared.mkdir()
     bind = {"destination": "/home", "type": "bind", "source": str(shared), "options": ["rbind"]}
-    with_bind, images2 = _bundle(tmp_path, "with-bind", mounts=[bind]), tmp_path / "images2"
-    first = Runtime(helpers.run_ocirun, ocirun_root).with_pipes("run", "-d", "-b", with_bind, "src")
+    with_bind, images2 = counter_bundle(tmp_path, "with-bind", mounts=[bind]), tmp_path / "images2"
+    first = Runtime("ocirun", ocirun_root).with_pipes("run", "-d", "-b", with_bind, "src")
     try:
         first.numbers(1)
         helpers.ok("checkpoint", "--image-path", images2, "src", root=ocirun_root, timeout=TIMEOUT)
@@ -283,3 +180,104 @@ def test_errors_are_one_line_and_leave_nothing(ocirun_root, tmp_path):
     finally:
         first.close()
         helpers.delete(ocirun_root, "src", check=False, timeout=TIMEOUT)
+
+
+def test_terminal_comes_back_through_the_console_socket(runtime, tmp_path):
+    """The container's terminal is a pty of its own devpts: CRIU makes a new pair at restore and
+    gives us the master, which goes to --console-socket as at create."""
+    bundle = counter_bundle(tmp_path, "b")
+    config = helpers.read_config(bundle)
+    config["process"]["terminal"] = True
+    helpers.write_config(bundle, config)
+    images, cid, sock_path = tmp_path / "images", "tty1", tmp_path / "console.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sock_path))
+    server.listen(2)
+    masters = []
+    try:
+        runtime.ok("run", "-d", "--console-socket", sock_path, "-b", bundle, cid)
+        masters.append(_receive_master(server))
+        before = _numbers_from(masters[0], 2)
+        runtime.ok("checkpoint", "--image-path", images, cid)
+        runtime.ok("restore", "-d", "--console-socket", sock_path, "--image-path", images, "-b", bundle, cid)
+        masters.append(_receive_master(server))
+        assert_continues(before, _numbers_from(masters[1], 2))
+        assert runtime.ok("exec", cid, "sh", "-c", "test -t 0 && echo tty").stdout.strip() != ""
+    finally:
+        server.close()
+        for fd in masters:
+            os.close(fd)
+        runtime.run("delete", "--force", cid, root=runtime.root, timeout=TIMEOUT)
+
+
+def _receive_master(server: socket.socket) -> int:
+    server.settimeout(TIMEOUT)
+    conn, _ = server.accept()
+    with conn:
+        _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
+    assert fds, "no fd came through the console socket"
+    return fds[0]
+
+
+def _numbers_from(master: int, at_least: int, timeout: float = 60) -> list[int]:
+    """The counter's lines as they come out of the pty (CR LF, possibly a partial first line)."""
+    buffer, deadline = b"", time.monotonic() + timeout
+    while True:
+        lines = [x for x in buffer.replace(b"\r", b"").split(b"\n")[:-1] if x.strip().isdigit()]
+        if len(lines) > at_least:
+            return [int(x) for x in lines[1:]]  # the first may be the tail of an older line
+        left = deadline - time.monotonic()
+        assert left > 0, f"the counter printed only {buffer!r}"
+        ready, _, _ = select.select([master], [], [], left)
+        if ready:
+            buffer += os.read(master, 4096)
+
+
+def test_restore_in_the_foreground_waits_and_gives_the_status(runtime, tmp_path):
+    """Without --detach, restore is `run`: it waits for the container, exits with its status
+    and removes it."""
+    bundle, images, cid = counter_bundle(tmp_path, "b"), tmp_path / "images", "fg1"
+    first = runtime.with_pipes("run", "-d", "-b", bundle, cid)
+    try:
+        before = first.numbers(2)
+        runtime.ok("checkpoint", "--image-path", images, cid)
+    finally:
+        first.close()
+    pipes = Pipes()
+    proc = subprocess.Popen(runtime.command() + ["restore", "--image-path", str(images), "-b", str(bundle), cid],
+                            stdin=pipes.theirs[0], stdout=pipes.theirs[1], stderr=pipes.theirs[2],
+                            env=dict(os.environ, PYTHONPATH=str(helpers.REPO)))
+    pipes.close_theirs()
+    try:
+        assert_continues(before, pipes.numbers(2))
+        assert runtime.state(cid)["status"] == "running"
+        runtime.ok("kill", cid, "KILL")
+        assert proc.wait(timeout=TIMEOUT) == 137
+        assert runtime.run("state", cid, root=runtime.root).returncode != 0, "restore left the container"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        pipes.close()
+        runtime.run("delete", "--force", cid, root=runtime.root, timeout=TIMEOUT)
+
+
+def test_prestart_and_create_runtime_hooks_run_at_restore(runtime, tmp_path):
+    log = tmp_path / "hooks.log"
+    hook = lambda kind: {"path": "/bin/sh", "args": ["sh", "-c", f"echo {kind} $(cat) >> {log}"]}  # noqa: E731
+    bundle = counter_bundle(tmp_path, "b", hooks={"prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")]})
+    images, cid = tmp_path / "images", "hk1"
+    first = runtime.with_pipes("run", "-d", "-b", bundle, cid)
+    try:
+        first.numbers(1)
+        runtime.ok("checkpoint", "--image-path", images, cid)
+        log.unlink()
+        second = runtime.with_pipes("restore", "-d", "--image-path", images, "-b", bundle, cid)
+        second.close()
+        lines = log.read_text().splitlines()
+        assert [line.split()[0] for line in lines] == ["prestart", "createRuntime"], lines
+        state = json.loads(lines[0].split(" ", 1)[1])
+        assert state["id"] == cid and state["pid"] > 0, state
+    finally:
+        first.close()
+        runtime.run("delete", "--force", cid, root=runtime.root, timeout=TIMEOUT)
