@@ -1,0 +1,255 @@
+"""The kubelet's streaming and log calls through containerd's CRI, on runc and ocirun.
+
+`kubectl exec`, `kubectl attach` and `kubectl port-forward` reach a container through the CRI's
+`Exec`, `Attach` and `PortForward` calls: each answers with a URL on containerd's streaming
+server, spoken to here over a WebSocket (tests/e2e/k8s_stream.py) as the kubelet's clients do.
+Unlike ExecSync these carry a live stdin, a terminal and its resizes, and the container's own
+stdio (attach).  Also the kubelet's log rotation (`ReopenContainerLog` after a rename) and a
+pod's terminationMessagePath (a host file bind-mounted at /dev/termination-log).
+
+Pods use the host network (no CNI on the test host), as in test_cri_features.py, whose `pod`
+helper makes them; one containerd serves the module.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import time
+
+import pytest
+
+import engines
+from test_cri_features import mounts_at, pod, wait_log
+
+# One containerd for this module too (a module's fixture is not shared with another module).
+
+
+@pytest.fixture(scope="module")
+def cri_engine():
+    with engines.cri_containerd(import_image=False) as pair:
+        yield pair
+
+
+# --------------------------------------------------------------------------- exec
+
+def test_exec_stdin_to_stdout_and_exit_code(cri_engine, runtime):
+    import k8s_stream
+    from k8s_stream import STDERR, STDOUT
+    client = cri_engine[1]
+    with pod(cri_engine, runtime) as p:
+        cid = p.start("c1")
+        # A line-by-line filter: each answer must come back before the next line is sent,
+        # so stdin really is live (not gathered up and handed over at the end).
+        script = ('while read line; do echo "got $line"; echo "err $line" >&2; '
+                  '[ "$line" = end ] && exit 3; done')
+        url = client.exec(cid, ["sh", "-c", script], stdin=True)
+        with k8s_stream.Session(url) as session:
+            session.write("one\n")
+            session.read_until(STDOUT, "got one\n")
+            session.read_until(STDERR, "err one\n")
+            session.write("two\nend\n")
+            status = session.finish()
+        assert session.output[STDOUT] == b"got one\ngot two\ngot end\n", session.output
+        assert session.output[STDERR] == b"err one\nerr two\nerr end\n", session.output
+        # A non-zero exit is a Failure status whose cause carries the code.
+        assert (status.get("status"), status.get("reason")) == ("Failure", "NonZeroExitCode"), \
+            status
+        assert k8s_stream.exit_code(status) == 3, status
+
+        # Without stdin, the process's own end closes the stream with a Success status.
+        url = client.exec(cid, ["sh", "-c", "pwd; id -u; echo warn >&2"])
+        with k8s_stream.Session(url) as session:
+            status = session.finish()
+        assert status.get("status") == "Success", status
+        assert session.output[STDOUT] == b"/\n0\n", session.output
+        assert session.output[STDERR] == b"warn\n", session.output
+
+
+def test_exec_tty_and_resize(cri_engine, runtime):
+    import k8s_stream
+    from k8s_stream import STDOUT
+    client = cri_engine[1]
+    with pod(cri_engine, runtime) as p:
+        cid = p.start("c1")
+        # A terminal's size is whatever the last resize said: each input line asks for it.
+        script = 'tty; while read line; do echo "size $(stty size)"; done'
+        url = client.exec(cid, ["sh", "-c", script], tty=True, stdin=True, stderr=False)
+        with k8s_stream.Session(url) as session:
+            session.read_until(STDOUT, "\n")
+            assert re.match(rb"/dev/pts/\d+\r\n", session.output[STDOUT]), session.output
+            for width, height in ((123, 45), (80, 24)):
+                session.resize(width, height)
+                wait_for_size(session, f"size {height} {width}\r\n")
+            # A terminal echoes what is typed, and turns \n into \r\n (onlcr).
+            assert b"\r\n" in session.output[STDOUT] and b"size 0 0" not in \
+                session.output[STDOUT], session.output
+
+
+def wait_for_size(session, wanted: str, timeout: float = 10) -> None:
+    """Ask (an empty line) until the terminal's size is `wanted`: a resize travels apart
+    from stdin, so the first answer may still be the old size."""
+    import k8s_stream
+    deadline = time.monotonic() + timeout
+    while True:
+        before = len(session.output[k8s_stream.STDOUT])
+        session.write("\n")
+        with contextlib.suppress(k8s_stream.StreamError):
+            session.read_until(k8s_stream.STDOUT, wanted, timeout=1, since=before)
+            return
+        assert time.monotonic() < deadline, f"never {wanted!r}: {session.output}"
+
+
+def test_exec_missing_command(cri_engine, runtime):
+    # What kubectl shows for a typo: an error status, not a hang and not a success.
+    import k8s_stream
+    client = cri_engine[1]
+    with pod(cri_engine, runtime) as p:
+        cid = p.start("c1")
+        url = client.exec(cid, ["/no/such/command"])
+        with k8s_stream.Session(url) as session:
+            status = session.finish()
+        assert status.get("status") == "Failure", status
+        assert "no such file" in status.get("message", "").lower(), status
+
+
+# --------------------------------------------------------------------------- attach
+
+def test_attach_with_tty(cri_engine, runtime):
+    # `kubectl run -it`: the container's first process has a terminal; attach types into it.
+    import k8s_stream
+    from k8s_stream import STDOUT
+    client = cri_engine[1]
+    with pod(cri_engine, runtime) as p:
+        cid = p.start("c1", "exec sh", stdin=True, tty=True)
+        url = client.attach(cid, stdin=True, tty=True, stderr=False)
+        with k8s_stream.Session(url) as session:
+            session.write("tty; echo $((6 * 7))\n")
+            out = session.read_until(STDOUT, "42\r\n")
+            assert b"tty; echo $((6 * 7))" in out, out  # the terminal's echo
+            assert re.search(rb"/dev/pts/\d+\r\n", out), out
+            session.write("exit 5\n")
+            assert client.wait_exited(cid) == 5
+        # The terminal's output is the container's log too (containerd drops the \r).
+        assert "42" in p.log_text("c1").split("\n"), p.log_lines("c1")
+
+
+def test_attach_without_tty_stdin_once(cri_engine, runtime):
+    # stdin and stdout/stderr are the container's own pipes; with stdinOnce the first attach's
+    # end closes stdin, which the container sees as end of input.
+    import k8s_stream
+    from k8s_stream import STDERR, STDOUT
+    client = cri_engine[1]
+    with pod(cri_engine, runtime) as p:
+        script = ('while read line; do echo "attached $line"; echo "to stderr $line" >&2; done; '
+                  'echo "stdin closed"; exit 4')
+        cid = p.start("c1", script, stdin=True, stdin_once=True)
+        url = client.attach(cid, stdin=True)
+        with k8s_stream.Session(url) as session:
+            session.write("x\n")
+            session.read_until(STDOUT, "attached x\n")
+            session.read_until(STDERR, "to stderr x\n")
+        assert client.wait_exited(cid) == 4
+        lines = p.log_lines("c1")
+        assert ("stdout", "F", "attached x") in lines, lines
+        assert ("stderr", "F", "to stderr x") in lines, lines
+        assert ("stdout", "F", "stdin closed") in lines, lines
+
+
+# --------------------------------------------------------------------------- port-forward
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_listening(port: int, timeout: float = 10) -> None:
+    """Until a TCP socket listens on `port` in this (the host's) network namespace: read in
+    /proc/net/tcp*, since connecting would use up the one connection `nc -l` takes."""
+    deadline = time.monotonic() + timeout
+    while not any(listening(port, table) for table in ("/proc/net/tcp", "/proc/net/tcp6")):
+        assert time.monotonic() < deadline, f"nothing listens on port {port}"
+        time.sleep(0.05)
+
+
+def listening(port: int, table: str) -> bool:
+    with open(table) as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return any(int(row[1].rsplit(":", 1)[1], 16) == port and row[3] == "0A" for row in rows)
+
+
+def test_port_forward(cri_engine, runtime):
+    import k8s_stream
+    client = cri_engine[1]
+    port = free_port()
+    with pod(cri_engine, runtime) as p:
+        # One connection: nc hands it to a script that answers the line it reads.
+        script = (f"printf '#!/bin/sh\\nread line\\necho \"pong $line\"\\n' > /tmp/answer; "
+                  f"chmod +x /tmp/answer; exec nc -l -p {port} -e /tmp/answer")
+        cid = p.start("server", script)
+        wait_listening(port)
+        url = client.port_forward(p.id, [port])
+        with k8s_stream.PortForward(url, port) as forward:
+            forward.send(b"ping\n")
+            assert forward.receive_until(b"\n") == b"pong ping\n", forward.error
+        assert client.wait_exited(cid) == 0
+
+        # Nothing listening: the error channel says so (the pod itself is fine).
+        closed = free_port()
+        url = client.port_forward(p.id, [closed])
+        with k8s_stream.PortForward(url, closed) as forward:
+            forward.send(b"ping\n")
+            with pytest.raises(k8s_stream.StreamError):
+                forward.receive_until(b"\n", timeout=10)
+        assert f"localhost:{closed}" in forward.error.decode(), forward.error
+
+
+# --------------------------------------------------------------------------- logs, termination
+
+def test_log_rotation_reopen(cri_engine, runtime):
+    # The kubelet rotates a log by renaming it and asking containerd to reopen the log path:
+    # later lines go to a new file there, none is lost and the old file stops growing.
+    client = cri_engine[1]
+    with pod(cri_engine, runtime) as p:
+        cid = p.start("c1", 'i=0; while :; do echo "line $i"; i=$((i+1)); sleep 0.05; done')
+        wait_log(p, "c1", "line 3")
+        log = p.logs / "c1.log"
+        rotated = p.logs / "c1.log.20260101-000000"
+        os.rename(log, rotated)
+        client.reopen_container_log(cid)
+        deadline = time.monotonic() + 10
+        while len(log_numbers(log)) < 3:
+            assert time.monotonic() < deadline, f"no new lines at {log}: {sorted(p.logs.iterdir())}"
+            time.sleep(0.05)
+        size = rotated.stat().st_size
+        time.sleep(0.3)
+        assert rotated.stat().st_size == size, "the renamed log still grows"
+        old, new = log_numbers(rotated), log_numbers(log)
+        assert old == list(range(len(old))) and len(old) >= 4, old
+        assert new == list(range(old[-1] + 1, old[-1] + 1 + len(new))), (old, new)
+
+
+def log_numbers(path) -> list[int]:
+    if not path.exists():
+        return []
+    return [int(n) for n in re.findall(r" stdout F line (\d+)$", path.read_text(), re.M)]
+
+
+def test_termination_message_path(cri_engine, runtime, tmp_path):
+    # The kubelet makes an empty host file (mode 0666, so any user may write it) and mounts it
+    # at the pod's terminationMessagePath; after the exit it reads the file on the host.
+    import cri
+    message = tmp_path / "termination-log"
+    message.touch()
+    message.chmod(0o666)
+    with pod(cri_engine, runtime) as p:
+        mounts = (cri.mount("/dev/termination-log", str(message)),)
+        code, out = p.run("c1", "cat /proc/self/mountinfo; "
+                          "echo 'the reason it stopped' > /dev/termination-log; exit 2",
+                          mounts=mounts, security=cri.container_security(run_as_user=1000))
+        assert code == 2, out
+        assert message.read_text() == "the reason it stopped\n", out
+        mount = mounts_at(out, "/dev/termination-log")
+        assert mount and mount[-1][5].startswith("rw"), out
