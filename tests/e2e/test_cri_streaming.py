@@ -114,6 +114,34 @@ def test_exec_missing_command(cri_engine, runtime):
         assert "no such file" in status.get("message", "").lower(), status
 
 
+def test_non_root_stdio_and_terminal(cri_engine, runtime):
+    # A non-root process reopens its own stdio by name (/dev/stdout: nginx-style images log
+    # there), so the runtime hands it pipes it owns; an exec's terminal is its user's too.
+    import cri
+    import k8s_stream
+    from k8s_stream import STDERR, STDOUT
+    client = cri_engine[1]
+    user = cri.container_security(run_as_user=1000, run_as_group=1000)
+    reopen = "echo via-dev-stdout > /dev/stdout; echo via-dev-stderr > /dev/stderr"
+    with pod(cri_engine, runtime) as p:
+        code, _ = p.run("first", reopen, security=user)
+        assert code == 0, p.log_lines("first")
+        lines = p.log_lines("first")
+        assert ("stdout", "F", "via-dev-stdout") in lines, lines
+        assert ("stderr", "F", "via-dev-stderr") in lines, lines
+
+        cid = p.start("c1", security=user)
+        with k8s_stream.Session(client.exec(cid, ["sh", "-c", reopen], stdin=True)) as session:
+            assert session.finish().get("status") == "Success", session.output
+        assert (session.output[STDOUT], session.output[STDERR]) == (
+            b"via-dev-stdout\n", b"via-dev-stderr\n"), session.output
+        url = client.exec(cid, ["sh", "-c", "stat -c '%u %n' $(tty)"], stdin=True, tty=True,
+                          stderr=False)
+        with k8s_stream.Session(url) as session:
+            assert session.finish().get("status") == "Success", session.output
+        assert re.fullmatch(rb"1000 /dev/pts/\d+\r\n", session.output[STDOUT]), session.output
+
+
 # --------------------------------------------------------------------------- attach
 
 def test_attach_with_tty(cri_engine, runtime):
