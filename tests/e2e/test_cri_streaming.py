@@ -7,8 +7,9 @@ Unlike ExecSync these carry a live stdin, a terminal and its resizes, and the co
 stdio (attach).  Also the kubelet's log rotation (`ReopenContainerLog` after a rename) and a
 pod's terminationMessagePath (a host file bind-mounted at /dev/termination-log).
 
-Pods use the host network (no CNI on the test host), as in test_cri_features.py, whose `pod`
-helper makes them; one containerd serves the module.
+Pods use the host network, as in test_cri_features.py, whose `pod` helper makes them, but for
+a port-forward into a pod's own network namespace (CNI's bridge plugin, engines.cni_conflist);
+one containerd serves the module.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from test_cri_features import mounts_at, pod, wait_log
 
 @pytest.fixture(scope="module")
 def cri_engine():
-    with engines.cri_containerd(import_image=False) as pair:
+    with engines.cri_containerd(import_image=False, pod_network=True) as pair:
         yield pair
 
 
@@ -193,19 +194,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_listening(port: int, timeout: float = 10) -> None:
-    """Until a TCP socket listens on `port` in this (the host's) network namespace: read in
-    /proc/net/tcp*, since connecting would use up the one connection `nc -l` takes."""
+def wait_listening(port: int, tables, timeout: float = 10) -> None:
+    """Until a TCP socket listens on `port` by `tables()` (the text of /proc/net/tcp and tcp6,
+    read rather than connecting, which would use up the one connection `nc -l` takes)."""
     deadline = time.monotonic() + timeout
-    while not any(listening(port, table) for table in ("/proc/net/tcp", "/proc/net/tcp6")):
+    while not listening(port, tables()):
         assert time.monotonic() < deadline, f"nothing listens on port {port}"
         time.sleep(0.05)
 
 
-def listening(port: int, table: str) -> bool:
-    with open(table) as f:
-        rows = [line.split() for line in f.readlines()[1:]]
+def host_tcp_tables() -> str:
+    with open("/proc/net/tcp") as v4, open("/proc/net/tcp6") as v6:
+        return v4.read() + v6.read()
+
+
+def listening(port: int, tables: str) -> bool:
+    rows = [line.split() for line in tables.splitlines() if ":" in line.split(maxsplit=2)[1]]
     return any(int(row[1].rsplit(":", 1)[1], 16) == port and row[3] == "0A" for row in rows)
+
+
+def answering_server(port: int, persistent: bool = False) -> str:
+    """A script for busybox nc: each connection gets `pong <the line it sent>`."""
+    listen = "-ll" if persistent else "-l"
+    return (f"printf '#!/bin/sh\\nread line\\necho \"pong $line\"\\n' > /tmp/answer; "
+            f"chmod +x /tmp/answer; exec nc {listen} -p {port} -e /tmp/answer")
 
 
 def test_port_forward(cri_engine, runtime):
@@ -214,10 +226,8 @@ def test_port_forward(cri_engine, runtime):
     port = free_port()
     with pod(cri_engine, runtime) as p:
         # One connection: nc hands it to a script that answers the line it reads.
-        script = (f"printf '#!/bin/sh\\nread line\\necho \"pong $line\"\\n' > /tmp/answer; "
-                  f"chmod +x /tmp/answer; exec nc -l -p {port} -e /tmp/answer")
-        cid = p.start("server", script)
-        wait_listening(port)
+        cid = p.start("server", answering_server(port))
+        wait_listening(port, host_tcp_tables)
         url = client.port_forward(p.id, [port])
         with k8s_stream.PortForward(url, port) as forward:
             forward.send(b"ping\n")
@@ -232,6 +242,26 @@ def test_port_forward(cri_engine, runtime):
             with pytest.raises(k8s_stream.StreamError):
                 forward.receive_until(b"\n", timeout=10)
         assert f"localhost:{closed}" in forward.error.decode(), forward.error
+
+
+def test_port_forward_into_pod_network(cri_engine, runtime):
+    # A pod of its own network namespace: containerd connects to localhost in there (the
+    # namespace the pause container's runtime joined the pod to), not on the host.
+    import cri
+    import k8s_stream
+    client = cri_engine[1]
+    port = free_port()
+    own_network = cri.namespace_options(network=cri.NAMESPACE_POD)
+    with pod(cri_engine, runtime, namespaces=own_network) as p:
+        cid = p.start("server", answering_server(port, persistent=True),
+                      security=cri.container_security(namespaces=own_network))
+        wait_listening(port, lambda: p.sh(cid, "cat /proc/net/tcp /proc/net/tcp6"))
+        assert not listening(port, host_tcp_tables()), "the server listens on the host"
+        for attempt in ("one", "two"):
+            with k8s_stream.PortForward(client.port_forward(p.id, [port]), port) as forward:
+                forward.send(f"ping {attempt}\n".encode())
+                assert forward.receive_until(b"\n") == f"pong ping {attempt}\n".encode(), \
+                    forward.error
 
 
 # --------------------------------------------------------------------------- logs, termination
