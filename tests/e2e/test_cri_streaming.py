@@ -67,6 +67,13 @@ def test_exec_stdin_to_stdout_and_exit_code(cri_engine, runtime):
         assert session.output[STDOUT] == b"/\n0\n", session.output
         assert session.output[STDERR] == b"warn\n", session.output
 
+        # A megabyte of output arrives whole before the status (no pipe cut short).
+        url = client.exec(cid, ["sh", "-c", "head -c 1048576 /dev/zero | tr '\\0' x"])
+        with k8s_stream.Session(url) as session:
+            status = session.finish()
+        assert status.get("status") == "Success", status
+        assert session.output[STDOUT] == b"x" * 1048576, len(session.output[STDOUT])
+
 
 def test_exec_tty_and_resize(cri_engine, runtime):
     import k8s_stream
@@ -100,6 +107,37 @@ def wait_for_size(session, wanted: str, timeout: float = 10) -> None:
             session.read_until(k8s_stream.STDOUT, wanted, timeout=1, since=before)
             return
         assert time.monotonic() < deadline, f"never {wanted!r}: {session.output}"
+
+
+# Traps ^C; says whether it has a controlling terminal (/proc/self/stat's tty_nr, field 7).
+INTERRUPTIBLE = ('trap "echo interrupted; exit 9" INT; '
+                 'echo "tty_nr $(cut -d" " -f7 /proc/self/stat)"; echo ready; '
+                 'while :; do sleep 0.1; done')
+
+
+def test_tty_interrupt(cri_engine, runtime):
+    # ^C typed into `kubectl exec -it` or `kubectl attach -it` interrupts the process: the
+    # runtime made the terminal its controlling terminal (a new session, TIOCSCTTY).
+    import k8s_stream
+    from k8s_stream import STDOUT
+    client = cri_engine[1]
+    with pod(cri_engine, runtime) as p:
+        cid = p.start("c1")
+        url = client.exec(cid, ["sh", "-c", INTERRUPTIBLE], stdin=True, tty=True, stderr=False)
+        with k8s_stream.Session(url) as session:
+            out = session.read_until(STDOUT, "ready\r\n")
+            assert re.match(rb"tty_nr [1-9]\d*\r\n", out), out
+            session.write(b"\x03")
+            status = session.finish()
+        assert b"interrupted" in session.output[STDOUT], session.output
+        assert k8s_stream.exit_code(status) == 9, status
+
+        cid = p.start("attached", INTERRUPTIBLE, stdin=True, tty=True)
+        wait_log(p, "attached", "ready")
+        with k8s_stream.Session(client.attach(cid, stdin=True, tty=True, stderr=False)) as session:
+            session.write(b"\x03")
+            assert client.wait_exited(cid) == 9, p.log_lines("attached")
+        assert re.match(r"tty_nr [1-9]\d*\n", p.log_text("attached")), p.log_lines("attached")
 
 
 def test_exec_missing_command(cri_engine, runtime):
