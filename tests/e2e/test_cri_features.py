@@ -405,6 +405,7 @@ def test_net_sysctls_in_pod_network(cri_engine, runtime):
     # container's runtime writes them there, every container of the pod sees them, and the
     # host keeps its own.
     import cri
+    engines.require_pod_network(cri_engine[0])
     sysctls = {"net.ipv4.ip_local_port_range": "20000\t30000",
                "net.ipv4.ip_unprivileged_port_start": "80"}
     files = [f"/proc/sys/{name.replace('.', '/')}" for name in sysctls]

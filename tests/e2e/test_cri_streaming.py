@@ -287,6 +287,7 @@ def test_port_forward_into_pod_network(cri_engine, runtime):
     # namespace the pause container's runtime joined the pod to), not on the host.
     import cri
     import k8s_stream
+    engines.require_pod_network(cri_engine[0])
     client = cri_engine[1]
     port = free_port()
     own_network = cri.namespace_options(network=cri.NAMESPACE_POD)
