@@ -87,7 +87,10 @@ class Pod:
     def log_lines(self, name: str) -> list[tuple[str, str, str]]:
         """(stream, tag, text) of each line of a container's CRI log file."""
         path = self.logs / f"{name}.log"
-        lines = path.read_text().splitlines() if path.exists() else []
+        # Bytes split at \n only: a terminal's output holds bare \r, which text mode and
+        # splitlines() would take for line ends.
+        text = path.read_bytes().decode(errors="replace") if path.exists() else ""
+        lines = [line for line in text.split("\n") if line]
         parsed = []
         for line in lines:
             match = re.fullmatch(r"(\S+) (stdout|stderr) ([FP]) (.*)", line)

@@ -95,14 +95,14 @@ def test_exec_tty_and_resize(cri_engine, runtime):
                 session.output[STDOUT], session.output
 
 
-def wait_for_size(session, wanted: str, timeout: float = 10) -> None:
-    """Ask (an empty line) until the terminal's size is `wanted`: a resize travels apart
-    from stdin, so the first answer may still be the old size."""
+def wait_for_size(session, wanted: str, ask: str = "\n", timeout: float = 10) -> None:
+    """Ask (type `ask`) until the terminal's size is `wanted`: a resize travels apart from
+    stdin, so the first answer may still be the old size."""
     import k8s_stream
     deadline = time.monotonic() + timeout
     while True:
         before = len(session.output[k8s_stream.STDOUT])
-        session.write("\n")
+        session.write(ask)
         with contextlib.suppress(k8s_stream.StreamError):
             session.read_until(k8s_stream.STDOUT, wanted, timeout=1, since=before)
             return
@@ -196,6 +196,9 @@ def test_attach_with_tty(cri_engine, runtime):
             out = session.read_until(STDOUT, "42\r\n")
             assert b"tty; echo $((6 * 7))" in out, out  # the terminal's echo
             assert re.search(rb"/dev/pts/\d+\r\n", out), out
+            # The container's own terminal follows the attached client's window.
+            session.resize(100, 30)
+            wait_for_size(session, "size 30 100\r\n", ask='echo "size $(stty size)"\n')
             session.write("exit 5\n")
             assert client.wait_exited(cid) == 5
         # The terminal's output is the container's log too (containerd drops the \r).
@@ -350,3 +353,16 @@ def test_termination_message_path(cri_engine, runtime, tmp_path):
         assert message.read_text() == "the reason it stopped\n", out
         mount = mounts_at(out, "/dev/termination-log")
         assert mount and mount[-1][5].startswith("rw"), out
+
+        # A restricted pod: read-only root filesystem, and a terminationMessagePath of its own
+        # under a directory the image lacks (made in the rootfs before it turns read-only).
+        custom = tmp_path / "custom-log"
+        custom.touch()
+        custom.chmod(0o666)
+        mounts = (cri.mount("/var/termination/reason", str(custom)),)
+        security = cri.container_security(run_as_user=1000, readonly_rootfs=True)
+        code, out = p.run("ro", "touch /x 2>&1; echo 'read-only, still told' > "
+                          "/var/termination/reason; exit 3", mounts=mounts, security=security)
+        assert code == 3, out
+        assert "Read-only file system" in out, out
+        assert custom.read_text() == "read-only, still told\n", out
