@@ -271,7 +271,10 @@ class PortForward:
                 raise StreamError(f"port {self.port} never sent {wanted!r}: {self.data!r} "
                                   f"(error channel {self.error!r})")
             self.socket.sock.settimeout(left)
-            frame = self.socket.receive()
+            try:
+                frame = self.socket.receive()
+            except TimeoutError:
+                continue  # out of time: the loop's test says so
             if frame is None:
                 raise StreamError(f"port {self.port} closed before sending {wanted!r}: "
                                   f"{self.data!r} (error channel {self.error!r})")
