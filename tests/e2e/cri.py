@@ -185,6 +185,30 @@ class CRIClient:
                 raise TimeoutError(f"container {container_id} not in state {state}: {status}")
             time.sleep(0.1)
 
+    # The streaming calls: each answers with a URL on containerd's streaming server, which
+    # tests/e2e/k8s_stream.py speaks to.
+
+    def exec(self, container_id: str, cmd: list[str], *, tty: bool = False, stdin: bool = False,
+             stdout: bool = True, stderr: bool = True) -> str:
+        """Exec's streaming URL (tty and stderr exclude each other, as for the kubelet)."""
+        reply = self.call("Exec", [(1, container_id), *[(2, c) for c in cmd], (3, tty or None),
+                                   (4, stdin or None), (5, stdout or None), (6, stderr or None)])
+        return first(reply, 1).decode()
+
+    def attach(self, container_id: str, *, tty: bool = False, stdin: bool = False,
+               stdout: bool = True, stderr: bool = True) -> str:
+        reply = self.call("Attach", [(1, container_id), (2, stdin or None), (3, tty or None),
+                                     (4, stdout or None), (5, stderr or None)])
+        return first(reply, 1).decode()
+
+    def port_forward(self, sandbox_id: str, ports: list[int]) -> str:
+        reply = self.call("PortForward", [(1, sandbox_id), *[(2, p) for p in ports]])
+        return first(reply, 1).decode()
+
+    def reopen_container_log(self, container_id: str) -> None:
+        """What the kubelet calls after renaming a container's log file to rotate it."""
+        self.call("ReopenContainerLog", [(1, container_id)])
+
 
 def _int32(n: int) -> int:
     n &= (1 << 32) - 1
@@ -267,13 +291,16 @@ def container_config_linux(name: str, image: str, command: list[str], log_path: 
                            resources: list | None = None, security: list | None = None,
                            attempt: int = 0, working_dir: str | None = None,
                            envs: dict[str, str] | None = None, mounts: tuple = (),
-                           devices: tuple = ()) -> list:
+                           devices: tuple = (), stdin: bool = False, stdin_once: bool = False,
+                           tty: bool = False) -> list:
     """`container_config` with ContainerConfig.linux (15): resources 1, security_context 2;
-    and working_dir 5, envs 6 (KeyValue), mounts 7 (`mount`), devices 8 (`device`)."""
+    and working_dir 5, envs 6 (KeyValue), mounts 7 (`mount`), devices 8 (`device`),
+    stdin 12, stdin_once 13, tty 14 (a pod spec's `stdin`, `stdinOnce`, `tty`)."""
     return [(1, [(1, name), (2, attempt)]), (2, [(1, image)]), *[(3, c) for c in command],
             (5, working_dir), *[(6, [(1, k), (2, v)]) for k, v in (envs or {}).items()],
             *[(7, m) for m in mounts], *[(8, d) for d in devices],
-            (11, log_path), (15, [(1, resources), (2, security)])]
+            (11, log_path), (12, stdin or None), (13, stdin_once or None), (14, tty or None),
+            (15, [(1, resources), (2, security)])]
 
 
 # MountPropagation values.

@@ -53,7 +53,7 @@ ARCHIVE_VERSION = f"1-rootfs{helpers.ROOTFS_VERSION}"
 
 # Directories that engines create whatever their configuration says.  Only those that did not
 # exist when this test session started are ours to remove (when empty) afterwards.
-_HOST_DIRS = ("/run/containerd", "/run/docker", "/var/lib/containers")
+_HOST_DIRS = ("/run/containerd", "/run/docker", "/var/lib/containers", "/var/lib/cni")
 _HOST_DIRS_BEFORE = {d for d in _HOST_DIRS if os.path.exists(d)}
 
 
@@ -432,12 +432,15 @@ class Containerd:
     runc shim as its `BinaryName` option; ctr 1.6 cannot send shim options from a file).
     With `cri=True` the CRI plugin is on and config.toml has a runtime entry per runtime
     (`runtimes.<name>.options.BinaryName`): the CRI `runtime_handler` — a Kubernetes
-    RuntimeClass's `handler` — picks it.  Pods use the host network, so no CNI is needed.
+    RuntimeClass's `handler` — picks it.  Pods use the host network, so no CNI is needed,
+    unless `pod_network=True`: then a pod asking for its own network namespace gets one with
+    an eth0 on a private bridge (`CNI_BRIDGE_PLUGIN`, see `cni_conflist`).
     """
 
     CRI_NAMESPACE = "k8s.io"
 
-    def __init__(self, import_image: bool = True, cri: bool = False, systemd_cgroup: bool = False):
+    def __init__(self, import_image: bool = True, cri: bool = False, systemd_cgroup: bool = False,
+                 pod_network: bool = False):
         self.scratch = Scratch("containerd")
         s = self.scratch
         self.sock = s / "containerd.sock"
@@ -447,10 +450,16 @@ class Containerd:
         self.cgroup_parent = f"/{PREFIX}-cri-{secrets.token_hex(3)}"
         self.janitor = CgroupJanitor([self.namespace, self.cgroup_parent.lstrip("/")])
         self.shim_sockets_before = _listdir(SHIM_SOCKETS)
+        # A bridge name is at most 15 characters.
+        self.bridge = f"oce2e{secrets.token_hex(3)}" if pod_network else None
         config = containerd_config(s.path, self.sock, cri)
         if cri:
             runtimes = {name: runtime_path(name) for name, path in RUNTIMES.items() if path}
-            config += containerd_cri_config(s.path, runtimes, systemd_cgroup)
+            config += containerd_cri_config(s.path, runtimes, systemd_cgroup, pod_network)
+        if self.bridge:
+            (s / "cni" / "conf").mkdir(parents=True)
+            (s / "cni" / "conf" / "10-ocirun-e2e.conflist").write_text(
+                cni_conflist(self.bridge, s / "cni" / "ipam"))
         (s / "config.toml").write_text(config)
         self.daemon = Daemon("containerd", ["containerd", "--config", str(s / "config.toml")],
                              s / "containerd.log", env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
@@ -511,6 +520,11 @@ class Containerd:
         _remove_empty_dirs(f"/run/containerd/runc/{self.namespace}")
         _tidy_host_dir("/run/containerd")
         problems += [f"cgroup {c}" for c in self.janitor.clean()]
+        if self.bridge:
+            # The bridge plugin makes the bridge on first use and never removes it.
+            run(["ip", "link", "delete", self.bridge], timeout=20)
+            # libcni keeps each attachment's result under /var/lib/cni until its DEL.
+            _tidy_host_dir("/var/lib/cni")
         return problems
 
 
@@ -523,6 +537,8 @@ def cri_containerd(**options):
     import importlib.util
     if importlib.util.find_spec("grpc") is None:
         pytest.skip("the CRI tests need grpcio (pip install grpcio)")
+    if options.get("pod_network") and not os.path.exists(CNI_BRIDGE_PLUGIN):
+        options["pod_network"] = False  # only the tests that need it skip: require_pod_network
     import cri
     engine = Containerd(cri=True, **options)
     client = cri.CRIClient(str(engine.sock))
@@ -532,6 +548,13 @@ def cri_containerd(**options):
         client.close()
         problems = engine.close()
     assert not problems, f"containerd (CRI) left behind: {problems}"
+
+
+def require_pod_network(engine: Containerd) -> None:
+    """Skip unless `engine` gives pods of their own network namespace a CNI network."""
+    if not engine.bridge:
+        pytest.skip(f"pods of their own network need {CNI_BRIDGE_PLUGIN} "
+                    "(Debian's containernetworking-plugins)")
 
 
 def containerd_config(scratch: Path, sock: Path, cri: bool = False) -> str:
@@ -555,10 +578,12 @@ disabled_plugins = {disabled}
 
 
 def containerd_cri_config(scratch: Path, runtimes: dict[str, str],
-                          systemd_cgroup: bool = False) -> str:
+                          systemd_cgroup: bool = False, pod_network: bool = False) -> str:
     """The CRI plugin's section: one runtime entry per runtime, selected by `BinaryName`;
-    `systemd_cgroup` adds `SystemdCgroup = true` (what kubeadm configures on systemd hosts)."""
+    `systemd_cgroup` adds `SystemdCgroup = true` (what kubeadm configures on systemd hosts);
+    `pod_network` takes the CNI plugins from Debian's directory (else: none at all)."""
     systemd = "\n    SystemdCgroup = true" if systemd_cgroup else ""
+    cni_bin = Path(CNI_BRIDGE_PLUGIN).parent if pod_network else scratch / "cni" / "bin"
     entries = "".join(f"""
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{name}]
   runtime_type = "io.containerd.runc.v2"
@@ -575,11 +600,25 @@ def containerd_cri_config(scratch: Path, runtimes: dict[str, str],
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{scratch / "cni" / "bin"}"
+    bin_dir = "{cni_bin}"
     conf_dir = "{scratch / "cni" / "conf"}"
   [plugins."io.containerd.grpc.v1.cri".containerd]
     default_runtime_name = "runc"
 {entries}"""
+
+
+CNI_BRIDGE_PLUGIN = "/usr/lib/cni/bridge"
+# No route on the host leads there: the bridge has no address (isGateway false), so pods on
+# it reach nothing but each other, and the host's forwarding and firewall stay untouched.
+POD_SUBNET = "10.213.0.0/24"
+
+
+def cni_conflist(bridge: str, ipam_dir: Path) -> str:
+    """A CNI network for pods of their own network namespace: eth0 on `bridge`, an address
+    from `POD_SUBNET` recorded in `ipam_dir` (not /var/lib/cni/networks)."""
+    return json.dumps({"cniVersion": "0.4.0", "name": f"{PREFIX}-{bridge}", "plugins": [{
+        "type": "bridge", "bridge": bridge, "isGateway": False, "ipMasq": False,
+        "ipam": {"type": "host-local", "subnet": POD_SUBNET, "dataDir": str(ipam_dir)}}]})
 
 
 def _remove_empty_dirs(top: str) -> None:

@@ -6,7 +6,8 @@ container actually sees (/proc/self/status, its mounts, its cgroup files, its na
 runtime that ignored the setting fails.  The messages are hand-encoded by tests/e2e/cri.py with
 the field numbers of k8s.io/cri-api pkg/apis/runtime/v1/api.proto.
 
-Pods use the host network (no CNI on the test host), like hostNetwork pods; one containerd
+Pods use the host network, like hostNetwork pods, unless a test asks for the pod's own network
+namespace (CNI's bridge plugin on a private bridge, see engines.cni_conflist); one containerd
 serves the module, and every test removes the pods it made.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 def cri_engine():
     """containerd with the CRI plugin and a runtime entry per runtime, for the whole module."""
-    with engines.cri_containerd(import_image=False) as pair:
+    with engines.cri_containerd(import_image=False, pod_network=True) as pair:
         yield pair
 
 
@@ -86,7 +87,10 @@ class Pod:
     def log_lines(self, name: str) -> list[tuple[str, str, str]]:
         """(stream, tag, text) of each line of a container's CRI log file."""
         path = self.logs / f"{name}.log"
-        lines = path.read_text().splitlines() if path.exists() else []
+        # Bytes split at \n only: a terminal's output holds bare \r, which text mode and
+        # splitlines() would take for line ends.
+        text = path.read_bytes().decode(errors="replace") if path.exists() else ""
+        lines = [line for line in text.split("\n") if line]
         parsed = []
         for line in lines:
             match = re.fullmatch(r"(\S+) (stdout|stderr) ([FP]) (.*)", line)
@@ -397,6 +401,34 @@ def test_net_sysctl_refused_in_host_network(cri_engine, runtime):
             pass
     assert "sysctl" in failure.value.details(), failure.value.details()
     assert not leftover_sandboxes(client), "the failed sandbox was left behind"
+
+
+def test_net_sysctls_in_pod_network(cri_engine, runtime):
+    # A pod of its own network namespace (CNI's eth0) may set net.* sysctls: the pause
+    # container's runtime writes them there, every container of the pod sees them, and the
+    # host keeps its own.
+    import cri
+    engines.require_pod_network(cri_engine[0])
+    sysctls = {"net.ipv4.ip_local_port_range": "20000\t30000",
+               "net.ipv4.ip_unprivileged_port_start": "80"}
+    files = [f"/proc/sys/{name.replace('.', '/')}" for name in sysctls]
+    host = {}
+    for path in files:
+        with open(path) as f:
+            host[path] = f.read()
+    own_network = cri.namespace_options(network=cri.NAMESPACE_POD)
+    with pod(cri_engine, runtime, namespaces=own_network, sysctls=sysctls) as p:
+        code, out = p.run("c1", f"readlink /proc/self/ns/net; cat {' '.join(files)}; "
+                          "ip -o -4 addr show eth0",
+                          security=cri.container_security(namespaces=own_network))
+        assert code == 0, out
+        netns, port_range, port_start, eth0 = out.split("\n", 3)
+        assert netns != os.readlink("/proc/self/ns/net"), out
+        assert (port_range, port_start) == ("20000\t30000", "80"), out
+        assert " inet 10.213.0." in eth0, out  # the CNI network's address
+    for path in files:
+        with open(path) as f:
+            assert f.read() == host[path], path
 
 
 def leftover_sandboxes(client) -> list:
