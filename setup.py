@@ -22,6 +22,7 @@ checkout it was built from (ocirun/buildinfo.py); a wheel built from an sdist ke
 """
 import importlib.util
 import os
+import shutil
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
@@ -54,8 +55,14 @@ def _write_build_info(package_dir: str) -> None:
 
 class BuildPyWithCommit(build_py):
     def run(self):
+        editable = getattr(self, "editable_mode", False)
+        if not editable:
+            # setuptools never empties build/lib, and a wheel takes all of it: an in-tree build
+            # (pip install .) after an older layout would ship its stale top-level conformance/.
+            # A pure-Python package loses nothing by rebuilding it whole.
+            shutil.rmtree(self.build_lib, ignore_errors=True)
         super().run()
-        if not getattr(self, "editable_mode", False):  # a checkout asks git itself
+        if not editable:  # a checkout asks git itself
             _write_build_info(os.path.join(self.build_lib, "ocirun"))
 
 

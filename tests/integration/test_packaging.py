@@ -87,6 +87,27 @@ def test_the_wheel_holds_schemas_and_suite_inside_the_package(built):
     assert f"COMMIT = {built[1]!r}" in info
 
 
+def test_pip_wheel_of_the_checkout_records_the_commit_and_nothing_stale(tmp_path):
+    """`pip install .` builds in the checkout's build/ (no sdist step).  setuptools never empties
+    build/lib and a wheel takes all of it: a top-level package left there by a build of an
+    older layout must not ship (setup.py rebuilds build/lib whole)."""
+    stale = helpers.REPO / "build" / "lib" / "conformance"
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / "__init__.py").write_text("# left by a build of an older layout\n")
+    expected = git_commit(str(helpers.REPO)) or UNKNOWN
+    _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", tmp_path, helpers.REPO],
+         timeout=600)
+    assert not stale.exists()
+    (wheel,) = tmp_path.glob("ocirun-*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+        info = whl.read("ocirun/_build_info.py").decode()
+    assert {name.split("/", 1)[0] for name in names} == {
+        "ocirun", f"ocirun-{__version__}.dist-info", f"ocirun-{__version__}.data"}
+    assert {f"ocirun/spec/schema/{n}" for n in SPEC_SCHEMAS} <= names
+    assert f"COMMIT = {expected!r}" in info
+
+
 def _check_installed(ocirun: Path, python: Path, tmp_path: Path, root: Path, commit: str, env: dict):
     """What every install must do: a plain `ocirun` script, --version with the build's commit, a
     container run on the engine path without heavy imports, and the conformance command."""
