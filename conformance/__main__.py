@@ -1,5 +1,6 @@
 """Command line: python -m conformance --runtime PATH [--filter PATTERN] [--tap | --junit FILE]
-[--root DIR] [--rootfs DIR] [--list]."""
+[--root DIR] [--rootfs DIR] [--list].  Installed from a wheel, the same is `ocirun-conformance`
+(ocirun/conformance_cli.py)."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,11 @@ from . import load_checks
 from .framework import QuietReporter, TapReporter, run_checks, select, write_junit
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m conformance",
+PROG = "python -m conformance"
+
+
+def parse_args(argv, prog: str = PROG):
+    p = argparse.ArgumentParser(prog=prog,
                                 description="OCI runtime-spec v1.2.0 conformance checks for a runc-CLI runtime")
     p.add_argument("--runtime", required=False, help="path (or name on PATH) of the runtime binary")
     p.add_argument("--filter", metavar="PATTERN",
@@ -28,22 +32,23 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def main(argv=None, prog: str = PROG) -> int:
+    """`prog`: how the user called the suite, for the usage line and the error messages."""
+    args = parse_args(sys.argv[1:] if argv is None else argv, prog)
     checks = select(load_checks(), args.filter)
     if args.list:
         for c in checks:
             print(f"{c.id:45} {c.clause.cite():55} {c.title}")
         return 0
     if not args.runtime:
-        print("python -m conformance: --runtime PATH is required", file=sys.stderr)
+        print(f"{prog}: --runtime PATH is required", file=sys.stderr)
         return 2
     runtime = shutil.which(args.runtime) or args.runtime
     if not (os.path.isfile(runtime) and os.access(runtime, os.X_OK)):
-        print(f"python -m conformance: runtime {args.runtime!r} is not an executable file", file=sys.stderr)
+        print(f"{prog}: runtime {args.runtime!r} is not an executable file", file=sys.stderr)
         return 2
     if os.geteuid() != 0:
-        print("python -m conformance: must run as root (it creates real containers)", file=sys.stderr)
+        print(f"{prog}: must run as root (it creates real containers)", file=sys.stderr)
         return 2
     from . import trial
     from .trial import Suite, Trial

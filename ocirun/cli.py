@@ -13,8 +13,6 @@ from . import SPEC_VERSION, __version__, jsonio
 from . import log as _log
 from .errors import OCIError, describe, os_words
 
-COMMIT = "none"
-
 
 class UsageError(OCIError):
     pass
@@ -469,7 +467,8 @@ COMMANDS = {
 
 
 def _print_version() -> None:
-    _out(f"ocirun version {__version__}\ncommit: {COMMIT}\nspec: {SPEC_VERSION}")
+    from .buildinfo import commit  # in a checkout it asks git: only --version pays for that
+    _out(f"ocirun version {__version__}\ncommit: {commit()}\nspec: {SPEC_VERSION}")
 
 
 def _log_flags(argv: list[str]) -> tuple[str | None, str]:

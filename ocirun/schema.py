@@ -1,7 +1,7 @@
 """JSON Schema checks of config.json, state.json and features.json.
 
 The schemas are the OCI runtime-spec v1.2.0 files kept in the repository's `spec/schema/`
-(see spec/README.md for where each came from).  `validate_config(doc)` raises a `ConfigError`
+(see spec/README.md for where each came from), installed as `ocirun/spec/schema/` (setup.py).  `validate_config(doc)` raises a `ConfigError`
 whose path points at the field at fault (``linux.namespaces[0].type``) and whose message is
 one short line (``'foo' is not one of ['mount', 'pid', ...]``).
 
@@ -30,9 +30,21 @@ import os
 from . import jsonio
 from .errors import ConfigError, OCIError
 
-# The schema files, beside the package (an editable install).  A str here: pathlib costs ~3 ms to
-# import and the hot path needs none of it; `SCHEMA_DIR` (a Path) is built on first use.
-_SCHEMA_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "spec", "schema")
+
+def _find_schema_dir() -> str:
+    """Where the schema files are: inside the package when it was installed from a wheel or an
+    sdist (setup.py installs the repository's spec/ as ocirun/spec/), else the checkout's
+    spec/schema beside the package (an editable install, PYTHONPATH).  One stat either way."""
+    package = os.path.dirname(os.path.realpath(__file__))
+    installed = os.path.join(package, "spec", "schema")
+    if os.path.isdir(installed):
+        return installed
+    return os.path.join(os.path.dirname(package), "spec", "schema")
+
+
+# A str here: pathlib costs ~3 ms to import and the hot path needs none of it; `SCHEMA_DIR`
+# (a Path) is built on first use.
+_SCHEMA_DIR = _find_schema_dir()
 
 
 def __getattr__(name: str):
