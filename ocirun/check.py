@@ -485,32 +485,50 @@ def probe_lsm(host: Host) -> Finding:
 # ---------------------------------------------------------------------------- mounts, syscalls
 
 def probe_idmapped_mounts(host: Host) -> Finding:
-    from .rootfs import idmap
     name = "idmapped-mounts"
     if host.rootless:
         return Finding(name=name, status=MISSING, detail="idmapped mounts need a root runtime "
                        "(mount_setattr on a clone of a host mount)", fix="run ocirun as root for them")
-    where = "/"
+    tried = {where: _try_idmapped_clone(where) for where in _idmap_places()}
+    works = [f"{w} ({_fstype_of(w)})" for w, err in tried.items() if err is None]
+    refused = [f"{w} ({_fstype_of(w)}): {err}" for w, err in tried.items() if err is not None]
+    if "/" not in {w for w, err in tried.items() if err is not None}:
+        return Finding(name=name, status=OK, detail="tried on " + ", ".join(works))
+    if works:
+        return Finding(name=name, status=LIMITED,
+                       detail=f"they work on {', '.join(works)}, but not on {'; '.join(refused)}: a bind source "
+                              "there cannot be idmapped")
+    nosys = any("function not implemented" in r for r in refused)
+    return Finding(name=name, status=MISSING, detail="refused on " + "; ".join(refused),
+                   fix="Linux 5.12 or later" if nosys else "a kernel and filesystems with idmapped mount support")
+
+
+def _idmap_places() -> list[str]:
+    """Where the idmapped-mount probe tries: the root filesystem (most bind sources) and a tmpfs
+    (every kernel that has idmapped mounts supports them there), so that a filesystem's refusal
+    is told apart from the kernel's."""
+    tmpfs = next((p for p in ("/dev/shm", "/run", "/tmp") if _fstype_of(p) == "tmpfs"), None)
+    return ["/"] + ([tmpfs] if tmpfs else [])
+
+
+def _try_idmapped_clone(where: str) -> str | None:
+    """Idmap a detached clone of the mount at `where`: None if it worked, else why not.  The
+    clone is never attached anywhere and vanishes with its fd."""
+    from .rootfs import idmap
     try:
         fd = os.open(where, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            # a detached clone of the mount: it vanishes with its fd, nothing is mounted anywhere
-            tree = idmap.idmapped_tree(fd, "0 0 65536\n", "0 0 65536\n", rbind=False, ridmap=False,
-                                       field="check")
-            os.close(tree)
-        finally:
-            os.close(fd)
-    except OCIError as e:
-        return Finding(name=name, status=MISSING, detail=str(e))
     except OSError as e:
-        fstype = _fstype_of(where)
-        if e.errno == errno.ENOSYS:
-            return Finding(name=name, status=MISSING, detail=f"mount_setattr: {os_words(e)}",
-                           fix="Linux 5.12 or later")
-        return Finding(name=name, status=LIMITED,
-                       detail=f"the kernel has them, but {where} ({fstype}) refuses: {os_words(e)}; "
-                              "bind sources on other filesystems may work")
-    return Finding(name=name, status=OK, detail=f"tried on {where} ({_fstype_of(where)})")
+        return os_words(e)
+    try:
+        tree = idmap.idmapped_tree(fd, "0 0 65536\n", "0 0 65536\n", rbind=False, ridmap=False, field="check")
+        os.close(tree)
+    except OSError as e:
+        return os_words(e)
+    except OCIError as e:
+        return str(e)
+    finally:
+        os.close(fd)
+    return None
 
 
 def _fstype_of(path: str) -> str:
