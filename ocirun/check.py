@@ -498,15 +498,17 @@ def probe_idmapped_mounts(host: Host) -> Finding:
         return Finding(name=name, status=LIMITED,
                        detail=f"they work on {', '.join(works)}, but not on {'; '.join(refused)}: a bind source "
                               "there cannot be idmapped")
-    nosys = any("function not implemented" in r for r in refused)
-    return Finding(name=name, status=MISSING, detail="refused on " + "; ".join(refused),
-                   fix="Linux 5.12 or later" if nosys else "a kernel and filesystems with idmapped mount support")
+    if any("function not implemented" in r for r in refused):
+        return Finding(name=name, status=MISSING, detail="refused on " + "; ".join(refused), fix="Linux 5.12 or later")
+    return Finding(name=name, status=LIMITED,
+                   detail=f"the kernel has mount_setattr, but these filesystems refuse: {'; '.join(refused)}: "
+                          "bind sources must be on one that supports idmapping (ext4, xfs, btrfs; tmpfs since "
+                          "Linux 6.3)")
 
 
 def _idmap_places() -> list[str]:
     """Where the idmapped-mount probe tries: the root filesystem (most bind sources) and a tmpfs
-    (every kernel that has idmapped mounts supports them there), so that a filesystem's refusal
-    is told apart from the kernel's."""
+    (scratch volumes; idmappable since Linux 6.3), so that a refusal by / is put in context."""
     tmpfs = next((p for p in ("/dev/shm", "/run", "/tmp") if _fstype_of(p) == "tmpfs"), None)
     return ["/"] + ([tmpfs] if tmpfs else [])
 
