@@ -8,7 +8,12 @@ One small probe per subject, each returning a `Finding` (name, status, detail, f
 
 The probes ask the runtime's own modules wherever they already know the answer (cgroups/ for the
 layout and delegation, cgroups/dbus.py for systemd's bus, rootless.py, rootfs/idmap.py,
-seccomp.py, lsm.py, linux.py for the syscalls), so `check` says what `create` would find.
+seccomp.py, lsm.py, linux.py for the syscalls, criu.py for the binary the global --criu names),
+so `check` says what `create` (or `checkpoint`) would find.
+
+Output: a table (CHECK STATUS DETAIL, a `fix:` line under a finding that has one, then the
+verdict), or with --format json {"rootless", "uid", "canRunContainers", "blocking": [names],
+"checks": [{"name", "status", "detail", "fix" (null when none)}]}.
 
 Rules every probe keeps: read-only (a kernel feature is tried in a forked child, or on a detached
 mount that vanishes when its fd is closed: nothing is left behind), fast, and never waiting
@@ -47,8 +52,9 @@ class Finding(Record):
 class Host:
     """What every probe needs to know about the caller, computed once."""
 
-    def __init__(self, rootless: bool) -> None:
+    def __init__(self, rootless: bool, criu: str | None = None) -> None:
         self.rootless = rootless
+        self.criu = criu  # the global --criu, as checkpoint and restore take it
         self.uid = os.geteuid()
         self.user = _user_name(self.uid)
 
@@ -594,11 +600,13 @@ def probe_capabilities(host: Host) -> Finding:
 
 def probe_criu(host: Host) -> Finding:
     import subprocess
+    from .criu import criu_binary
     name = "criu"
-    path = _which("criu")
-    if path is None:
-        return Finding(name=name, status=MISSING, detail="criu is not installed: no checkpoint/restore",
-                       fix="apt-get install criu")
+    try:
+        path = criu_binary(host.criu or _which("criu"))  # the binary `checkpoint` and `restore` would run
+    except OCIError as e:
+        return Finding(name=name, status=MISSING, detail=str(e),
+                       fix="give --criu the path of a criu binary" if host.criu else "apt-get install criu")
     try:
         r = subprocess.run([path, "check"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=CRIU_TIMEOUT_S)
@@ -798,9 +806,9 @@ PROBES = (
 )
 
 
-def run_checks(rootless: bool) -> tuple[list[Finding], list[str]]:
+def run_checks(rootless: bool, criu: str | None = None) -> tuple[list[Finding], list[str]]:
     """Every finding, and the names of those that stop any container from running here."""
-    host = Host(rootless)
+    host = Host(rootless, criu)
     findings, blocking = [], []
     for probe, essential in PROBES:
         f = _safely(probe, host)

@@ -460,7 +460,7 @@ def cmd_check(a) -> int:
     from .check import as_json, as_table, run_checks
     from .rootless import is_rootless
     rootless = is_rootless(a.rootless)
-    findings, blocking = run_checks(rootless)
+    findings, blocking = run_checks(rootless, a.criu)
     if a.format == "json":
         import json
         _out(json.dumps(as_json(findings, blocking, rootless), indent=2))
