@@ -195,6 +195,7 @@ SUBCOMMANDS = {
     "checkpoint": ("checkpoint a running container with CRIU", _CHECKPOINT_FLAGS, (), _ID, False),
     "restore": ("restore a container from a checkpoint, then wait for it as run does", _RESTORE_FLAGS, (),
                 _ID, False),
+    "check": ("tell what this host supports for ocirun, and how to fix what it lacks", (_FORMAT,), (), (), False),
 }
 
 
@@ -453,6 +454,19 @@ def cmd_features(a) -> int:
     return 0
 
 
+def cmd_check(a) -> int:
+    from .check import as_json, as_table, run_checks
+    from .rootless import is_rootless
+    rootless = is_rootless(a.rootless)
+    findings, blocking = run_checks(rootless, a.criu)
+    if a.format == "json":
+        import json
+        _out(json.dumps(as_json(findings, blocking, rootless), indent=2))
+    else:
+        _out("\n".join(as_table(findings, blocking, rootless)))
+    return 1 if blocking else 0
+
+
 # runc's exit status when the command itself fails (not the container's process): `exec`
 # says 255, so that a caller can tell "exec failed" from any status the process may return.
 _FAILURE_STATUS = {"exec": 255}
@@ -463,6 +477,7 @@ COMMANDS = {
     "delete": cmd_delete, "list": cmd_list, "ps": cmd_ps, "spec": cmd_spec, "features": cmd_features,
     "pause": cmd_pause, "resume": cmd_resume, "exec": cmd_exec,
     "update": cmd_update, "events": cmd_events, "checkpoint": cmd_checkpoint, "restore": cmd_restore,
+    "check": cmd_check,
 }
 
 

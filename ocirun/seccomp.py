@@ -46,8 +46,8 @@ import struct
 from . import jsonio
 from .errors import ConfigError, OCIError, os_error
 
-__all__ = ["Filter", "ListenerSend", "compile_filter", "connect_listener", "features", "listener_payload",
-           "prepare", "send_listener_fd"]
+__all__ = ["Filter", "ListenerSend", "compile_filter", "connect_listener", "features", "libseccomp_version",
+           "listener_payload", "notify_supported", "prepare", "send_listener_fd"]
 
 _COMPILER_VERSION = "1"   # bump when the program we generate for a given profile changes
 DEFAULT_CACHE_DIR = "/run/ocirun-cache/seccomp"
@@ -551,7 +551,7 @@ def _mark_enosys(ins: bytes) -> bytes:
 # ---------------------------------------------------------------------------- the cache
 
 
-def _libseccomp_version() -> str:
+def libseccomp_version() -> str:
     class _Ver(ctypes.Structure):
         _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
     try:
@@ -570,7 +570,7 @@ def _cache_key(profile: dict) -> str:
         from hashlib import sha256
     uname = os.uname()
     canon = jsonio.dumps(profile, compact=True, sort_keys=True)
-    parts = [_COMPILER_VERSION, _libseccomp_version(), uname.machine, uname.release, canon]
+    parts = [_COMPILER_VERSION, libseccomp_version(), uname.machine, uname.release, canon]
     return sha256("\0".join(parts).encode()).hexdigest()
 
 
@@ -724,6 +724,11 @@ def features() -> dict:
         "knownFlags": sorted(_FLAGS),
         "supportedFlags": supported,
     }
+
+
+def notify_supported() -> bool:
+    """Does the kernel hand out a notify listener (SCMP_ACT_NOTIFY, Linux 5.0)?  `ocirun check`."""
+    return _kernel_takes_flag(_FLAG_NEW_LISTENER)
 
 
 def _kernel_takes_flag(bit: int) -> bool:

@@ -49,13 +49,14 @@ def systemd_running() -> bool:
 class Systemd:
     """A connection to one systemd instance's manager."""
 
-    def __init__(self, bus: str = "system") -> None:
+    def __init__(self, bus: str = "system", timeout: float = CALL_TIMEOUT_S) -> None:
+        """`timeout` bounds the connection and Hello (`ocirun check` waits less than the driver)."""
         self.bus = bus
-        where = _bus_address(bus)
+        self.address = where = _bus_address(bus)
         try:
-            self.conn = _connect(where)
+            self.conn = _connect(where, timeout)
         except (OSError, RuntimeError, ValueError, StopIteration) as e:
-            why = (f"no answer within {CALL_TIMEOUT_S:g} s" if isinstance(e, TimeoutError)
+            why = (f"no answer within {timeout:g} s" if isinstance(e, TimeoutError)
                    else "no unix: address in it" if isinstance(e, StopIteration) else str(e) or type(e).__name__)
             raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): {why}") from None
         self._version: int | None = None
@@ -220,7 +221,7 @@ def host_uid() -> int:
     return uid
 
 
-def _connect(address: str):
+def _connect(address: str, timeout: float = CALL_TIMEOUT_S):
     """An authenticated connection that has said Hello, each step with a deadline (jeepney's
     own constructor waits for the Hello reply without one)."""
     from jeepney import MessageType
@@ -232,12 +233,12 @@ def _connect(address: str):
         def __init__(self, sock) -> None:
             DBusConnectionBase.__init__(self, sock)  # not DBusConnection's: its Hello has no deadline
             self._filters = MessageFilters()
-            reply = self.send_and_get_reply(message_bus.Hello(), timeout=CALL_TIMEOUT_S)
+            reply = self.send_and_get_reply(message_bus.Hello(), timeout=timeout)
             if reply.header.message_type == MessageType.error:
                 raise OSError(f"Hello refused: {reply.body[0] if reply.body else ''}")
             self.unique_name = reply.body[0]
 
-    sock = _authenticated_socket(address)
+    sock = _authenticated_socket(address, timeout)
     try:
         return Connection(sock)
     except BaseException:
