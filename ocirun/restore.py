@@ -227,12 +227,13 @@ def _namespaces(cfg, o, r: _Restoring) -> list[int]:
 
 def _bind_rootfs(root_path: str, state_dir: str) -> str:
     """CRIU wants the root as a mount point whose parent is not overmounted: a bind of the
-    rootfs in the state directory (private, so nothing of it propagates)."""
+    rootfs in the state directory.  Its propagation stays what the bind inherits: a container
+    whose root was a slave of the host's shared mount is restored as one, and CRIU takes the
+    peer group from this bind (made private, it fails: "Failed to copy sharing")."""
     target = os.path.join(state_dir, CRIU_ROOT)
     os.mkdir(target, 0o700)
     try:
         linux.mount(root_path, target, "", linux.MS_BIND | linux.MS_REC, None)
-        linux.mount("", target, "", linux.MS_PRIVATE | linux.MS_REC, None)
     except OSError as e:
         os.rmdir(target)
         raise os_error(f"bind the rootfs {root_path} for CRIU", e) from None

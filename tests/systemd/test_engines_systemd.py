@@ -11,6 +11,7 @@ and on runc.  One daemon per engine for the whole module: the guest that runs th
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,42 @@ def test_podman_systemd_scope_limits_exec_stop_rm(podman, runtime):
         result = podman("rm", name, timeout=SLOW)
         assert result.returncode == 0, describe(result)
         assert_unit_gone(unit, cgroup)
+    finally:
+        podman("rm", "--force", "--time", "0", name, timeout=SLOW)
+
+
+COUNTER = "i=0; while :; do i=$((i+1)); echo $i; sleep 0.2; done"
+
+
+def _log_numbers(podman, name: str) -> list[int]:
+    out = podman("logs", name, timeout=SLOW).stdout
+    return [int(x) for x in out.split() if x.isdigit()]
+
+
+def test_podman_checkpoint_and_restore(podman, runtime):
+    """`podman container checkpoint` / `restore` (live migration's building blocks) drive the
+    runtime's checkpoint and restore: the counter goes on from where it was, never from 1."""
+    if shutil.which("criu") is None:
+        pytest.skip("criu is not installed")
+    name = new_name()
+    result = podman("run", "-d", "--name", name, IMAGE, "sh", "-c", COUNTER, runtime=runtime, timeout=SLOW)
+    assert result.returncode == 0, describe(result)
+    try:
+        helpers.wait_until(lambda: len(_log_numbers(podman, name)) >= 3, 60, "the counter to count", interval=0.5)
+        result = podman("container", "checkpoint", name, timeout=SLOW)
+        assert result.returncode == 0, describe(result)
+        state = podman("inspect", "--format", "{{.State.Status}}", name, timeout=SLOW).stdout.strip()
+        assert state == "exited", state
+        before = _log_numbers(podman, name)
+        result = podman("container", "restore", name, timeout=SLOW)
+        assert result.returncode == 0, describe(result)
+        assert podman("inspect", "--format", "{{.State.Status}}", name, timeout=SLOW).stdout.strip() == "running"
+        helpers.wait_until(lambda: len(_log_numbers(podman, name)) >= len(before) + 3, 60,
+                           "the restored counter to go on", interval=0.5)
+        numbers = _log_numbers(podman, name)
+        assert numbers == list(range(1, len(numbers) + 1)), numbers  # continued: no second 1
+        result = podman("exec", name, "true", timeout=SLOW)
+        assert result.returncode == 0, describe(result)
     finally:
         podman("rm", "--force", "--time", "0", name, timeout=SLOW)
 
