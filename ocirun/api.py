@@ -33,6 +33,10 @@ import os
 
 from .errors import ConfigError, OCIError, describe
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (ARCHITECTURE.md)
+if TYPE_CHECKING:
+    from .create import CreateOptions
+
 __all__ = ["ConfigError", "Container", "OCIError", "default_root", "run"]
 
 WAIT_FOREVER = None  # `Container.wait(timeout=None)`: no deadline
@@ -55,7 +59,7 @@ class _OneErrorType:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind, err, _tb) -> bool:
+    def __exit__(self, kind: type | None, err: BaseException | None, _tb: object) -> bool:
         if err is not None and isinstance(err, Exception) and not isinstance(err, OCIError):
             raise OCIError(describe(err)) from err
         return False
@@ -66,7 +70,7 @@ _ONE_ERROR_TYPE = _OneErrorType()
 
 def _create_options(bundle: str | os.PathLike[str], console_socket: str | None, pid_file: str | None,
                     no_pivot: bool, no_new_keyring: bool, preserve_fds: int, systemd_cgroup: bool,
-                    rootless: str):
+                    rootless: str) -> CreateOptions:
     from .create import CreateOptions
     return CreateOptions(bundle=os.fspath(bundle), console_socket=console_socket, pid_file=pid_file,
                          no_pivot=no_pivot, no_new_keyring=no_new_keyring,

@@ -87,7 +87,12 @@ def wait_for(pid: int) -> int:
 def wait_for_child(pid: int) -> int:
     """Reap only `pid` (no other child of the caller's is touched: the library API's foreground,
     where the caller may have children of its own); its exit status, or 128+n for signal n."""
-    _, status = os.waitpid(pid, 0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # the caller ignores SIGCHLD (the kernel reaps), or reaped it itself
+        from .errors import OCIError
+        raise OCIError(f"process {pid} exited, but its exit status was taken before ours "
+                       "(SIGCHLD ignored, or reaped elsewhere)") from None
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.WEXITSTATUS(status)

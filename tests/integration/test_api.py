@@ -167,3 +167,18 @@ def test_every_failure_is_one_oci_error(ocirun_root, tmp_path):
     # The CLI reports the same words (it is built on this API).
     r = run_ocirun("state", "nope", root=ocirun_root)
     assert (r.returncode, r.stderr.strip()) == (1, "container does not exist: nope")
+
+
+def test_an_exit_status_taken_by_someone_else_is_an_oci_error(ocirun_root, tmp_path):
+    """A caller that ignores SIGCHLD lets the kernel reap its children: the status is gone, and
+    exec says so instead of a ChildProcessError (or a made-up status)."""
+    c = Container.create(make_bundle(tmp_path, SLEEPER), "s1", root=ocirun_root)
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        c.start()
+        with pytest.raises(OCIError) as err:
+            c.exec(["true"])
+        one_line(err, "exit status was taken before ours")
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+        c.delete(force=True)
