@@ -1,7 +1,8 @@
 """The `ocirun` command line: runc's subcommands, flags, exit codes and output.
 
-No logic lives here beyond parsing and printing: each subcommand calls its operation's module
-(create.py, start.py, ... exec_process.py), imported only when that command runs.
+No logic lives here beyond parsing and printing: the container commands are thin calls of the
+Python API (api.py, which imports each operation's module only when it runs); update, events,
+spec and features call their modules directly.
 Every failure ends in `main()`: one line on stderr, one error line in `--log`, exit status 1.
 """
 from __future__ import annotations
@@ -276,12 +277,11 @@ def _checked_preserve_fds(n: int) -> int:
     return n
 
 
-def _create_opts(a):
-    from .create import CreateOptions
-    return CreateOptions(bundle=a.bundle, console_socket=a.console_socket, pid_file=a.pid_file,
-                         no_pivot=a.no_pivot, no_new_keyring=a.no_new_keyring,
-                         preserve_fds=_checked_preserve_fds(a.preserve_fds), systemd_cgroup=a.systemd_cgroup,
-                         rootless=a.rootless)
+def _create_args(a) -> dict:
+    """The keyword arguments of api.Container.create (and api.run) from create's flags."""
+    return {"console_socket": a.console_socket, "pid_file": a.pid_file, "no_pivot": a.no_pivot,
+            "no_new_keyring": a.no_new_keyring, "preserve_fds": _checked_preserve_fds(a.preserve_fds),
+            "systemd_cgroup": a.systemd_cgroup, "rootless": a.rootless}
 
 
 def _unwind_on_termination() -> None:
@@ -297,58 +297,60 @@ def _unwind_on_termination() -> None:
 
 
 def cmd_create(a) -> int:
-    from .create import create
+    from .api import Container
     _unwind_on_termination()
-    create(a.root, a.id, _create_opts(a))
+    Container.create(a.bundle, a.id, root=a.root, **_create_args(a))
     return 0
 
 
 def cmd_start(a) -> int:
-    from .start import start
-    start(a.root, a.id)
+    from .api import Container
+    Container(a.id, a.root).start()
     return 0
 
 
 def cmd_run(a) -> int:
-    from .run import run
+    from .api import run
     if a.detach:
         _unwind_on_termination()  # without --detach, run forwards every signal to the container
-    return run(a.root, a.id, _create_opts(a), detach=a.detach, keep=a.keep)
+    status = run(a.bundle, a.id, root=a.root, detach=a.detach, keep=a.keep, forward_signals=True,
+                 **_create_args(a))
+    return 0 if a.detach else status  # detached, run() returns the init's pid
 
 
 def cmd_state(a) -> int:
-    from .query import state
-    _out(jsonio.dumps_indented(state(a.root, a.id)))
+    from .api import Container
+    _out(jsonio.dumps_indented(Container(a.id, a.root).state()))
     return 0
 
 
 def cmd_kill(a) -> int:
-    from .kill import kill, parse_signal
-    kill(a.root, a.id, parse_signal(a.signal), all_procs=a.all)
+    from .api import Container
+    Container(a.id, a.root).kill(a.signal, all=a.all)
     return 0
 
 
 def cmd_delete(a) -> int:
-    from .delete import delete
-    delete(a.root, a.id, force=a.force)
+    from .api import Container
+    Container(a.id, a.root).delete(force=a.force)
     return 0
 
 
 def cmd_pause(a) -> int:
-    from .pause import pause
-    pause(a.root, a.id)
+    from .api import Container
+    Container(a.id, a.root).pause()
     return 0
 
 
 def cmd_resume(a) -> int:
-    from .pause import resume
-    resume(a.root, a.id)
+    from .api import Container
+    Container(a.id, a.root).resume()
     return 0
 
 
 def cmd_ps(a) -> int:
-    from .query import processes
-    pids = processes(a.root, a.id)
+    from .api import Container
+    pids = Container(a.id, a.root).processes()
     if a.format == "json":
         _out(jsonio.dumps(pids))
         return 0
@@ -370,8 +372,8 @@ def cmd_ps(a) -> int:
 
 
 def cmd_list(a) -> int:
-    from .query import list_all
-    items = list_all(a.root)
+    from .api import Container
+    items = Container.list(a.root)
     if a.quiet:
         for s in items:
             _out(s["id"])
@@ -406,15 +408,15 @@ def cmd_spec(a) -> int:
 
 
 def cmd_exec(a) -> int:
-    from .exec_process import ExecOptions, exec_in_container
+    from .api import Container
     args = a.args[1:] if a.args[:1] == ["--"] else a.args
-    opts = ExecOptions(args=args, process_file=a.process_file, tty=a.tty, console_socket=a.console_socket,
-                       detach=a.detach, pid_file=a.pid_file, env=a.env, cwd=a.cwd, user=a.user,
-                       additional_gids=a.additional_gids, caps=a.cap, no_new_privs=a.no_new_privs,
-                       apparmor=a.apparmor, process_label=a.process_label,
-                       preserve_fds=_checked_preserve_fds(a.preserve_fds),
-                       ignore_paused=a.ignore_paused, cgroup=a.cgroup)
-    return exec_in_container(a.root, a.id, opts)
+    status = Container(a.id, a.root).exec(
+        args, process_file=a.process_file, tty=a.tty, console_socket=a.console_socket, detach=a.detach,
+        pid_file=a.pid_file, env=a.env, cwd=a.cwd, user=a.user, additional_gids=a.additional_gids,
+        caps=a.cap, no_new_privs=a.no_new_privs, apparmor=a.apparmor, process_label=a.process_label,
+        preserve_fds=_checked_preserve_fds(a.preserve_fds), ignore_paused=a.ignore_paused, cgroup=a.cgroup,
+        forward_signals=True)
+    return 0 if a.detach else status  # detached, exec() returns the process's pid
 
 
 def cmd_update(a) -> int:
@@ -637,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[a.command](a)
     except OCIError as e:
+        if a.debug and e.__cause__ is not None:  # a bug the API turned into an OCIError
+            import traceback
+            logger.debug("".join(traceback.format_exception(e.__cause__)))
         logger.error(prefix + str(e))
         return failed
     except KeyboardInterrupt:

@@ -26,10 +26,27 @@ class ExecOptions(Record):
         "pid_file": None, "env": list, "cwd": None, "user": None, "additional_gids": list,
         "caps": list, "no_new_privs": False, "apparmor": None, "process_label": None,
         "preserve_fds": 0, "ignore_paused": False, "cgroup": list,
+        "process": None,  # a runtime-spec process object (the library API), instead of process_file
+        # In the foreground: relay our signals to the process and reap every child while waiting,
+        # as `ocirun exec` does (runc's); False (the library API) waits for the process alone,
+        # leaves the caller's signal handlers alone and gives its subreaper flag back.
+        "forward_signals": True,
     }
 
 
 def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
+    """Run the process in container `cid`; its exit status, or its host pid with `detach`."""
+    from .foreground import become_subreaper, stop_being_subreaper
+    # In the foreground the process is re-parented to us (a subreaper) when the joiner exits.
+    was_subreaper = True if opts.detach else become_subreaper()
+    try:
+        return _exec(root, cid, opts)
+    finally:
+        if not opts.forward_signals:
+            stop_being_subreaper(was_subreaper)
+
+
+def _exec(root: str, cid: str, opts: ExecOptions) -> int:
     from .process import joiner  # noqa: F401 — loads every module the child needs
     from .process.exec_parent import spawn_exec
 
@@ -65,9 +82,6 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
             else:
                 own_console, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
                 ctx.console_fd = theirs.detach()
-        if not opts.detach:
-            import prctl
-            prctl.set_child_subreaper(True)
         cgroup = c.cgroup()
         if sub_cgroup and cgroup is None:
             raise OCIError("--cgroup: the container has no cgroup")
@@ -88,20 +102,21 @@ def exec_in_container(root: str, cid: str, opts: ExecOptions) -> int:
     if opts.pid_file:
         write_pid_file(opts.pid_file, pid)
     if opts.detach:
-        return 0
-    from .foreground import SignalRelay, install_resize, wait_for
+        return pid
+    from .foreground import SignalRelay, install_resize, wait_for, wait_for_child
     master = -1
     if own_console is not None:
         from .console import recv_console_fd, relay_terminal
         master = recv_console_fd(own_console.fileno())
         own_console.close()
-    SignalRelay().attach(pid)
-    install_resize(master)
+    if opts.forward_signals:
+        SignalRelay().attach(pid)
+        install_resize(master)
     if master >= 0:
         relay_terminal(master, pid)
     elif ctx.stdio_pipes is not None:
         ctx.stdio_pipes.relay(pid)
-    status = wait_for(pid)
+    status = wait_for(pid) if opts.forward_signals else wait_for_child(pid)
     log.debug(f"exec in {cid}: process {pid} exited, status {status}")
     return status
 
@@ -131,8 +146,8 @@ def _container_config(c: Container, st: ContainerState) -> dict:
 
 def build_process(opts: ExecOptions, container_doc: dict):
     """The runtime-spec process to run, as runc builds it for `exec`."""
-    if opts.process_file:
-        doc = read_json(opts.process_file, what="--process")
+    if opts.process is not None or opts.process_file:
+        doc = opts.process if opts.process is not None else read_json(opts.process_file, what="--process")
         if not isinstance(doc, dict):
             raise ConfigError("process", "must be a JSON object")
         return parse_process(doc)

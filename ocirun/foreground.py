@@ -82,3 +82,33 @@ def wait_for(pid: int) -> int:
             if os.WIFSIGNALED(status):
                 return 128 + os.WTERMSIG(status)
             return os.WEXITSTATUS(status)
+
+
+def wait_for_child(pid: int) -> int:
+    """Reap only `pid` (no other child of the caller's is touched: the library API's foreground,
+    where the caller may have children of its own); its exit status, or 128+n for signal n."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # the caller ignores SIGCHLD (the kernel reaps), or reaped it itself
+        from .errors import OCIError
+        raise OCIError(f"process {pid} exited, but its exit status was taken before ours "
+                       "(SIGCHLD ignored, or reaped elsewhere)") from None
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def become_subreaper() -> bool:
+    """Make this process a child subreaper (so a grandchild whose parent exits is re-parented
+    to us and can be waited for); whether it already was one, for `stop_being_subreaper`."""
+    import prctl
+    was = bool(prctl.get_child_subreaper())
+    prctl.set_child_subreaper(True)
+    return was
+
+
+def stop_being_subreaper(was: bool) -> None:
+    """Give back what `become_subreaper` changed (the library API leaves its caller as it was)."""
+    if not was:
+        import prctl
+        prctl.set_child_subreaper(False)

@@ -1,5 +1,6 @@
-"""The read-only operations: `ocirun state`, `list` and `ps` (the pids; cli.py formats them).
-None of them takes the container's lock for writing."""
+"""The read-only operations over several containers or processes: `ocirun list` and `ps` (the
+pids; cli.py formats them).  Neither takes the container's lock.  (`state` is api.py's
+`Container.state`: one container's `public_state`, read without this module.)"""
 from __future__ import annotations
 
 import os
@@ -7,11 +8,6 @@ import os
 from . import log as _log
 from .errors import OCIError
 from .state import STOPPED, Container, StateDir
-
-
-def state(root: str, cid: str) -> dict:
-    with Container.open(root, cid, lock=False) as c:
-        return c.public_state()
 
 
 def list_all(root: str) -> list[dict]:

@@ -14,18 +14,31 @@ import os
 
 import _socket  # socket.py imports enum and selectors (~3 ms per command)
 
-import prctl
-
 from . import create, delete, start
 from . import log as _log
 from .create import CreateOptions
-from .foreground import SignalRelay, install_resize, wait_for
+from .foreground import SignalRelay, become_subreaper, install_resize, stop_being_subreaper, wait_for, wait_for_child
 
 
-def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bool = False) -> int:
+def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bool = False,
+        forward_signals: bool = True) -> int:
+    """The init's exit status (128+n for signal n), or its host pid with `detach`.
+
+    `forward_signals` False (the library API) waits for the init alone, leaves the caller's
+    signal handlers as they are and gives its subreaper flag back; the CLI relays and reaps."""
+    if detach:
+        return _run(root, cid, opts, True, keep, False)
+    was_subreaper = become_subreaper()  # the init is re-parented to us when the intermediate exits
+    try:
+        return _run(root, cid, opts, False, keep, forward_signals)
+    finally:
+        if not forward_signals:
+            stop_being_subreaper(was_subreaper)
+
+
+def _run(root: str, cid: str, opts: CreateOptions, detach: bool, keep: bool, forward_signals: bool) -> int:
     relay = None
-    if not detach:
-        prctl.set_child_subreaper(True)
+    if forward_signals:
         # From the first moment, so that no signal kills us half-way and leaves the container.
         relay = SignalRelay()
     own_console = _needs_own_console(opts)
@@ -48,15 +61,16 @@ def run(root: str, cid: str, opts: CreateOptions, detach: bool = False, keep: bo
         master = _receive_master(console_peer) if console_peer else -1
         start.start(root, cid)
         if detach:
-            return 0
-        relay.attach(pid)
-        install_resize(master)
+            return pid
+        if relay is not None:
+            relay.attach(pid)
+            install_resize(master)
         if master >= 0:
             from . import console
             console.relay_terminal(master, pid)
         elif opts.stdio_pipes is not None:
             opts.stdio_pipes.relay(pid)
-        status = wait_for(pid)
+        status = wait_for(pid) if forward_signals else wait_for_child(pid)
         _log.get().debug(f"run {cid}: the init {pid} exited, status {status}")
     except BaseException:
         # Also with --detach: a container that never started is no use to anyone (runc too).
