@@ -5,7 +5,8 @@
                                      itself, cfg.mounts in order, devices and /dev symlinks
     (createContainer hooks run here, by the caller)
     enter_rootfs(cfg, no_pivot)      pivot_root (or MS_MOVE + chroot with --no-pivot)
-    finalize_rootfs(cfg)             rootfsPropagation, readonlyPaths, maskedPaths, ro /dev, ro root
+    finalize_rootfs(cfg)             rootfsPropagation, stdio on the host's /dev/null → ours,
+                                     readonlyPaths, maskedPaths, ro /dev, ro root
 
 Every path inside the image is resolved inside it (paths.py).  Only os, stat and ctypes are
 used, so importing this package before forking is cheap and nothing is imported after pivot.
@@ -16,7 +17,7 @@ import os
 
 from .. import linux, mountinfo
 from ..errors import os_error
-from .devices import create_devices, dev_is_host_bind, devices_to_create, setup_dev_symlinks
+from .devices import create_devices, dev_is_host_bind, devices_to_create, reopen_dev_null, setup_dev_symlinks
 from .mounts import (PROPAGATION, MountOptions, MountContext, mask_path, mount_entry,
                      parse_mount_options, readonly_path, remount_dev_readonly, remount_root_readonly)
 from .paths import fd_path, make_mount_target, mkdir_all_in_root, open_in_root
@@ -177,6 +178,11 @@ def finalize_rootfs(cfg) -> None:
                 linux.mount(None, "/", None, PROPAGATION[cfg.linux.rootfs_propagation])
             except OSError as e:
                 raise os_error(f"set rootfs propagation {cfg.linux.rootfs_propagation}", e) from None
+        if not dev_is_host_bind(cfg.mounts):
+            try:
+                reopen_dev_null()
+            except OSError as e:
+                raise os_error("reopen /dev/null inside the container", e) from None
         for path in cfg.linux.readonly_paths:
             readonly_path(root_fd, path)
         for path in cfg.linux.masked_paths:

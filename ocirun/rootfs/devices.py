@@ -44,6 +44,27 @@ def dev_is_host_bind(mounts) -> bool:
     return False
 
 
+def reopen_dev_null() -> None:
+    """Stdio that is the host's /dev/null (an engine's `run -d` without stdin gives it) becomes
+    the container's own /dev/null, as runc does: an fd of a host mount must not pin that mount
+    inside the container, and CRIU cannot checkpoint it ("Can't lookup mount ... /dev/null").
+    In the container's view (after pivot_root), and only where we made /dev."""
+    fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    try:
+        null = os.fstat(fd)
+        if not stat.S_ISCHR(null.st_mode) or null.st_rdev != os.makedev(1, 3):
+            raise OCIError("/dev/null in the container is not the null device (1:3)")
+        for stdio in (0, 1, 2):
+            try:
+                st = os.fstat(stdio)
+            except OSError:
+                continue  # closed: nothing to replace
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev:
+                os.dup2(fd, stdio)
+    finally:
+        os.close(fd)
+
+
 def devices_to_create(config_devices: list[Device]) -> list[Device]:
     """The defaults, minus those linux.devices redefines, then linux.devices in order."""
     given = {d.path for d in config_devices}
