@@ -204,6 +204,32 @@ class Container:
             from .pause import resume
             resume(self.root, self.id)
 
+    def checkpoint(self, image_path: str | os.PathLike[str], *, leave_running: bool = False,
+                   **criu_options: object) -> None:
+        """Save the running container's processes to `image_path` with CRIU (`ocirun
+        checkpoint`); unless `leave_running` (or `pre_dump=True`) the container is gone after.
+        `criu_options`: the other flags of `ocirun checkpoint` by their option names
+        (work_path, parent_path, pre_dump, tcp_established, file_locks, manage_cgroups_mode,
+        ...; see checkpoint.CheckpointOptions).  OCIError quoting CRIU's log on failure."""
+        with _ONE_ERROR_TYPE:
+            from .checkpoint import CheckpointOptions, checkpoint
+            checkpoint(self.root, self.id, CheckpointOptions(image_path=os.fspath(image_path),
+                                                             leave_running=leave_running, **criu_options))
+
+    @classmethod
+    def restore(cls, bundle: str | os.PathLike[str], id: str, image_path: str | os.PathLike[str], *,
+                root: str | os.PathLike[str] | None = None, **criu_options: object) -> Container:
+        """Bring a checkpoint back as container `id` (`ocirun restore --detach`): it is running
+        when this returns.  `criu_options`: the other flags of `ocirun restore` by their option
+        names (console_socket, pid_file, work_path, systemd_cgroup, ...; see
+        restore.RestoreOptions).  On failure nothing of the container is left."""
+        c = cls(id, root)
+        with _ONE_ERROR_TYPE:
+            from .restore import RestoreOptions, restore
+            restore(c.root, id, RestoreOptions(bundle=os.fspath(bundle), image_path=os.fspath(image_path),
+                                               detach=True, **criu_options))
+        return c
+
     def processes(self) -> list[int]:
         """The host pids of the container's processes, sorted (`ocirun ps --format json`)."""
         with _ONE_ERROR_TYPE:

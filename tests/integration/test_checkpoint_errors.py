@@ -95,3 +95,13 @@ def test_features_say_whether_criu_is_installed():
     r = ok("features")
     enabled = json.loads(r.stdout)["annotations"]["io.github.ocirun.checkpoint.enabled"]
     assert enabled == ("true" if CRIU else "false")
+
+
+def test_api_checkpoint_errors_are_oci_errors(ocirun_root, tmp_path):
+    from ocirun.api import Container, OCIError
+    with pytest.raises(OCIError, match="container does not exist: nope"):
+        Container("nope", ocirun_root).checkpoint(tmp_path / "img", criu_path=CRIU or "criu")
+    with pytest.raises(OCIError, match="not a container checkpoint"):
+        (tmp_path / "empty").mkdir()
+        Container.restore(helpers.make_bundle(tmp_path, LOOP), "r1", tmp_path / "empty", root=ocirun_root)
+    assert not (ocirun_root / "r1").exists()

@@ -282,3 +282,35 @@ def test_prestart_and_create_runtime_hooks_run_at_restore(runtime, tmp_path):
     finally:
         first.close()
         runtime.run("delete", "--force", cid, root=runtime.root, timeout=TIMEOUT)
+
+
+def test_through_the_python_api(ocirun_root, tmp_path):
+    from ocirun.api import Container
+    bundle, images = counter_bundle(tmp_path, "b"), tmp_path / "images"
+    first = Runtime("ocirun", ocirun_root).with_pipes("run", "-d", "-b", bundle, "api1")
+    try:
+        before = first.numbers(2)
+        Container("api1", ocirun_root).checkpoint(images)
+        assert Container.list(ocirun_root) == []
+        second = Pipes()
+        saved = [os.dup(fd) for fd in (0, 1, 2)]
+        try:  # restore hands our stdio to CRIU: the new pipes, for the time of the call
+            for fd, end in enumerate(second.theirs):
+                os.dup2(end, fd)
+            c = Container.restore(bundle, "api1", images, root=ocirun_root)
+        finally:
+            for fd, old in enumerate(saved):
+                os.dup2(old, fd)
+                os.close(old)
+            second.close_theirs()
+        try:
+            assert c.status() == "running"
+            assert_continues(before, second.numbers(2))
+            c.kill("KILL")
+            c.wait(timeout=TIMEOUT)
+            c.delete()
+        finally:
+            second.close()
+    finally:
+        first.close()
+        helpers.delete(ocirun_root, "api1", check=False, timeout=TIMEOUT)
