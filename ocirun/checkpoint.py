@@ -172,26 +172,33 @@ def _dump_options(c: Container, cfg, opts: CheckpointOptions, fds: list[int], cg
     if opts.lazy_pages and opts.status_fd >= 0:
         o.status_fd = opts.status_fd
     if not opts.pre_dump:
-        for dest, _source in external_mounts(cfg, c.state.pid):
-            o.ext_mnt.add(key=dest, val=dest)
+        for where, name in external_mounts(cfg, c.state.pid):
+            o.ext_mnt.add(key=where, val=name)
     return o
 
 
-def external_mounts(cfg, pid: int | None = None) -> list[tuple[str, str]]:
-    """(destination, host source) of every mount that comes from outside the container: bind
-    mounts, masked files (binds of /dev/null; found through the running init when `pid` is
-    given, as only the files among masked paths are binds) and device nodes."""
-    out = []
-    for m in cfg.mounts:
-        if m.type == "bind" or any(o in ("bind", "rbind") for o in m.options):
-            out.append((_clean(m.destination), m.source))
-    for path in cfg.linux.masked_paths:
-        if pid is not None and not _is_file_in(pid, path):
-            continue
-        out.append((_clean(path), "/dev/null"))
-    for dev in cfg.linux.devices:
-        out.append((_clean(dev.path), dev.path))
+def external_mounts(cfg, pid: int) -> list[tuple[str, str]]:
+    """The mounts that come from outside the container, as CRIU's dump takes them: (where it
+    is mounted, the name it gets in the images).  Bind mounts are named by their destination;
+    masked files (binds of a null device: only the files among maskedPaths, seen through the
+    running init) all by "/dev/null"; device nodes by their path."""
+    out = [(_clean(m.destination), _clean(m.destination)) for m in cfg.mounts if _is_bind(m)]
+    out += [(_clean(p), "/dev/null") for p in cfg.linux.masked_paths if _is_file_in(pid, p)]
+    out += [(_clean(d.path), _clean(d.path)) for d in cfg.linux.devices]
     return out
+
+
+def external_sources(cfg) -> list[tuple[str, str]]:
+    """What restore binds for each name `external_mounts` gave: (name in the images, host path)."""
+    out = [(_clean(m.destination), m.source) for m in cfg.mounts if _is_bind(m)]
+    if cfg.linux.masked_paths:
+        out.append(("/dev/null", "/dev/null"))
+    out += [(_clean(d.path), d.path) for d in cfg.linux.devices]
+    return out
+
+
+def _is_bind(m) -> bool:
+    return m.type == "bind" or any(o in ("bind", "rbind") for o in m.options)
 
 
 def _clean(path: str) -> str:

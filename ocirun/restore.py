@@ -18,7 +18,7 @@ import os
 
 from . import SPEC_VERSION, criu, linux
 from . import log as _log
-from .checkpoint import DESCRIPTORS_FILE, external_mounts
+from .checkpoint import DESCRIPTORS_FILE, external_sources
 from .errors import ConfigError, OCIError, os_error, os_words
 from .record import Record
 from .state import StateDir, proc_start_time, write_pid_file
@@ -140,8 +140,8 @@ def _restore(root: str, cid: str, opts: RestoreOptions, binary: str, r: _Restori
     r.criu_root = _bind_rootfs(cfg.root_path, r.sd.path)
     o.root = r.criu_root
     _make_mount_points(cfg)
-    for dest, source in external_mounts(cfg):
-        o.ext_mnt.add(key=dest, val=source)
+    for name, source in external_sources(cfg):
+        o.ext_mnt.add(key=name, val=source)
     # The stdio of the init that were pipes (an engine's) become the ones CRIU gets from us.
     pipes = _foreground_pipes(opts)
     stdio = tuple(pipes.child_ends.get(fd) for fd in range(3)) if pipes else (None, None, None)
