@@ -87,7 +87,7 @@ def _uint(obj: dict, key: str, path: str, default=None, required=False, bits=32)
 
 class _Record:
     """Equality and repr over the fields named in __slots__, in order (as a dataclass)."""
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def _values(self) -> tuple:
         return tuple(getattr(self, f) for f in self.__slots__)
@@ -97,7 +97,7 @@ class _Record:
             return NotImplemented
         return self._values() == other._values()
 
-    __hash__ = None  # mutable, like a dataclass with eq=True
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq=True
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)

@@ -40,7 +40,7 @@ class HookFailed(Exception):
 def make_state(container_id: str, status: str, pid: int | None, bundle: str,
                annotations: dict | None = None, oci_version: str = "1.2.0") -> dict:
     """The runtime-spec state object hooks read on stdin."""
-    state = {"ociVersion": oci_version, "id": container_id, "status": status, "bundle": bundle}
+    state: dict[str, object] = {"ociVersion": oci_version, "id": container_id, "status": status, "bundle": bundle}
     if pid:
         state["pid"] = pid
     state["annotations"] = dict(annotations or {})

@@ -98,7 +98,7 @@ def _memo(fn):
             cache[args] = fn(*args)
         return cache[args]
 
-    cached.cache_clear = cache.clear
+    cached.cache_clear = cache.clear  # type: ignore[attr-defined]  # as lru_cache has it
     return cached
 
 
@@ -316,7 +316,7 @@ def _registry():
     return Registry().with_resources(resources)
 
 
-def _documents() -> dict[str, object]:
+def _documents() -> dict[str, dict]:
     """Every schema file by name, with our local overrides applied and stubs for the platforms
     whose schema files we do not ship.  A fresh copy on each call."""
     try:
@@ -325,7 +325,7 @@ def _documents() -> dict[str, object]:
         names = []
     if "config-schema.json" not in names:
         raise OCIError(f"config.json schema not found in {_SCHEMA_DIR}")
-    documents = {}
+    documents: dict[str, dict] = {}
     for name in names:
         with open(os.path.join(_SCHEMA_DIR, name), "rb") as f:
             documents[name] = jsonio.loads(f.read())
