@@ -287,7 +287,7 @@ def _create_args(a) -> dict:
 def _unwind_on_termination() -> None:
     """SIGTERM or SIGHUP during `create` unwinds like Ctrl-C, so the half-made container is removed
     instead of left for `delete --force`.  (The children reset these signals after fork.)"""
-    import _signal as signal  # signal.py only adds enums, and imports enum (~3 ms)
+    import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
     def interrupt(_sig, _frame):
         raise KeyboardInterrupt

@@ -80,9 +80,8 @@ def _uint(obj: dict, key: str, path: str, default=None, required=False, bits=32)
 
 # --------------------------------------------------------------------------- the objects
 #
-# Plain classes with explicit __init__s rather than @dataclass: a dataclass builds its methods
-# from source text with exec() when the class is defined, ~0.4 ms a class (4 ms for these, on
-# every `ocirun` start); these cost nothing until used.  They keep what the dataclasses gave:
+# Plain classes with explicit __init__s rather than @dataclass (ARCHITECTURE.md, Startup speed):
+# these cost nothing until used.  They keep what the dataclasses gave:
 # keyword or positional construction in field order, fresh mutable defaults, == and repr.
 
 class _Record:

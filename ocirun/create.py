@@ -13,7 +13,7 @@ from . import log as _log
 from .errors import ConfigError, OCIError, describe, os_error
 from .record import Record
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (~6 ms to import)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (ARCHITECTURE.md, Startup speed)
 if TYPE_CHECKING:
     from .config import Config
     from .pipes import TerminalPipes

@@ -22,9 +22,7 @@ import os
 import select
 import time
 
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from . import jsonio, linux
 from .errors import OCIError, os_words

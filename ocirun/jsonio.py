@@ -1,7 +1,7 @@
 """JSON for the hot path, without importing the `json` package.
 
-`json` imports `re` (and `re` imports `enum`): ~5 ms on every command, more than the JSON work
-of a whole `create`.  The real work in `json` is done by its C accelerator `_json`; this
+`json` imports `re` (and `re` imports `enum`): more import time on every command than the JSON
+work of a whole `create` (ARCHITECTURE.md, Startup speed).  The real work in `json` is done by its C accelerator `_json`; this
 module drives the same accelerator directly.  Anything unusual falls back to `json` itself:
 a document the fast reader refuses is re-read by `json.loads`, so errors carry json's exact
 message and position, and whatever the C encoder cannot do (indentation) goes through the

@@ -4,8 +4,8 @@ What a runtime owns here is small (engines do the rest through CNI, netavark or 
 
 * **Loopback.**  A new network namespace starts with `lo` down.  The init brings it up with one
   SIOCSIFFLAGS ioctl (`bring_up_loopback`), as runc and crun do; the kernel then configures
-  127.0.0.1 and ::1 itself.  No pyroute2: that import costs ~120 ms and every container pays
-  for loopback.  A *joined* namespace (`namespaces[].path`) is used as it is.
+  127.0.0.1 and ::1 itself.  No pyroute2 for that (ARCHITECTURE.md, Startup speed): every
+  container pays for loopback.  A *joined* namespace (`namespaces[].path`) is used as it is.
 
 * **linux.netDevices** (runtime-spec 1.2+, config-linux.md "Network Devices").  The runtime
   process moves each named host interface into the container's namespace once the init's pid
@@ -45,8 +45,8 @@ import fcntl
 import os
 import struct
 
-# _socket: socket.py imports enum and selectors (~3 ms), and the container's init loads this
-# module for `lo` alone.
+# _socket, not socket (ARCHITECTURE.md, Startup speed): the container's init loads this module
+# for `lo` alone.
 import _socket
 
 from .errors import ConfigError, OCIError, os_words

@@ -1,7 +1,6 @@
 """`Record`: a bag of named fields with defaults — what we would use @dataclass for.
 
-`dataclasses` imports `inspect` and builds methods with exec(): ~7 ms on every command, and
-startup speed is a feature.  A subclass lists its fields and defaults in `FIELDS`; `list` and
+No `dataclasses` on the engine commands' path (ARCHITECTURE.md, Startup speed).  A subclass lists its fields and defaults in `FIELDS`; `list` and
 `dict` as a default mean "a fresh empty one per object".  The fields are set with setattr, so a
 subclass also annotates each at class level (no value there: FIELDS holds the defaults), for a
 type checker to see them.

@@ -42,8 +42,8 @@ def _find_schema_dir() -> str:
     return os.path.join(os.path.dirname(package), "spec", "schema")
 
 
-# A str here: pathlib costs ~3 ms to import and the hot path needs none of it; `SCHEMA_DIR`
-# (a Path) is built on first use.
+# A str here: no pathlib on the hot path (ARCHITECTURE.md, Startup speed); `SCHEMA_DIR` (a Path)
+# is built on first use.
 _SCHEMA_DIR = _find_schema_dir()
 
 
@@ -173,8 +173,8 @@ class JsonSchemaValuesException(ValueError):
 
 
 class _Pattern:
-    """What the generated code calls `.search` on, without importing `re` (~4 ms, and nearly every
-    config reaches a pattern: rlimits, devices).  The schema's patterns are plain character
+    """What the generated code calls `.search` on, without importing `re` (ARCHITECTURE.md, Startup
+    speed: nearly every config reaches a pattern, rlimits, devices).  The schema's patterns are plain character
     rules, written out in _PATTERN_RULES; an unknown one is compiled with `re` on first use."""
 
     def __init__(self, source):

@@ -9,9 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from .. import linux, namespaces
 from ..cgroups import join as cgroup_join
