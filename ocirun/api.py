@@ -29,6 +29,7 @@ already load (ARCHITECTURE.md, startup speed): each method imports its operation
 """
 from __future__ import annotations
 
+import builtins  # always loaded; Container.list shadows `list` in the class's annotations
 import os
 
 from .errors import ConfigError, OCIError, describe
@@ -59,10 +60,9 @@ class _OneErrorType:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type | None, err: BaseException | None, _tb: object) -> bool:
+    def __exit__(self, kind: type | None, err: BaseException | None, _tb: object) -> None:
         if err is not None and isinstance(err, Exception) and not isinstance(err, OCIError):
             raise OCIError(describe(err)) from err
-        return False
 
 
 _ONE_ERROR_TYPE = _OneErrorType()
@@ -230,19 +230,19 @@ class Container:
                                                detach=True, **criu_options))
         return c
 
-    def processes(self) -> list[int]:
+    def processes(self) -> builtins.list[int]:
         """The host pids of the container's processes, sorted (`ocirun ps --format json`)."""
         with _ONE_ERROR_TYPE:
             from .query import processes
             return processes(self.root, self.id)
 
-    def exec(self, args: list[str] | dict | None = None, *, process_file: str | None = None,
-             env: list[str] | None = None, cwd: str | None = None, user: str | None = None,
-             additional_gids: list[int] | None = None, caps: list[str] | None = None,
+    def exec(self, args: builtins.list[str] | dict | None = None, *, process_file: str | None = None,
+             env: builtins.list[str] | None = None, cwd: str | None = None, user: str | None = None,
+             additional_gids: builtins.list[int] | None = None, caps: builtins.list[str] | None = None,
              no_new_privs: bool = False, apparmor: str | None = None, process_label: str | None = None,
              tty: bool = False, console_socket: str | None = None, detach: bool = False,
              pid_file: str | None = None, preserve_fds: int = 0, ignore_paused: bool = False,
-             cgroup: list[str] | None = None, forward_signals: bool = False) -> int:
+             cgroup: builtins.list[str] | None = None, forward_signals: bool = False) -> int:
         """Run a new process in the running container (`ocirun exec`); its exit status (128+n
         when signal n killed it), or with `detach` its host pid as soon as it runs.
 
@@ -264,10 +264,9 @@ class Container:
         `process`."""
         with _ONE_ERROR_TYPE:
             from .exec_process import ExecOptions, exec_in_container
+            process: dict | None = None
             if isinstance(args, dict):
-                args, process = [], args
-            else:
-                process = None
+                process, args = args, []
             opts = ExecOptions(args=list(args or []), process=process, process_file=process_file, tty=tty,
                                console_socket=console_socket, detach=detach, pid_file=pid_file,
                                env=list(env or []), cwd=cwd, user=user,

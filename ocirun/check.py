@@ -43,6 +43,10 @@ PROBE_CGROUP_ID = "ocirun-check-probe"  # a name for the cgroup a container woul
 
 
 class Finding(Record):
+    name: str
+    status: str
+    detail: str
+    fix: str | None
     FIELDS = {"name": "", "status": "", "detail": "", "fix": None}
 
     def to_json(self) -> dict:
@@ -170,6 +174,7 @@ def probe_cgroup_controllers(host: Host) -> Finding:
         return Finding(name=name, status=MISSING, detail="no cgroup hierarchy (see cgroups)")
     if host.rootless:
         return _delegation(host)
+    wanted: tuple[str, ...]
     if cgroup_mode() == "unified":
         have = set(_v2_controllers_for_container())
         wanted = _WANTED_V2
@@ -387,7 +392,7 @@ def probe_id_map_helpers(host: Host) -> Finding:
         return Finding(name=name, status=MISSING,
                        detail=f"{' and '.join(absent)} not found: {who}a rootless container can map only "
                               "its user's own id", fix="apt-get install uidmap")
-    unprivileged = [h for h, path in found.items() if not _grants_privilege(path)]
+    unprivileged = [h for h, path in found.items() if path is not None and not _grants_privilege(path)]
     if unprivileged:
         return Finding(name=name, status=LIMITED,
                        detail=f"{' and '.join(unprivileged)} neither setuid nor with file capabilities: "

@@ -27,6 +27,24 @@ DUMP_LOG = "dump.log"
 
 
 class CheckpointOptions(Record):
+    image_path: str
+    work_path: str
+    parent_path: str
+    leave_running: bool
+    tcp_established: bool
+    tcp_skip_in_flight: bool
+    link_remap: bool
+    ext_unix_sk: bool
+    shell_job: bool
+    lazy_pages: bool
+    status_fd: int
+    page_server: str
+    file_locks: bool
+    pre_dump: bool
+    manage_cgroups_mode: str
+    empty_ns: list[str]
+    auto_dedup: bool
+    criu_path: str | None
     FIELDS = {
         "image_path": "",
         "work_path": "",

@@ -287,7 +287,7 @@ def _create_args(a) -> dict:
 def _unwind_on_termination() -> None:
     """SIGTERM or SIGHUP during `create` unwinds like Ctrl-C, so the half-made container is removed
     instead of left for `delete --force`.  (The children reset these signals after fork.)"""
-    import _signal as signal  # signal.py only adds enums, and imports enum (~3 ms)
+    import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
     def interrupt(_sig, _frame):
         raise KeyboardInterrupt
@@ -514,6 +514,7 @@ def _log_flags(argv: list[str]) -> tuple[str | None, str]:
 
 class _Args:
     """What argparse's Namespace is to the rest of cli.py (types.SimpleNamespace: one import more)."""
+    command: str | None
 
     def __init__(self, **kw) -> None:
         self.__dict__.update(kw)
@@ -536,6 +537,7 @@ def _find_flag(flags: tuple, name: str) -> tuple | None:
 
 def _take_flag(a, flags: tuple, argv: list[str], i: int):
     """Store argv[i] (and its value) on `a`; the next index, or None to leave it to argparse."""
+    value: str | int
     name, eq, value = argv[i].partition("=")
     flag = _find_flag(flags, name)
     if flag is None:
@@ -566,6 +568,8 @@ def _take_flag(a, flags: tuple, argv: list[str], i: int):
 
 
 def _fast_parse(argv: list[str]):
+    flags: tuple
+    argparse_only: tuple
     _text, flags, argparse_only, _positionals, _fast = GLOBALS
     a = _Args(command=None)
     _set_defaults(a, flags)

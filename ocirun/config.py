@@ -80,14 +80,13 @@ def _uint(obj: dict, key: str, path: str, default=None, required=False, bits=32)
 
 # --------------------------------------------------------------------------- the objects
 #
-# Plain classes with explicit __init__s rather than @dataclass: a dataclass builds its methods
-# from source text with exec() when the class is defined, ~0.4 ms a class (4 ms for these, on
-# every `ocirun` start); these cost nothing until used.  They keep what the dataclasses gave:
+# Plain classes with explicit __init__s rather than @dataclass (ARCHITECTURE.md, Startup speed):
+# these cost nothing until used.  They keep what the dataclasses gave:
 # keyword or positional construction in field order, fresh mutable defaults, == and repr.
 
 class _Record:
     """Equality and repr over the fields named in __slots__, in order (as a dataclass)."""
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def _values(self) -> tuple:
         return tuple(getattr(self, f) for f in self.__slots__)
@@ -97,7 +96,7 @@ class _Record:
             return NotImplemented
         return self._values() == other._values()
 
-    __hash__ = None  # mutable, like a dataclass with eq=True
+    __hash__ = None  # type: ignore[assignment]  # mutable, like a dataclass with eq=True
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)

@@ -13,13 +13,25 @@ from . import log as _log
 from .errors import ConfigError, OCIError, describe, os_error
 from .record import Record
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (~6 ms to import)
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (ARCHITECTURE.md, Startup speed)
 if TYPE_CHECKING:
     from .config import Config
+    from .pipes import TerminalPipes
 from .state import ContainerState, StateDir, proc_start_time, utc_now, write_pid_file
 
 
 class CreateOptions(Record):
+    bundle: str
+    console_socket: str | None
+    pid_file: str | None
+    no_pivot: bool
+    no_new_keyring: bool
+    preserve_fds: int
+    console_fd: int
+    config_doc: object
+    stdio_pipes: TerminalPipes | None
+    systemd_cgroup: bool
+    rootless: str
     FIELDS = {
         "bundle": ".",
         "console_socket": None,

@@ -99,7 +99,7 @@ def features() -> dict:
         "mountOptions": MOUNT_OPTIONS,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
-            "capabilities": sorted(CAPS, key=CAPS.get),
+            "capabilities": sorted(CAPS, key=CAPS.__getitem__),
             "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": True, "rdma": False},
             "seccomp": _seccomp_features(),
             "apparmor": {"enabled": False},

@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import time
 
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from . import log as _log
 from .errors import OCIError

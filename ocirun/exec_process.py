@@ -10,17 +10,36 @@ from __future__ import annotations
 
 import os
 
-import _socket  # socket.py imports enum and selectors (~3 ms per command)
+import _socket  # not socket.py (ARCHITECTURE.md, Startup speed)
 
 from . import jsonio
 from . import log as _log
-from .config import parse_process, read_json
+from .config import Process, parse_process, read_json
 from .errors import ConfigError, OCIError
 from .record import Record
 from .state import PAUSED, Container, ContainerState, write_pid_file
 
 
 class ExecOptions(Record):
+    args: list[str]
+    process_file: str | None
+    tty: bool
+    console_socket: str | None
+    detach: bool
+    pid_file: str | None
+    env: list[str]
+    cwd: str | None
+    user: str | None
+    additional_gids: list[int]
+    caps: list[str]
+    no_new_privs: bool
+    apparmor: str | None
+    process_label: str | None
+    preserve_fds: int
+    ignore_paused: bool
+    cgroup: list[str]
+    process: object
+    forward_signals: bool
     FIELDS = {
         "args": list, "process_file": None, "tty": False, "console_socket": None, "detach": False,
         "pid_file": None, "env": list, "cwd": None, "user": None, "additional_gids": list,
@@ -116,9 +135,9 @@ def _exec(root: str, cid: str, opts: ExecOptions) -> int:
         relay_terminal(master, pid)
     elif ctx.stdio_pipes is not None:
         ctx.stdio_pipes.relay(pid)
-    status = wait_for(pid) if opts.forward_signals else wait_for_child(pid)
-    log.debug(f"exec in {cid}: process {pid} exited, status {status}")
-    return status
+    exit_status = wait_for(pid) if opts.forward_signals else wait_for_child(pid)
+    log.debug(f"exec in {cid}: process {pid} exited, status {exit_status}")
+    return exit_status
 
 
 def parse_cgroup_flags(values) -> dict[str, str]:
@@ -138,19 +157,24 @@ def parse_cgroup_flags(values) -> dict[str, str]:
 def _container_config(c: Container, st: ContainerState) -> dict:
     """The config the container was created from (saved in its state dir); the bundle's only
     for a container an older ocirun made."""
-    doc = c.dir.read_config()
+    doc: object = c.dir.read_config()
     if doc is None:
         doc = read_json(os.path.join(st.bundle, "config.json"))
     return doc if isinstance(doc, dict) else {}
 
 
+def _given_process(doc: object) -> Process:
+    if not isinstance(doc, dict):
+        raise ConfigError("process", "must be a JSON object")
+    return parse_process(doc)
+
+
 def build_process(opts: ExecOptions, container_doc: dict):
     """The runtime-spec process to run, as runc builds it for `exec`."""
-    if opts.process is not None or opts.process_file:
-        doc = opts.process if opts.process is not None else read_json(opts.process_file, what="--process")
-        if not isinstance(doc, dict):
-            raise ConfigError("process", "must be a JSON object")
-        return parse_process(doc)
+    if opts.process is not None:
+        return _given_process(opts.process)
+    if opts.process_file:
+        return _given_process(read_json(opts.process_file, what="--process"))
     if not opts.args:
         raise OCIError("exec: no command given (arguments or --process are required)")
     base = jsonio.loads(jsonio.dumps(container_doc.get("process") or {}))  # a deep copy (copy: +1 ms of imports)

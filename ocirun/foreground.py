@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 # Every signal a user can send is relayed, except: those that cannot be caught; SIGCHLD and
 # SIGWINCH, which are about us; SIGPIPE and SIGURG, which our own I/O raises; and the fault

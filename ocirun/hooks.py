@@ -22,9 +22,7 @@ import os
 import select
 import time
 
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from . import jsonio, linux
 from .errors import OCIError, os_words
@@ -40,7 +38,7 @@ class HookFailed(Exception):
 def make_state(container_id: str, status: str, pid: int | None, bundle: str,
                annotations: dict | None = None, oci_version: str = "1.2.0") -> dict:
     """The runtime-spec state object hooks read on stdin."""
-    state = {"ociVersion": oci_version, "id": container_id, "status": status, "bundle": bundle}
+    state: dict[str, object] = {"ociVersion": oci_version, "id": container_id, "status": status, "bundle": bundle}
     if pid:
         state["pid"] = pid
     state["annotations"] = dict(annotations or {})

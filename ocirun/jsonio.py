@@ -1,7 +1,7 @@
 """JSON for the hot path, without importing the `json` package.
 
-`json` imports `re` (and `re` imports `enum`): ~5 ms on every command, more than the JSON work
-of a whole `create`.  The real work in `json` is done by its C accelerator `_json`; this
+`json` imports `re` (and `re` imports `enum`): more import time on every command than the JSON
+work of a whole `create` (ARCHITECTURE.md, Startup speed).  The real work in `json` is done by its C accelerator `_json`; this
 module drives the same accelerator directly.  Anything unusual falls back to `json` itself:
 a document the fast reader refuses is re-read by `json.loads`, so errors carry json's exact
 message and position, and whatever the C encoder cannot do (indentation) goes through the
@@ -31,10 +31,13 @@ class _ScanContext:
     parse_constant = staticmethod(_no_constant)
 
 
-_scan = _json.make_scanner(_ScanContext())
+# typeshed types the context as a JSONDecoder; the scanner reads only these attributes.
+_scan = _json.make_scanner(_ScanContext())  # type: ignore[arg-type]
 # make_encoder(markers, default, encoder, indent, key_separator, item_separator, sort_keys,
 #              skipkeys, allow_nan), as json.JSONEncoder calls it; by (compact, sort_keys).
-_ENCODERS = {(compact, sort): _json.make_encoder(None, None, _json.encode_basestring_ascii, None,
+# default None: an object JSON cannot hold raises TypeError, and `dumps` falls back to json.
+_ENCODERS = {(compact, sort): _json.make_encoder(None, None,  # type: ignore[arg-type]
+                                                 _json.encode_basestring_ascii, None,
                                                  ":" if compact else ": ", "," if compact else ", ",
                                                  sort, False, True)
              for compact in (False, True) for sort in (False, True)}

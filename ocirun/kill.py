@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import os
 
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from .errors import OCIError, os_error
 from .state import Container

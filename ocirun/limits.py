@@ -172,7 +172,7 @@ def validate_io_priority(d: dict | None, path: str = "process.ioPriority") -> in
 
 def apply_io_priority(d: dict | None) -> None:
     ioprio = validate_io_priority(d)
-    if ioprio is None:
+    if d is None or ioprio is None:
         return
     try:
         linux.ioprio_set(IOPRIO_WHO_PROCESS, 0, ioprio)
@@ -242,7 +242,7 @@ def sched_setattr(pid: int, attr: SchedAttr, flags: int = 0) -> None:
 
 def apply_scheduler(d: dict | None) -> None:
     attr = validate_scheduler(d)
-    if attr is None:
+    if d is None or attr is None:
         return
     try:
         sched_setattr(0, attr)
@@ -275,7 +275,7 @@ def validate_personality(d: dict | None, path: str = "linux.personality") -> int
 
 def apply_personality(d: dict | None) -> None:
     persona = validate_personality(d)
-    if persona is None:
+    if d is None or persona is None:
         return
     try:
         linux.personality(persona)

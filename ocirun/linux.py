@@ -12,7 +12,7 @@ import errno
 import os
 import sys
 
-import _signal  # signal.py adds only enums, and imports enum (~3 ms)
+import _signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from .errors import OCIError
 

@@ -26,7 +26,7 @@ class Logger:
         self.fmt = fmt
         self.debug_enabled = debug
         if self.path and debug:
-            self._append("")  # as runc: with --debug the file exists even when all goes well
+            self._append(self.path, "")  # as runc: with --debug the file exists even when all goes well
 
     def _stamp(self) -> str:
         t = time.time()
@@ -42,14 +42,14 @@ class Logger:
         if level == "debug" and not self.debug_enabled:
             return
         if self.path:
-            self._append(self._line(level, msg) + "\n")
+            self._append(self.path, self._line(level, msg) + "\n")
         elif level in ("warning", "debug"):
             sys.stderr.write(self._line(level, msg) + "\n")
             sys.stderr.flush()
 
-    def _append(self, text: str) -> None:
+    def _append(self, path: str, text: str) -> None:
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_FILE_MODE)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_FILE_MODE)
             try:
                 if text:
                     os.write(fd, text.encode())

@@ -51,4 +51,5 @@ def _write_attr(names: tuple[str, ...], value: str, json_path: str) -> None:
             return
         except OSError as e:
             last = e
+    assert last is not None  # names is never empty
     raise OCIError(f"{json_path}: set {value!r}: {os_words(last)}")

@@ -4,8 +4,8 @@ What a runtime owns here is small (engines do the rest through CNI, netavark or 
 
 * **Loopback.**  A new network namespace starts with `lo` down.  The init brings it up with one
   SIOCSIFFLAGS ioctl (`bring_up_loopback`), as runc and crun do; the kernel then configures
-  127.0.0.1 and ::1 itself.  No pyroute2: that import costs ~120 ms and every container pays
-  for loopback.  A *joined* namespace (`namespaces[].path`) is used as it is.
+  127.0.0.1 and ::1 itself.  No pyroute2 for that (ARCHITECTURE.md, Startup speed): every
+  container pays for loopback.  A *joined* namespace (`namespaces[].path`) is used as it is.
 
 * **linux.netDevices** (runtime-spec 1.2+, config-linux.md "Network Devices").  The runtime
   process moves each named host interface into the container's namespace once the init's pid
@@ -45,8 +45,8 @@ import fcntl
 import os
 import struct
 
-# _socket: socket.py imports enum and selectors (~3 ms), and the container's init loads this
-# module for `lo` alone.
+# _socket, not socket (ARCHITECTURE.md, Startup speed): the container's init loads this module
+# for `lo` alone.
 import _socket
 
 from .errors import ConfigError, OCIError, os_words
@@ -126,7 +126,7 @@ def _netlink_here():
 
 # ============================================================================ netlink helpers
 
-def _words(code: int) -> str:
+def _words(code: int | None) -> str:
     """The kernel's words for an errno (netlink answers carry the number alone)."""
     return os_words(OSError(code, os.strerror(code))) if code else "unknown error"
 
@@ -213,7 +213,7 @@ class MovedDevices:
     def __init__(self, state_dir: str, nsfd: int, netns_path: str):
         self.nsfd = nsfd
         self.path = os.path.join(state_dir, _RECORD)
-        self.record = {"netns_path": netns_path, "devices": []}
+        self.record: dict = {"netns_path": netns_path, "devices": []}
 
     def note(self, entry: dict) -> None:
         self.record["devices"].append(entry)
@@ -275,7 +275,7 @@ def _move_one(host, inside, moved: MovedDevices, host_name: str, inside_name: st
     index = _index(host, host_name)
     if index is None:
         raise ConfigError(where, f"no interface {host_name} in the runtime's network namespace")
-    entry = {"host": host_name, "inside": inside_name, "up": _is_up(host, index),
+    entry: dict = {"host": host_name, "inside": inside_name, "up": _is_up(host, index),
              "addresses": _saved_addresses(host, index)}
     try:
         _move(host, index, moved.nsfd, inside_name)
@@ -284,8 +284,10 @@ def _move_one(host, inside, moved: MovedDevices, host_name: str, inside_name: st
             host.link("set", index=index, state="up")
         raise ConfigError(where, f"move into the container's network namespace: {_words(_nl_code(e))}") from None
     moved.note(entry)
+    new_index = _index(inside, inside_name)
+    if new_index is None:
+        raise ConfigError(where, f"{inside_name} vanished from the container's network namespace after the move")
     try:
-        new_index = _index(inside, inside_name)
         _add_addresses(inside, new_index, entry["addresses"])
         inside.link("set", index=new_index, state="up")
     except Exception as e:  # noqa: BLE001
@@ -409,6 +411,9 @@ def _give_back_one(host, inside, home: int, entry: dict, restore_up: bool) -> No
     try:
         _move(inside, index, home, name)
         back = _index(host, name)
+        if back is None:
+            _warn(f"netDevices: {name} vanished from the runtime's network namespace after the move back")
+            return
         _add_addresses(host, back, entry.get("addresses", []))
         if restore_up and entry.get("up"):
             host.link("set", index=back, state="up")

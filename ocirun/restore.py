@@ -32,6 +32,27 @@ _CRIU_NS = {"network": "net", "mount": "mnt", "uts": "uts", "ipc": "ipc", "user"
 
 
 class RestoreOptions(Record):
+    image_path: str
+    work_path: str
+    bundle: str
+    console_socket: str | None
+    detach: bool
+    pid_file: str | None
+    no_subreaper: bool
+    no_pivot: bool
+    tcp_established: bool
+    ext_unix_sk: bool
+    shell_job: bool
+    file_locks: bool
+    manage_cgroups_mode: str
+    empty_ns: list[str]
+    auto_dedup: bool
+    lazy_pages: bool
+    lsm_profile: str
+    lsm_mount_context: str
+    systemd_cgroup: bool
+    rootless: str
+    criu_path: str | None
     FIELDS = {
         "image_path": "",
         "work_path": "",

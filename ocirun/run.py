@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-import _socket  # socket.py imports enum and selectors (~3 ms per command)
+import _socket  # not socket.py (ARCHITECTURE.md, Startup speed)
 
 from . import create, delete, start
 from . import log as _log

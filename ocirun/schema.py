@@ -42,8 +42,8 @@ def _find_schema_dir() -> str:
     return os.path.join(os.path.dirname(package), "spec", "schema")
 
 
-# A str here: pathlib costs ~3 ms to import and the hot path needs none of it; `SCHEMA_DIR`
-# (a Path) is built on first use.
+# A str here: no pathlib on the hot path (ARCHITECTURE.md, Startup speed); `SCHEMA_DIR` (a Path)
+# is built on first use.
 _SCHEMA_DIR = _find_schema_dir()
 
 
@@ -98,7 +98,7 @@ def _memo(fn):
             cache[args] = fn(*args)
         return cache[args]
 
-    cached.cache_clear = cache.clear
+    cached.cache_clear = cache.clear  # type: ignore[attr-defined]  # as lru_cache has it
     return cached
 
 
@@ -173,8 +173,8 @@ class JsonSchemaValuesException(ValueError):
 
 
 class _Pattern:
-    """What the generated code calls `.search` on, without importing `re` (~4 ms, and nearly every
-    config reaches a pattern: rlimits, devices).  The schema's patterns are plain character
+    """What the generated code calls `.search` on, without importing `re` (ARCHITECTURE.md, Startup
+    speed: nearly every config reaches a pattern, rlimits, devices).  The schema's patterns are plain character
     rules, written out in _PATTERN_RULES; an unknown one is compiled with `re` on first use."""
 
     def __init__(self, source):
@@ -316,7 +316,7 @@ def _registry():
     return Registry().with_resources(resources)
 
 
-def _documents() -> dict[str, object]:
+def _documents() -> dict[str, dict]:
     """Every schema file by name, with our local overrides applied and stubs for the platforms
     whose schema files we do not ship.  A fresh copy on each call."""
     try:
@@ -325,7 +325,7 @@ def _documents() -> dict[str, object]:
         names = []
     if "config-schema.json" not in names:
         raise OCIError(f"config.json schema not found in {_SCHEMA_DIR}")
-    documents = {}
+    documents: dict[str, dict] = {}
     for name in names:
         with open(os.path.join(_SCHEMA_DIR, name), "rb") as f:
             documents[name] = jsonio.loads(f.read())

@@ -46,6 +46,10 @@ import struct
 from . import jsonio
 from .errors import ConfigError, OCIError, os_error
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (ARCHITECTURE.md, Startup speed)
+if TYPE_CHECKING:
+    from typing import TypeGuard
+
 __all__ = ["Filter", "ListenerSend", "compile_filter", "connect_listener", "features", "libseccomp_version",
            "listener_payload", "notify_supported", "prepare", "send_listener_fd"]
 
@@ -213,11 +217,11 @@ def compile_filter(profile: dict, json_path: str = "linux.seccomp",
     plan = _check_profile(profile, json_path)
     _check_kernel_takes_flags(plan.flags, json_path)
     key = _cache_key(profile) if cache_dir else None
-    program = _cache_read(cache_dir, key) if key else None
+    program = _cache_read(cache_dir, key) if cache_dir and key else None
     from_cache = program is not None
     if program is None:
         program = _build_program(plan, json_path)
-        if key:
+        if cache_dir and key:
             _cache_write(cache_dir, key, program)
     _check_kernel_takes_length(program, json_path)
     notify_rule = next((r.path for r in plan.rules if r.action == _NOTIFY), None)
@@ -340,7 +344,7 @@ def _list(obj: dict, key: str, p: str) -> list:
     return value
 
 
-def _is_uint(v) -> bool:
+def _is_uint(v: object) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 

@@ -90,6 +90,7 @@ def parse_hierarchies(mountinfo_text: str, proc_cgroup: str) -> dict[str, Hierar
         if len(parts) == 3:
             own_by_key[parts[1]] = parts[2]
     found: dict[str, Hierarchy] = {}
+    ctrls: tuple[str, ...]
     for m in mountinfo.parse(mountinfo_text):
         fstype, mount_root, mountpoint = m.fstype, m.root, m.mountpoint
         if fstype == "cgroup2":

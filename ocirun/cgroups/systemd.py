@@ -326,6 +326,7 @@ def annotation_properties(annotations: dict) -> list:
         if name.endswith("Sec") and name[-4:-3].islower():
             if sig not in _INT_RANGES and sig != "d":
                 raise ConfigError(field, f"{name} takes a number of seconds")
+            assert isinstance(value, (int, float))  # what parse_variant gives for those signatures
             name, sig, value = name[:-3] + "USec", "t", int(value * 1_000_000)
             if value < 0:
                 raise ConfigError(field, "a negative time")

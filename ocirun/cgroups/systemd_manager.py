@@ -33,6 +33,10 @@ from . import systemd
 from .manager import Manager, SIGKILL
 from .detect import UNIFIED_KEY
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (ARCHITECTURE.md, Startup speed)
+if TYPE_CHECKING:
+    from .dbus import Systemd
+
 EMPTY_WAIT_S = 10.0
 
 
@@ -48,14 +52,14 @@ class SystemdManager(Manager):
         self.container_id = container_id
         self.annotations = annotations or {}
         self.started = started     # False from manager_for until the scope exists
-        self._systemd = None       # dbus.Systemd, connected on first use
+        self._systemd: Systemd | None = None  # connected on first use
         self._unit_props: list | None = None
 
     @property
     def dir(self) -> str:
         return self.paths[UNIFIED_KEY]
 
-    def _bus(self):
+    def _bus(self) -> Systemd:
         if self._systemd is None:
             from .dbus import Systemd
             self._systemd = Systemd(self.bus)
@@ -293,7 +297,7 @@ def manager_for(container_id: str, cgroups_path: str, resources: dict | None, an
     mount = hierarchies()[UNIFIED_KEY].mountpoint.rstrip("/")
     bus = "user" if rootless else "system"
     base = ""
-    systemd_bus = None
+    systemd_bus: Systemd | None = None
     if rootless:
         from .dbus import Systemd
         systemd_bus = Systemd(bus)

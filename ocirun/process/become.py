@@ -11,9 +11,7 @@ import errno
 import os
 import sys
 
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 import prctl
 

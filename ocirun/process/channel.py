@@ -62,8 +62,7 @@ import os
 import sys
 import time
 
-# _socket, not socket: socket.py imports enum and selectors (~3 ms per command); a
-# SEQPACKET pair needs nothing they add.
+# _socket, not socket (ARCHITECTURE.md, Startup speed): a SEQPACKET pair needs nothing socket.py adds.
 import _socket
 
 from .. import jsonio

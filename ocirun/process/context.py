@@ -3,8 +3,28 @@ from __future__ import annotations
 
 from ..record import Record
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (ARCHITECTURE.md, Startup speed)
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..pipes import TerminalPipes
+    from .become import SeccompStep
+
 
 class LaunchContext(Record):
+    cfg: Config  # always given
+    id: str
+    state_dir: str
+    lock_fd: int
+    fifo_fd: int
+    console_fd: int
+    ns_fds: dict[str, int]
+    no_pivot: bool
+    no_new_keyring: bool
+    preserve_fds: int
+    listen_fds: int
+    seccomp_filter: SeccompStep | None
+    exec_stub_fd: int
+    stdio_pipes: TerminalPipes | None
     FIELDS = {
         "cfg": None,                  # config.Config
         "id": "",

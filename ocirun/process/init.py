@@ -32,10 +32,8 @@ from __future__ import annotations
 import ctypes
 import os
 
-import _socket  # socket.py imports enum and selectors (~3 ms); sethostname is here
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _socket  # not socket.py (ARCHITECTURE.md, Startup speed); sethostname is here
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 import prctl
 

@@ -34,9 +34,24 @@ from ..errors import OCIError, os_words
 from . import become
 from .channel import CGROUP_DONE, EXEC_PID, GO, Channel, report_error_and_exit
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (ARCHITECTURE.md, Startup speed)
+if TYPE_CHECKING:
+    from ..config import Process
+    from ..pipes import TerminalPipes
+    from .become import SeccompStep
+
 
 
 class ExecContext(Record):
+    process: Process  # always given
+    ns_fds: dict[str, int]
+    console_fd: int
+    preserve_fds: int
+    personality: dict | None
+    seccomp_filter: SeccompStep | None
+    exec_stub_fd: int
+    stdio_pipes: TerminalPipes | None
+    root_fd: int
     FIELDS = {
         "process": None,          # config.Process
         "ns_fds": dict,           # the init's /proc/<pid>/ns/* by type

@@ -9,9 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
-# _signal: the same C module as signal, without the enum wrappers signal.py adds (it
-# imports enum: ~3 ms per command).
-import _signal as signal
+import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from .. import linux, namespaces
 from ..cgroups import join as cgroup_join
@@ -23,6 +21,10 @@ from .channel import (ERROR, GO, HOOKS_DONE, INIT_PID, LISTENER_STATE, MOUNT_SOU
 from .reaping import KILL_WAIT_S, wait_exit
 from .context import LaunchContext
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without `typing` (ARCHITECTURE.md, Startup speed)
+if TYPE_CHECKING:
+    from ..network import MovedDevices
+
 
 class Spawned:
     """What the parent knows about the children while `create` runs."""
@@ -30,7 +32,7 @@ class Spawned:
     def __init__(self) -> None:
         self.intermediate_pid = 0
         self.init_pid = 0
-        self.net_devices = None  # network.MovedDevices once linux.netDevices were moved
+        self.net_devices: MovedDevices | None = None  # once linux.netDevices were moved
 
     def release_devices(self, failed: bool) -> None:
         """Close our hold on the container's netns; after a failure, first give the devices back."""
@@ -122,7 +124,8 @@ def _import_what_the_init_needs(ctx: LaunchContext) -> None:
 
 
 def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, run_runtime_hooks) -> None:
-    waiting, extra = "the container's namespaces and init to be set up", 0.0  # for the deadline
+    waiting = "the container's namespaces and init to be set up"
+    extra: float | None = 0.0  # for the deadline
     while True:
         msg = ch.recv(waiting, extra)
         t = msg["type"]
@@ -181,14 +184,16 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index, idmap: bool = F
     from ..rootfs import parse_mount_options
     from ..rootfs.idmap import is_idmapped
     mounts = ctx.cfg.mounts
-    valid = isinstance(index, int) and 0 <= index < len(mounts)
-    o = parse_mount_options(mounts[index].options) if valid else None
+    refused = OCIError(f"internal error: the container process asked for mount source {index!r}")
+    if not (isinstance(index, int) and 0 <= index < len(mounts)):
+        raise refused
+    o = parse_mount_options(mounts[index].options)
     # What the config says decides, never the request: an idmapped tree only for a mount the
     # config idmaps (it would hand the container's root a host directory), a plain source only
     # where a user namespace keeps the init from opening it itself.
-    if not valid or not (mounts[index].type == "bind" or o.bind) or idmap != is_idmapped(mounts[index]) or (
+    if not (mounts[index].type == "bind" or o.bind) or idmap != is_idmapped(mounts[index]) or (
             not idmap and not ctx.in_userns):
-        raise OCIError(f"internal error: the container process asked for mount source {index!r}")
+        raise refused
     m = mounts[index]
     path = m.source if os.path.isabs(m.source) else os.path.join(ctx.cfg.bundle, m.source)
     # An idmapped tree is cloned from our own mount namespace: open_tree copies only mounts of
@@ -210,7 +215,7 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index, idmap: bool = F
         return idmapped.idmapped_tree(fd, uid_map, gid_map, o.recursive, o.recursive_idmap, field)
     except OSError as e:
         why = {errno.EINVAL: "the kernel or this filesystem does not support idmapped mounts",
-               errno.ENOSYS: "the kernel has no mount_setattr (Linux 5.12+)"}.get(e.errno, os_words(e))
+               errno.ENOSYS: "the kernel has no mount_setattr (Linux 5.12+)"}.get(e.errno or 0, os_words(e))
         raise OCIError(f"mounts[{index}]: idmapped mount of {path}: {why}") from None
     finally:
         os.close(fd)

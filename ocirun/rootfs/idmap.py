@@ -94,7 +94,7 @@ def user_namespace_fd(uid_map: str, gid_map: str, field: str) -> int:
                 linux.unshare(linux.CLONE_NEWUSER)
                 os.write(ready_w, b"u")
             except OSError as e:
-                os.write(ready_w, b"e%d" % e.errno)
+                os.write(ready_w, b"e%d" % (e.errno or 0))  # a syscall's OSError has one
             os.read(r, 1)  # until the parent closes its end
         finally:
             os._exit(0)

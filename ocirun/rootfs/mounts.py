@@ -79,6 +79,17 @@ _NOT_REMOUNT_FLAGS = linux.MS_BIND | linux.MS_REC | linux.MS_REMOUNT | linux.MS_
 
 class MountOptions(Record):
     """A mount's `options` list, decoded.  Later options win over earlier ones (rw after ro)."""
+    flags: int
+    clear_flags: int
+    propagation: list[int]
+    rec_attr_set: int
+    rec_attr_clr: int
+    data: str
+    bind: bool
+    recursive: bool
+    tmpcopyup: bool
+    idmap: bool
+    recursive_idmap: bool
     FIELDS = {
         "flags": 0,                 # MS_* to set (includes MS_BIND|MS_REC for bind/rbind)
         "clear_flags": 0,           # MS_* explicitly turned off (rw, suid, dev, exec...)
