@@ -22,6 +22,7 @@ NAMESPACE_TARGET = 3
 # SecurityProfile.ProfileType values.
 PROFILE_RUNTIME_DEFAULT = 0
 PROFILE_UNCONFINED = 1
+PROFILE_LOCALHOST = 2  # localhost_ref: the absolute path of a profile file on the node
 
 
 # --------------------------------------------------------------------------- protobuf

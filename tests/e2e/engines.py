@@ -424,6 +424,27 @@ volume_path = "{scratch / "volumes"}"
 SHIM_SOCKETS = Path("/run/containerd/s")
 
 
+def _shim_sockets_of(marker: str) -> set[str]:
+    """The socket names (in SHIM_SOCKETS) of the running shims whose argv names `marker`: a
+    shim's socket is sha256(containerd's address/namespace/id), containerd 1.6's rule, and its
+    argv carries all three (`-namespace NS -id ID -address SOCK`)."""
+    import hashlib
+    names = set()
+    for pid in _processes_mentioning(marker):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if not argv[0].endswith("containerd-shim-runc-v2"):
+            continue
+        flags = {arg: value for arg, value in zip(argv, argv[1:], strict=False)
+                 if arg in ("-namespace", "-id", "-address")}
+        if len(flags) == 3:
+            key = os.path.join(flags["-address"], flags["-namespace"], flags["-id"])
+            names.add(hashlib.sha256(key.encode()).hexdigest())
+    return names
+
+
 class Containerd:
     """A private containerd in a scratch dir, driven with ctr (and, with `cri=True`, the CRI).
 
@@ -449,7 +470,7 @@ class Containerd:
         self.namespace = f"{PREFIX}-{secrets.token_hex(3)}"
         self.cgroup_parent = f"/{PREFIX}-cri-{secrets.token_hex(3)}"
         self.janitor = CgroupJanitor([self.namespace, self.cgroup_parent.lstrip("/")])
-        self.shim_sockets_before = _listdir(SHIM_SOCKETS)
+        self.shim_sockets: set[str] = set()  # names in SHIM_SOCKETS of our shims (see close)
         # A bridge name is at most 15 characters.
         self.bridge = f"oce2e{secrets.token_hex(3)}" if pod_network else None
         config = containerd_config(s.path, self.sock, cri)
@@ -502,6 +523,7 @@ class Containerd:
 
     def close(self) -> list[str]:
         problems = []
+        self.shim_sockets |= _shim_sockets_of(str(self.scratch.path))
         if self.daemon.proc.poll() is None:
             self.remove_everything()
             if self.cri:
@@ -511,7 +533,8 @@ class Containerd:
         problems += [f"shim process {p}" for p in kill_processes_mentioning(str(self.scratch.path))]
         problems += [f"mount {m}" for m in self.scratch.mounts()]
         self.scratch.close()
-        for name in _listdir(SHIM_SOCKETS) - self.shim_sockets_before:
+        # Only our shims' sockets: another test run's containerd shares this directory.
+        for name in self.shim_sockets & _listdir(SHIM_SOCKETS):
             problems.append(f"shim socket {SHIM_SOCKETS / name}")
             with contextlib_suppress():
                 os.unlink(SHIM_SOCKETS / name)

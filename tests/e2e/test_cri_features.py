@@ -13,6 +13,7 @@ serves the module, and every test removes the pods it made.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -269,6 +270,22 @@ def test_seccomp_runtime_default_and_unconfined(cri_engine, runtime):
         unconfined = cri.container_security(seccomp=cri.security_profile(cri.PROFILE_UNCONFINED))
         code, out = p.run("unconfined", "grep ^Seccomp: /proc/self/status", security=unconfined)
         assert status_field(out, "Seccomp") == "0", out
+
+
+def test_seccomp_localhost_profile(cri_engine, runtime, tmp_path):
+    """A pod's `seccompProfile: Localhost` names a profile file on the node; containerd reads it
+    into linux.seccomp and the runtime enforces it: here mkdir fails with EPERM, all else runs."""
+    import cri
+    profile = tmp_path / "no-mkdir.json"
+    profile.write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
+    with pod(cri_engine, runtime) as p:
+        local = cri.container_security(seccomp=cri.security_profile(cri.PROFILE_LOCALHOST, str(profile)))
+        code, out = p.run("localhost", "grep ^Seccomp: /proc/self/status; mkdir /tmp/d || echo refused; "
+                                       "touch /tmp/f && echo touched", security=local)
+        assert status_field(out, "Seccomp") == "2", out
+        assert "refused" in out and "Operation not permitted" in out and "touched" in out, out
 
 
 def test_masked_and_readonly_paths(cri_engine, runtime):
