@@ -12,6 +12,7 @@ and the fresh venv its dependencies (pip's cache makes a second run quick).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import secrets
 import subprocess
@@ -123,6 +124,16 @@ def _check_installed(ocirun: Path, python: Path, tmp_path: Path, root: Path, com
     assert r.stdout == "hello from the wheel\n"
     imported = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "ocirun.schema" in imported and not imported & HEAVY, sorted(imported & HEAVY)
+
+    # `ocirun check` and the Python API, from the installed copy
+    report = json.loads(_run([ocirun, "check", "--format", "json"], env=env, cwd=tmp_path).stdout)
+    assert report["canRunContainers"] and {c["name"] for c in report["checks"]} >= {"cgroups", "openat2"}
+    api_bundle = helpers.make_bundle(tmp_path, ["sh", "-c", "exit 7"], name="api-bundle")
+    r = _run([python, "-c", "import sys, ocirun.api as api; print(api.__file__); "
+              "print(api.run(sys.argv[1], sys.argv[2], root=sys.argv[3]))", api_bundle, cid + "-api", root],
+             env=env, cwd=tmp_path)
+    api_file, status = r.stdout.split()
+    assert status == "7" and not Path(api_file).is_relative_to(helpers.REPO), r.stdout
 
     suite = _run([ocirun.parent / "ocirun-conformance", "--list"], env=env, cwd=tmp_path).stdout.splitlines()
     assert len(suite) > 100 and suite[0].startswith("baseline.run"), suite[:3]
