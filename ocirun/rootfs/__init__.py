@@ -180,7 +180,7 @@ def finalize_rootfs(cfg) -> None:
                 raise os_error(f"set rootfs propagation {cfg.linux.rootfs_propagation}", e) from None
         if not dev_is_host_bind(cfg.mounts):
             try:
-                reopen_dev_null()
+                reopen_dev_null(root_fd)
             except OSError as e:
                 raise os_error("reopen /dev/null inside the container", e) from None
         for path in cfg.linux.readonly_paths:

@@ -14,6 +14,7 @@ import stat
 from .. import linux
 from ..config import Device
 from ..errors import OCIError, os_error
+from .mounts import open_real_dev_null
 from .paths import fd_path, make_mount_target, mkdir_all_in_root, split_parent
 
 DEFAULT_DEVICES = (
@@ -44,25 +45,33 @@ def dev_is_host_bind(mounts) -> bool:
     return False
 
 
-def reopen_dev_null() -> None:
+def reopen_dev_null(root_fd: int) -> None:
     """Stdio that is the host's /dev/null (an engine's `run -d` without stdin gives it) becomes
     the container's own /dev/null, as runc does: an fd of a host mount must not pin that mount
     inside the container, and CRIU cannot checkpoint it ("Can't lookup mount ... /dev/null").
-    In the container's view (after pivot_root), and only where we made /dev."""
-    fd = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    In the container's view (after pivot_root), only where we made /dev.  The node is checked
+    before it is opened for real (through /proc/self/fd: no second lookup of the path)."""
+    stdio = [n for n in (0, 1, 2) if _is_null_device(n)]
+    if not stdio:
+        return
+    checked = open_real_dev_null(root_fd, "reopen stdio on /dev/null")
     try:
-        null = os.fstat(fd)
-        if not stat.S_ISCHR(null.st_mode) or null.st_rdev != os.makedev(1, 3):
-            raise OCIError("/dev/null in the container is not the null device (1:3)")
-        for stdio in (0, 1, 2):
-            try:
-                st = os.fstat(stdio)
-            except OSError:
-                continue  # closed: nothing to replace
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == null.st_rdev:
-                os.dup2(fd, stdio)
+        fd = os.open(fd_path(checked), os.O_RDWR | os.O_CLOEXEC)
+    finally:
+        os.close(checked)
+    try:
+        for n in stdio:
+            os.dup2(fd, n)
     finally:
         os.close(fd)
+
+
+def _is_null_device(fd: int) -> bool:
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False  # closed: nothing to replace
+    return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
 
 
 def devices_to_create(config_devices: list[Device]) -> list[Device]:

@@ -627,7 +627,7 @@ def mask_path(root_fd: int, path: str) -> None:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             linux.mount("tmpfs", target, "tmpfs", linux.MS_RDONLY)
             return
-        null = _open_real_dev_null(root_fd)
+        null = open_real_dev_null(root_fd, "mask paths")
         try:
             linux.mount(_fd_or_path(null, "/dev/null"), target, None, linux.MS_BIND)
         finally:
@@ -638,14 +638,15 @@ def mask_path(root_fd: int, path: str) -> None:
         os.close(fd)
 
 
-def _open_real_dev_null(root_fd: int) -> int:
-    """/dev/null, checked to be the 1:3 device: an image could plant a symlink or a file there
-    to turn every mask into a bind of something writable (CVE-2025-31133)."""
+def open_real_dev_null(root_fd: int, purpose: str) -> int:
+    """An O_PATH fd of the container's /dev/null, checked to be the 1:3 device: an image could
+    plant a symlink or a file there to turn every mask into a bind of something writable
+    (CVE-2025-31133), or have the init's stdio reopened on it.  `purpose` starts the error."""
     fd = open_in_root(root_fd, "/dev/null", os.O_PATH | os.O_NOFOLLOW)
     st = os.fstat(fd)
     if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or os.minor(st.st_rdev) != 3:
         os.close(fd)
-        raise OCIError("mask paths: /dev/null is not the null device")
+        raise OCIError(f"{purpose}: /dev/null is not the null device")
     return fd
 
 
