@@ -70,11 +70,11 @@ class CheckpointOptions(Record):
 def checkpoint(root: str, cid: str, opts: CheckpointOptions) -> None:
     binary = criu.criu_binary(opts.criu_path)
     criu.warn_if_unprivileged()
-    image_dir = _image_dir(opts)
-    _check_parent(image_dir, opts.parent_path)
     cg_mode = criu.cgroup_mode(opts.manage_cgroups_mode)
     with Container.open(root, cid) as c:
         c.require("checkpoint")
+        image_dir = _image_dir(opts)  # made only for a container that can be checkpointed
+        _check_parent(image_dir, opts.parent_path)
         if opts.pre_dump:
             criu.check_features(binary, mem_track=True)
         if opts.lazy_pages:
@@ -83,25 +83,45 @@ def checkpoint(root: str, cid: str, opts: CheckpointOptions) -> None:
         cfg = _saved_config(c)
         fds = _open_dirs(image_dir, opts.work_path)
         try:
-            req_opts = _dump_options(c, cfg, opts, fds, cg_mode)
+            req_opts = _dump_options(c, cfg, opts, fds, cg_mode, binary)
             if not opts.pre_dump:
                 _write_descriptors(image_dir, c.state.pid)
-            log_dir = opts.work_path or image_dir
-            session = criu.Session(binary, log_dir=log_dir, log_file=DUMP_LOG)
-            try:
-                session.call(criu.PRE_DUMP if opts.pre_dump else criu.DUMP, req_opts,
-                             on_notify=lambda script, _pid, _fds: _on_notify(opts, script))
-                session.finish(failure_expected=opts.pre_dump)
-            except BaseException:
-                session.abort()
-                raise
+            _dump(c, binary, opts, req_opts, log_dir=opts.work_path or image_dir)
         finally:
             for fd in fds:
                 os.close(fd)
     if not opts.leave_running and not opts.pre_dump:
-        # CRIU killed the processes after dumping them; the container is gone (runc destroys it).
-        from .delete import delete
+        _remove_dumped(root, cid)
+
+
+def _dump(c: Container, binary: str, opts: CheckpointOptions, req_opts, log_dir: str) -> None:
+    """Run CRIU's dump.  CRIU freezes the cgroup while it works and thaws it when it fails; a
+    CRIU that we had to kill (a deadline, Ctrl-C) cannot, so we thaw what it left frozen."""
+    was_paused = c.status == "paused"
+    session = criu.Session(binary, log_dir=log_dir, log_file=DUMP_LOG)
+    try:
+        session.call(criu.PRE_DUMP if opts.pre_dump else criu.DUMP, req_opts,
+                     on_notify=lambda script, _pid, _fds: _on_notify(opts, script))
+        session.finish(failure_expected=opts.pre_dump)
+    except BaseException:
+        session.abort()
+        mgr = c.cgroup()
+        if mgr is not None and not was_paused and c.refresh_status() == "paused":
+            try:
+                mgr.thaw()
+            except OCIError as e:
+                _log.get().warn(f"after the failed checkpoint the container stays frozen: {e}")
+        raise
+
+
+def _remove_dumped(root: str, cid: str) -> None:
+    """CRIU killed the processes after dumping them: the container is gone (runc destroys it).
+    The images are good whatever happens here, so a failure is a warning (as runc's)."""
+    from .delete import delete
+    try:
         delete(root, cid, force=True)
+    except OCIError as e:
+        _log.get().warn(f"checkpoint done, but removing the container failed: {e}")
 
 
 def _image_dir(opts: CheckpointOptions) -> str:
@@ -148,20 +168,22 @@ def _saved_config(c: Container):
 
 
 def _open_dirs(image_dir: str, work_path: str) -> list[int]:
-    fds = []
-    for path in [image_dir] + ([work_path] if work_path else []):
+    """fds of the image directory and of --work-path (made if missing), for CRIU to open
+    through /proc/<our pid>/fd."""
+    fds: list[int] = []
+    for flag, path in [("--image-path", image_dir)] + ([("--work-path", work_path)] if work_path else []):
         try:
-            if path is work_path:
+            if flag == "--work-path":
                 os.makedirs(path, mode=0o700, exist_ok=True)
             fds.append(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
         except OSError as e:
             for fd in fds:
                 os.close(fd)
-            raise OCIError(f"{path}: {os_words(e)}") from None
+            raise OCIError(f"{flag} {path}: {os_words(e)}") from None
     return fds
 
 
-def _dump_options(c: Container, cfg, opts: CheckpointOptions, fds: list[int], cg_mode: int):
+def _dump_options(c: Container, cfg, opts: CheckpointOptions, fds: list[int], cg_mode: int, binary: str):
     o = criu.new_opts(
         images_dir_fd=fds[0], log_level=4, log_file=DUMP_LOG, root=c.state.rootfs,
         manage_cgroups=True, manage_cgroups_mode=cg_mode, notify_scripts=True, pid=c.state.pid,
@@ -187,8 +209,8 @@ def _dump_options(c: Container, cfg, opts: CheckpointOptions, fds: list[int], cg
         o.ps.address, o.ps.port = address, port
     if opts.parent_path:
         o.parent_img, o.track_mem = opts.parent_path, True
-    if opts.lazy_pages and opts.status_fd >= 0:
-        o.status_fd = opts.status_fd
+    if opts.lazy_pages and opts.status_fd >= 0 and criu.version(binary) < 31500:
+        o.status_fd = opts.status_fd  # newer CRIUs say "status-ready" instead (see _on_notify)
     if not opts.pre_dump:
         for where, name in external_mounts(cfg, c.state.pid):
             o.ext_mnt.add(key=where, val=name)
@@ -200,22 +222,31 @@ def external_mounts(cfg, pid: int) -> list[tuple[str, str]]:
     is mounted, the name it gets in the images).  Bind mounts are named by their destination;
     masked files (binds of a null device: only the files among maskedPaths, seen through the
     running init) all by "/dev/null"; device nodes by their path."""
-    out = [(_clean(m.destination), _clean(m.destination)) for m in cfg.mounts if _is_bind(m)]
+    out = [(_clean(m.destination), _clean(m.destination)) for m in cfg.mounts if is_bind(m)]
     out += [(_clean(p), "/dev/null") for p in cfg.linux.masked_paths if _is_file_in(pid, p)]
-    out += [(_clean(d.path), _clean(d.path)) for d in cfg.linux.devices]
+    out += [(_clean(d.path), _clean(d.path)) for d in _devices(cfg)]
     return out
 
 
 def external_sources(cfg) -> list[tuple[str, str]]:
-    """What restore binds for each name `external_mounts` gave: (name in the images, host path)."""
-    out = [(_clean(m.destination), m.source) for m in cfg.mounts if _is_bind(m)]
+    """What restore binds for each name `external_mounts` gave: (name in the images, host path).
+    A relative bind source is the bundle's, as at create."""
+    out = [(_clean(m.destination), os.path.join(cfg.bundle, m.source)) for m in cfg.mounts if is_bind(m)]
     if cfg.linux.masked_paths:
         out.append(("/dev/null", "/dev/null"))
-    out += [(_clean(d.path), d.path) for d in cfg.linux.devices]
+    out += [(_clean(d.path), d.path) for d in _devices(cfg)]
     return out
 
 
-def _is_bind(m) -> bool:
+def _devices(cfg) -> list:
+    """Every device node the init makes, the six defaults included: in a user namespace each
+    is a bind of the host's node, which CRIU must be told about."""
+    from .rootfs.devices import devices_to_create
+    return devices_to_create(cfg.linux.devices)
+
+
+def is_bind(m) -> bool:
+    """A bind mount (by type, or by the bind/rbind option, as engines write it)."""
     return m.type == "bind" or any(o in ("bind", "rbind") for o in m.options)
 
 

@@ -26,9 +26,11 @@ import time
 
 from .errors import OCIError, os_words
 
-# How long we wait for each of CRIU's answers.  A dump writes all of the container's memory,
-# so this is generous; but a CRIU that hangs must not hang us (and the engine) for ever.
-REPLY_TIMEOUT_S = 600.0
+# How long we wait for each of CRIU's answers.  A dump writes all of the container's memory
+# (and with --lazy-pages answers only once the other side has taken every page), so this is
+# generous, and OCIRUN_CRIU_TIMEOUT=SECONDS changes it; but a CRIU that hangs must not hang us
+# (and the engine) for ever.
+REPLY_TIMEOUT_S = float(os.environ.get("OCIRUN_CRIU_TIMEOUT", "") or 3600)
 EXIT_TIMEOUT_S = 30.0
 _MAX_MESSAGE = 10 * 4096  # runc's buffer: a response never comes near it
 
@@ -235,7 +237,13 @@ class Session:
         if not data:
             raise CriuError(f"criu {_TYPE_NAMES.get(req_type, req_type)} failed: criu exited "
                             f"without an answer{self._log_error()}{self._log_hint()}")
-        return messages()["criu_resp"].FromString(data), fds
+        try:
+            if len(data) >= _MAX_MESSAGE:
+                raise ValueError(f"longer than {_MAX_MESSAGE} bytes")
+            return messages()["criu_resp"].FromString(data), fds
+        except Exception as e:  # noqa: BLE001 — protobuf's DecodeError and ours: one line
+            self._close_fds(fds)
+            raise CriuError(f"criu: an answer we cannot read ({e}){self._log_hint()}") from None
 
     @staticmethod
     def _close_fds(fds: list[int]) -> None:
@@ -324,7 +332,8 @@ def check_features(binary: str, **wanted: bool) -> None:
     except BaseException:
         session.abort()
         raise
-    missing = [name for name in wanted if not getattr(resp.features, name)]
+    # A feature CRIU does not mention is not refused (runc's rule: older CRIUs answer less).
+    missing = [name for name in wanted if resp.features.HasField(name) and not getattr(resp.features, name)]
     if missing:
         words = {"mem_track": "memory tracking (needed by --pre-dump and --parent-path)",
                  "lazy_pages": "lazy pages (userfaultfd; needed by --lazy-pages)"}

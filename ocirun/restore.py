@@ -125,16 +125,17 @@ def _restore(root: str, cid: str, opts: RestoreOptions, binary: str, r: _Restori
     create.check_before_fork(cfg)
     cg_mode = criu.cgroup_mode(opts.manage_cgroups_mode)
     empty_ns = criu.empty_ns_mask(opts.empty_ns)
-    from .rootless import is_rootless
-    manager = create.cgroup_manager(cid, cfg, opts.systemd_cgroup, is_rootless(opts.rootless, opts.systemd_cgroup))
+    if opts.detach and not opts.console_socket and cfg.process is not None and cfg.process.terminal:
+        raise OCIError("process.terminal is true: --console-socket is required with --detach")
+    manager = _cgroup_manager(cid, cfg, opts)
     if opts.console_socket:
         from . import console
         r.console_fd = console.connect_console_socket(opts.console_socket)
     r.sd = StateDir.new(root, cid)
-    st = create.initial_state(cid, cfg, manager)
     manager.check_not_frozen()
-    manager.plan()
+    manager.plan()  # recorded before anything is made, as create does (a kill -9 may come)
     r.cgroup = manager
+    st = create.initial_state(cid, cfg, manager)
     r.sd.write_recovery(st.cgroup)
     r.sd.write(st)
     r.sd.write_config(cfg.raw)
@@ -144,11 +145,10 @@ def _restore(root: str, cid: str, opts: RestoreOptions, binary: str, r: _Restori
         shell_job=opts.shell_job, ext_unix_sk=opts.ext_unix_sk, tcp_established=opts.tcp_established,
         file_locks=opts.file_locks, empty_ns=empty_ns, orphan_pts_master=True,
         auto_dedup=opts.auto_dedup, lazy_pages=opts.lazy_pages)
-    o.images_dir_fd = _open_dir(r, image_dir)
+    o.images_dir_fd = _open_dir(r, image_dir, "--image-path")
     log_dir = image_dir
     if opts.work_path:
-        os.makedirs(opts.work_path, mode=0o700, exist_ok=True)
-        o.work_dir_fd = _open_dir(r, opts.work_path)
+        o.work_dir_fd = _open_dir(r, opts.work_path, "--work-path", make=True)
         log_dir = opts.work_path
     if opts.lsm_profile:
         o.lsm_profile = opts.lsm_profile
@@ -213,11 +213,23 @@ def _read_descriptors(image_dir: str) -> list[str]:
     return doc
 
 
-def _open_dir(r: _Restoring, path: str) -> int:
+def _cgroup_manager(cid: str, cfg, opts: RestoreOptions):
+    """The container's cgroup manager, as create makes it (restore needs root: CRIU does)."""
+    from . import create
+    from .rootless import in_user_namespace, is_rootless
+    rootless = is_rootless(opts.rootless, opts.systemd_cgroup)
+    manager = create.cgroup_manager(cid, cfg, opts.systemd_cgroup, rootless)
+    manager.rootless = rootless or in_user_namespace()  # no eBPF device filter without privilege
+    return manager
+
+
+def _open_dir(r: _Restoring, path: str, flag: str, make: bool = False) -> int:
     try:
+        if make:
+            os.makedirs(path, mode=0o700, exist_ok=True)
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
-        raise OCIError(f"{path}: {os_words(e)}") from None
+        raise OCIError(f"{flag} {path}: {os_words(e)}") from None
     r.fds.append(fd)
     return fd
 
@@ -233,7 +245,7 @@ def _namespaces(cfg, o, r: _Restoring) -> list[int]:
         where = f"linux.namespaces ({ns.type})"
         if ns.type in ("network", "pid"):
             try:
-                fd = os.open(ns.path, os.O_RDONLY)  # inheritable: CRIU gets it with this number
+                fd = os.open(ns.path, os.O_RDONLY | os.O_CLOEXEC)  # CRIU gets it (pass_fds), same number
             except OSError as e:
                 raise ConfigError(where, f"{ns.path}: {os_words(e)}") from None
             r.fds.append(fd)
@@ -252,7 +264,10 @@ def _bind_rootfs(root_path: str, state_dir: str) -> str:
     whose root was a slave of the host's shared mount is restored as one, and CRIU takes the
     peer group from this bind (made private, it fails: "Failed to copy sharing")."""
     target = os.path.join(state_dir, CRIU_ROOT)
-    os.mkdir(target, 0o700)
+    try:
+        os.mkdir(target, 0o700)
+    except OSError as e:
+        raise os_error(f"make {target} for CRIU's root", e) from None
     try:
         linux.mount(root_path, target, "", linux.MS_BIND | linux.MS_REC, None)
     except OSError as e:
@@ -264,33 +279,24 @@ def _bind_rootfs(root_path: str, state_dir: str) -> str:
 def _make_mount_points(cfg) -> None:
     """The mount points that a new rootfs may lack (restore from another copy of the bundle):
     create makes them at create time, CRIU only mounts.  Not under a tmpfs: CRIU restores a
-    tmpfs with its content, mount points included."""
-    from .rootfs.paths import mkdir_all_in_root, open_in_root
+    tmpfs with its content, mount points included.  (A mount point inside a bind mount's
+    source is not made here: runc binds the sources first for that; not yet ocirun.)"""
+    from .checkpoint import is_bind
+    from .rootfs.paths import make_mount_target
     tmpfs = [m.destination.rstrip("/") + "/" for m in cfg.mounts if m.type == "tmpfs"]
     root_fd = os.open(cfg.root_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for i, m in enumerate(cfg.mounts):
             if m.type in ("cgroup", "cgroup2") or any(m.destination.startswith(t) for t in tmpfs):
                 continue
+            source = os.path.join(cfg.bundle, m.source)
+            is_dir = not (is_bind(m) and os.path.exists(source) and not os.path.isdir(source))
             try:
-                _make_mount_point(root_fd, m, mkdir_all_in_root, open_in_root)
+                os.close(make_mount_target(root_fd, m.destination, is_dir))
             except OSError as e:
                 raise os_error(f"mounts[{i}]: create the mount point {m.destination}", e) from None
     finally:
         os.close(root_fd)
-
-
-def _make_mount_point(root_fd: int, m, mkdir_all_in_root, open_in_root) -> None:
-    is_bind = m.type == "bind" or any(o in ("bind", "rbind") for o in m.options)
-    if is_bind and os.path.exists(m.source) and not os.path.isdir(m.source):
-        parent, name = os.path.split(m.destination.rstrip("/"))
-        os.close(mkdir_all_in_root(root_fd, parent or "/"))
-        try:
-            os.close(open_in_root(root_fd, m.destination, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-        except IsADirectoryError:
-            pass
-        return
-    os.close(mkdir_all_in_root(root_fd, m.destination))
 
 
 def _foreground_pipes(opts: RestoreOptions):
@@ -365,22 +371,26 @@ def _foreground(root: str, cid: str, r: _Restoring, relay, pipes) -> int:
 
 
 def _undo(r: _Restoring) -> None:
-    """After a failure: CRIU, the restored processes, the cgroup, the state directory."""
+    """After a failure: CRIU, the restored processes, the cgroup, the state directory.  Each
+    step runs whatever the one before did: the user's error is the first, the rest warnings."""
+    steps = []
     if r.session is not None:
-        r.session.abort()
+        steps.append(("stop CRIU", r.session.abort))
     if r.pid:
         from .delete import kill_and_wait
-        kill_and_wait(r.pid, None)
+        steps.append((f"kill the restored process {r.pid}", lambda: kill_and_wait(r.pid, None)))
     if r.cgroup is not None:
-        try:
-            r.cgroup.destroy()
-        except Exception as e:  # noqa: BLE001 — the state directory goes all the same
-            _log.get().warn(f"cleanup after failed restore: {e}")
-    _close_quietly(r.master)
-    r.master = -1
+        steps.append(("remove the cgroup", r.cgroup.destroy))
+    steps.append(("close the terminal", lambda: _close_quietly(r.master)))
     if r.sd is not None:
-        _unbind_rootfs(r)
-        r.sd.remove()
+        steps.append(("unmount CRIU's root", lambda: _unbind_rootfs(r)))
+        steps.append(("remove the state directory", r.sd.remove))
+    for what, step in steps:
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 — every step is tried; the first error is the user's
+            _log.get().warn(f"cleanup after failed restore: {what}: {e}")
+    r.master = -1
 
 
 def _release(r: _Restoring) -> None:

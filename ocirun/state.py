@@ -226,6 +226,8 @@ class StateDir:
             path = os.path.join(self.path, name)
             try:
                 os.unlink(path)
+            except IsADirectoryError:  # restore's bind of the rootfs for CRIU, left by a kill -9
+                _detach_and_rmdir(path)
             except OSError as e:
                 if e.errno == errno.EBUSY:  # a mount point (network.py pins a netns here)
                     _detach_and_unlink(path)
@@ -447,6 +449,18 @@ def _detach_and_unlink(path: str) -> None:
     try:
         linux.umount2(path, linux.MNT_DETACH)
         os.unlink(path)
+    except OSError:
+        pass
+
+
+def _detach_and_rmdir(path: str) -> None:
+    from . import linux
+    try:
+        linux.umount2(path, linux.MNT_DETACH)
+    except OSError:
+        pass  # not (or no longer) a mount point
+    try:
+        os.rmdir(path)
     except OSError:
         pass
 

@@ -1,0 +1,138 @@
+"""ocirun/criu.py's RPC with `criu swrk`, against a stand-in CRIU (no kernel support needed):
+the request reaches it, notifications are answered (with the fds they carry), a failure is one
+line quoting CRIU's log, an early exit is an error, not a hang.  And the pure rules of
+checkpoint/restore: CRIU's names for external mounts, the flags' values."""
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ocirun import criu
+from ocirun.checkpoint import _page_server, external_mounts, external_sources
+from ocirun.config import parse_config
+from ocirun.errors import OCIError
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The stand-in: answers one request as the test's SCRIPT tells it.
+FAKE = textwrap.dedent("""\
+    import os, socket, sys
+    sys.path.insert(0, {repo!r})
+    from ocirun import criu
+    M = criu.messages()
+    sock = socket.socket(fileno=int(sys.argv[2]))
+    req = M["criu_req"].FromString(sock.recv(65536))
+    mode = os.environ["FAKE_MODE"]
+    if mode == "notify":
+        r, w = os.pipe()
+        os.write(w, b"through the fd")
+        note = M["criu_resp"](type=criu.NOTIFY, success=True)
+        note.notify.script, note.notify.pid = "post-restore", 4242
+        socket.send_fds(sock, [note.SerializeToString()], [r])
+        ack = M["criu_req"].FromString(sock.recv(65536))
+        assert ack.type == criu.NOTIFY and ack.notify_success
+        done = M["criu_resp"](type=req.type, success=True)
+        done.restore.pid = req.opts.pid + 1
+        sock.send(done.SerializeToString())
+    elif mode == "fail":
+        with open(os.path.join(os.environ["FAKE_LOG_DIR"], "restore.log"), "w") as f:
+            f.write("(00.000100) Info: fine\\n(00.000200) Error (criu/mount.c:1): No mapping for /x\\n")
+        sock.send(M["criu_resp"](type=req.type, success=False, cr_errno=2).SerializeToString())
+    elif mode == "exit":
+        sys.exit(3)
+""")
+
+
+@pytest.fixture
+def fake_criu(tmp_path, monkeypatch):
+    path = tmp_path / "criu"
+    path.write_text(f"#!{sys.executable}\n" + FAKE.format(repo=str(REPO)))
+    path.chmod(0o755)
+    monkeypatch.setenv("FAKE_LOG_DIR", str(tmp_path))
+    return str(path)
+
+
+def test_notifications_are_answered_with_their_fds(fake_criu, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_MODE", "notify")
+    seen = []
+
+    def on_notify(script, pid, fds):
+        seen.append((script, pid, os.read(fds[0], 100)))
+
+    session = criu.Session(fake_criu, log_dir=str(tmp_path), log_file="restore.log")
+    resp = session.call(criu.RESTORE, criu.new_opts(pid=41), on_notify=on_notify)
+    session.finish()
+    assert seen == [("post-restore", 4242, b"through the fd")]
+    assert resp.restore.pid == 42  # the request's options reached CRIU
+
+
+def test_a_failure_quotes_criu_s_log_in_one_line(fake_criu, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_MODE", "fail")
+    session = criu.Session(fake_criu, log_dir=str(tmp_path), log_file="restore.log")
+    with pytest.raises(criu.CriuError) as e:
+        session.call(criu.RESTORE, criu.new_opts())
+    session.abort()
+    msg = str(e.value)
+    assert "\n" not in msg and "criu restore failed" in msg
+    assert "Error (criu/mount.c:1): No mapping for /x" in msg and "(00." not in msg
+    assert str(tmp_path / "restore.log") in msg
+
+
+def test_criu_exiting_without_an_answer_is_an_error(fake_criu, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "exit")
+    session = criu.Session(fake_criu)
+    with pytest.raises(criu.CriuError, match="criu exited without an answer"):
+        session.call(criu.DUMP, criu.new_opts())
+    session.abort()
+
+
+def test_a_missing_criu_is_named():
+    with pytest.raises(OCIError, match="/nonexistent/criu: not found.*install the criu package"):
+        criu.criu_binary("/nonexistent/criu")
+
+
+def test_flag_values():
+    assert criu.cgroup_mode("") == criu.CGROUP_MODES[""] and criu.cgroup_mode("strict") == 5
+    with pytest.raises(OCIError, match="--manage-cgroups-mode 'x'"):
+        criu.cgroup_mode("x")
+    assert criu.empty_ns_mask([]) == criu.empty_ns_mask(["network"]) == 0x40000000  # CLONE_NEWNET always
+    with pytest.raises(OCIError, match="--empty-ns 'ipc'"):
+        criu.empty_ns_mask(["ipc"])
+    assert _page_server("10.0.0.1:1234") == ("10.0.0.1", 1234)
+    assert _page_server("[::1]:80") == ("::1", 80)
+    with pytest.raises(OCIError, match="ADDRESS:PORT"):
+        _page_server("nohost")
+
+
+def test_external_mounts_are_named_as_criu_expects(tmp_path):
+    (tmp_path / "rootfs").mkdir()
+    cfg = parse_config({
+        "ociVersion": "1.2.0", "root": {"path": "rootfs"},
+        "mounts": [{"destination": "/data/", "type": "bind", "source": "vol", "options": ["rbind"]},
+                   {"destination": "/etc/hosts", "source": "/etc/hosts", "options": ["bind", "ro"]},
+                   {"destination": "/proc", "type": "proc", "source": "proc"}],
+        "linux": {"maskedPaths": ["/proc/kcore"],
+                  "devices": [{"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229}]},
+    }, str(tmp_path))
+    # dump: where each is mounted -> its name in the images (pid 0: no running init, so no
+    # masked file is seen; the names of the others do not depend on it)
+    dump = dict(external_mounts(cfg, 0))
+    assert dump["/data"] == "/data" and dump["/etc/hosts"] == "/etc/hosts" and "/proc" not in dump
+    assert dump["/dev/fuse"] == "/dev/fuse" and dump["/dev/null"] == "/dev/null"  # defaults too
+    # restore: name -> host path; a relative source is the bundle's; masks share one name
+    restore = dict(external_sources(cfg))
+    assert restore["/data"] == str(tmp_path / "vol") and restore["/etc/hosts"] == "/etc/hosts"
+    assert restore["/dev/null"] == "/dev/null" and restore["/dev/fuse"] == "/dev/fuse"
+
+
+def test_sessions_never_leave_fds(fake_criu, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_MODE", "notify")
+    before = set(os.listdir("/proc/self/fd"))
+    session = criu.Session(fake_criu)
+    session.call(criu.RESTORE, criu.new_opts(), on_notify=lambda *_: None)
+    session.finish()
+    assert set(os.listdir("/proc/self/fd")) <= before
