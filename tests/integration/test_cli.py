@@ -12,15 +12,11 @@ import re
 import pytest
 
 import helpers
-from helpers import make_bundle, ok, run_ocirun
+from helpers import make_bundle, ok, run_ocirun, state_of
 from ocirun import schema
 
 
 SLEEPER = ["sleep", "1000"]
-
-
-def state_of(root, cid) -> dict:
-    return json.loads(ok("state", cid, root=root).stdout)
 
 
 # ============================================================================ state

@@ -21,16 +21,12 @@ import time
 import pytest
 
 import helpers
-from helpers import make_bundle, ok, run_ocirun
+from helpers import make_bundle, ok, run_ocirun, state_of
 
 
 FIXTURES = helpers.FIXTURES
 NS_LINKS = ["net", "ipc", "uts", "mnt", "pid", "cgroup"]
 CAP_SYS_ADMIN = 21
-
-
-def state_of(root, cid) -> dict:
-    return json.loads(ok("state", cid, root=root).stdout)
 
 
 # `exec` itself failed: runc's status 255 (not one the process could have returned) and runc's

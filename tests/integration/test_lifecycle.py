@@ -16,15 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import helpers
-from helpers import alive, make_bundle, ok, one_line_error, run_ocirun, wait_gone
+from helpers import alive, make_bundle, ok, one_line_error, run_ocirun, state_of, wait_gone
 
 
 # A container that stays up until it is killed (`sleep` as PID 1 ignores SIGTERM).
 SLEEPER = ["sleep", "1000"]
-
-
-def state_of(root, cid) -> dict:
-    return json.loads(ok("state", cid, root=root).stdout)
 
 
 def wait_status(root, cid, want: str, timeout: float = 10) -> dict:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import select
 import signal
@@ -15,11 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import helpers
-from helpers import alive, make_bundle, ok, run_ocirun
-
-
-def state_of(root, cid) -> dict:
-    return json.loads(ok("state", cid, root=root).stdout)
+from helpers import alive, make_bundle, ok, run_ocirun, state_of
 
 
 def popen_ocirun(args, root, **kw) -> subprocess.Popen:
