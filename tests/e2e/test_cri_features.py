@@ -589,6 +589,7 @@ def test_stop_with_grace_period(cri_engine, runtime):
 
 
 def wait_log(p: Pod, name: str, text: str, timeout: float = 10) -> None:
+    # A poll with its own deadline: the failure shows the log lines so far.
     deadline = time.monotonic() + timeout
     while text not in p.log_text(name).split("\n"):
         assert time.monotonic() < deadline, f"{name} never logged {text!r}: {p.log_lines(name)}"
