@@ -299,6 +299,11 @@ def ok(*args: str, root: Path | str | None = None, run=None, **kw) -> subprocess
     return r
 
 
+def state_of(root: Path | str, cid: str, *, run=None) -> dict:
+    """`state cid` parsed, requiring exit 0."""
+    return json.loads(ok("state", cid, root=root, run=run).stdout)
+
+
 def one_line_error(r: subprocess.CompletedProcess, *needles: str, status: int = 1,
                    prefix: str = "") -> str:
     """A clean failure: exit `status`, and stderr is one line that starts with `prefix` and

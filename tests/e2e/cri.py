@@ -137,6 +137,8 @@ class CRIClient:
         return decode(first(reply, 1, b""))
 
     def wait_exited(self, container_id: str, timeout: float = 20) -> int:
+        # A poll with its own deadline: this client stands alone (no test helpers), so it
+        # raises its own TimeoutError.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             status = self.container_status(container_id)
@@ -177,6 +179,7 @@ class CRIClient:
 
     def wait_state(self, container_id: str, state: int, timeout: float = 20) -> dict:
         """The ContainerStatus once its state is `state`."""
+        # A poll with its own deadline, as wait_exited; the error shows the last status.
         deadline = time.monotonic() + timeout
         while True:
             status = self.container_status(container_id)

@@ -229,6 +229,7 @@ class Daemon:
                                          start_new_session=True)
 
     def wait_for_socket(self, sock: Path, timeout: float = 30) -> None:
+        # A poll with its own deadline: it stops early if the daemon died, and names its log.
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -265,6 +266,7 @@ def kill_processes_mentioning(marker: str, grace: float = 10) -> list[int]:
     finishing (conmon's `podman container cleanup` exit command) finish.
     """
     deadline = time.monotonic() + grace
+    # A poll with its own deadline that never fails: what is left after it is killed.
     while _processes_mentioning(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     killed = []

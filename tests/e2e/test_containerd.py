@@ -67,6 +67,7 @@ def task_status(containerd, cid):
 
 
 def wait_status(containerd, cid, wanted, timeout=10):
+    # A poll with its own deadline: the failure shows the task's last status.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if task_status(containerd, cid)[1] == wanted:

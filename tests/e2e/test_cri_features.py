@@ -22,6 +22,7 @@ import time
 import pytest
 
 import engines
+import helpers
 from engines import IMAGE, PAUSE_IMAGE
 
 # The command of the pod sandbox (pause) container: IMAGE_COMMANDS[PAUSE_IMAGE].
@@ -516,14 +517,15 @@ def test_container_stats(cri_engine, runtime):
     with pod(cri_engine, runtime) as p:
         cid = p.start("c1", "head -c 20000000 /dev/zero | tail -c 1 >/dev/null; "
                       "exec sleep 1000")
-        time.sleep(0.5)
-        stats = cri_engine[1].container_stats(cid)
 
-        def value(section: int, field: int) -> int:
+        def value(stats: dict, section: int, field: int) -> int:
             usage = cri.decode(cri.first(stats, section, b""))
             return cri.first(cri.decode(cri.first(usage, field, b"")), 1, 0)
-        assert value(2, 2) > 0, stats  # cpu usage_core_nano_seconds
-        assert value(3, 4) > 0, stats  # memory usage_bytes
+
+        def counted() -> bool:  # cpu usage_core_nano_seconds and memory usage_bytes
+            stats = cri_engine[1].container_stats(cid)
+            return value(stats, 2, 2) > 0 and value(stats, 3, 4) > 0
+        helpers.wait_until(counted, 10, "cpu and memory usage in the container's stats")
 
 
 def test_oom_killed(cri_engine, runtime):
@@ -587,6 +589,7 @@ def test_stop_with_grace_period(cri_engine, runtime):
 
 
 def wait_log(p: Pod, name: str, text: str, timeout: float = 10) -> None:
+    # A poll with its own deadline: the failure shows the log lines so far.
     deadline = time.monotonic() + timeout
     while text not in p.log_text(name).split("\n"):
         assert time.monotonic() < deadline, f"{name} never logged {text!r}: {p.log_lines(name)}"

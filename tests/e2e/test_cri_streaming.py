@@ -238,7 +238,7 @@ def free_port() -> int:
 def wait_listening(port: int, tables, timeout: float = 10) -> None:
     """Until a TCP socket listens on `port` by `tables()` (the text of /proc/net/tcp and tcp6,
     read rather than connecting, which would use up the one connection `nc -l` takes)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout  # own deadline (see helpers.wait_until): names the port
     while not listening(port, tables()):
         assert time.monotonic() < deadline, f"nothing listens on port {port}"
         time.sleep(0.05)
@@ -319,12 +319,12 @@ def test_log_rotation_reopen(cri_engine, runtime):
         rotated = p.logs / "c1.log.20260101-000000"
         os.rename(log, rotated)
         client.reopen_container_log(cid)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10  # own deadline: the failure lists the log directory
         while len(log_numbers(log)) < 3:
             assert time.monotonic() < deadline, f"no new lines at {log}: {sorted(p.logs.iterdir())}"
             time.sleep(0.05)
         size = rotated.stat().st_size
-        time.sleep(0.3)
+        time.sleep(0.3)  # a fixed wait on purpose: the check is that the old file did NOT grow
         assert rotated.stat().st_size == size, "the renamed log still grows"
         old, new = log_numbers(rotated), log_numbers(log)
         assert old == list(range(len(old))) and len(old) >= 4, old

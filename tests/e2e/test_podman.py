@@ -136,6 +136,7 @@ def test_kill_signal(podman, runtime):
 
 
 def _wait_for_log(podman, name, text, tries=50):
+    # A poll with its own bound: the failure shows the last `podman logs`.
     import time
     for _ in range(tries):
         logs = podman("logs", name)

@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+import helpers
 from ocirun.cgroups import cgroup_mode, load_manager, manager_for
 from ocirun.cgroups.detect import hierarchies
 from ocirun.cgroups.manager import Manager
@@ -55,7 +56,7 @@ def _sweep(name: str) -> None:
                     break
                 except FileNotFoundError:
                     break
-                except OSError:
+                except OSError:  # EBUSY: the killed tasks are still leaving; a bounded retry
                     time.sleep(0.01)
 
 
@@ -138,10 +139,7 @@ def test_life_cycle(fresh_id):
     m.thaw()
     assert m.state() == "running"
     # cgroup.events says "frozen 0" at once; the tasks wake a moment later
-    deadline = time.monotonic() + 5
-    while proc_state(p.pid) != "S" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc_state(p.pid) == "S"
+    helpers.wait_until(lambda: proc_state(p.pid) == "S", 5, "the thawed task to sleep again")
 
     # a later process rebuilds the manager from state.json
     m2 = load_manager(json.loads(json.dumps(m.to_state())))
@@ -430,7 +428,7 @@ def _fork_joined(m, force_slow_v2: bool = False) -> int:
             os.close(r)
             plan.enter_v1()
             os.write(w, b"joined")
-            time.sleep(1000)
+            time.sleep(1000)  # the child's whole job: stay in the cgroup until the test kills it
         finally:
             os._exit(1)
     os.close(w)

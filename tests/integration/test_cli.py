@@ -8,20 +8,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 
 import pytest
 
 import helpers
-from helpers import make_bundle, ok, run_ocirun
+from helpers import make_bundle, ok, run_ocirun, state_of
 from ocirun import schema
 
 
 SLEEPER = ["sleep", "1000"]
-
-
-def state_of(root, cid) -> dict:
-    return json.loads(ok("state", cid, root=root).stdout)
 
 
 # ============================================================================ state
@@ -35,9 +30,7 @@ def test_state_json_shape_through_the_lifecycle(ocirun_root, tmp_path):
         if step == "start":
             ok("start", "s1", root=ocirun_root)
         if step == "stopped":
-            deadline = time.monotonic() + 10
-            while state_of(ocirun_root, "s1")["status"] != "stopped" and time.monotonic() < deadline:
-                time.sleep(0.02)
+            helpers.wait_until(lambda: state_of(ocirun_root, "s1")["status"] == "stopped", 10, "s1 to stop")
         st = state_of(ocirun_root, "s1")
         schema.validate_state(st)
         assert isinstance(st["ociVersion"], str) and re.fullmatch(r"\d+\.\d+\.\d+", st["ociVersion"])
@@ -104,12 +97,10 @@ def test_ps_json_is_the_host_pids(ocirun_root, tmp_path):
     ok("run", "-d", "-b", bundle, "p1", root=ocirun_root)
     try:
         init = state_of(ocirun_root, "p1")["pid"]
-        deadline = time.monotonic() + 10
-        while True:
+        def all_three():
             pids = json.loads(ok("ps", "--format", "json", "p1", root=ocirun_root).stdout)
-            if len(pids) == 3 or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
+            return pids if len(pids) == 3 else None
+        pids = helpers.wait_until(all_three, 10, "ps to list the init and its two sleeps")
         assert isinstance(pids, list) and all(isinstance(p, int) for p in pids)
         assert init in pids and len(pids) == 3, pids
         for pid in pids:  # host pids: /proc here sees them, and they are ours (init's children)
@@ -142,7 +133,7 @@ def test_ps_options_after_the_id_go_to_ps_as_with_runc(ocirun_root, runc_root, t
             assert r.returncode == 0, (run.__name__, r.stderr)
             assert str(init) in r.stdout.split(), (run.__name__, r.stdout)
         finally:
-            run("delete", "--force", "psx", root=root)
+            helpers.delete(root, "psx", run=run, check=False)
     for name, words in tables.items():  # -o pid,comm: exactly the header and the sleeper
         assert words[:2] == ["PID", "COMMAND"] and words[3:] == ["sleep"], (name, words)
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import helpers
 from ocirun import console, linux
 from ocirun.errors import OCIError
 
@@ -41,6 +42,15 @@ def read_report(rep_r):
         rep = json.loads(f.read() or b"{}")
     assert "error" not in rep, rep["error"]
     return rep
+
+
+def tty_size_of(pid):
+    """The window size of the terminal that is `pid`'s stdin (opened without becoming ours)."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NOCTTY | os.O_NONBLOCK)
+    try:
+        return console.get_winsize(fd)
+    finally:
+        os.close(fd)
 
 
 def read_until_hangup(fd, want=None, timeout=5.0):
@@ -277,13 +287,15 @@ def test_relay_terminal_raw_mode_and_sigwinch():
             os._exit(2)
     os.close(master)
     try:
-        time.sleep(0.2)  # let the relay switch to raw mode before we type
-        raw = termios.tcgetattr(outer_s)
+        def raw_attrs():  # type only once the relay has put our terminal in raw mode
+            attrs = termios.tcgetattr(outer_s)
+            return None if attrs[3] & (termios.ICANON | termios.ECHO) else attrs
+        raw = helpers.wait_until(raw_attrs, 10, "the relay to put the terminal in raw mode")
         os.write(outer_m, b"go\n")
         out = read_until_hangup(outer_m, b"size 40 100")
         console.set_winsize(outer_m, 50, 120)
         os.kill(relay, signal.SIGWINCH)
-        time.sleep(0.2)
+        helpers.wait_until(lambda: tty_size_of(pid) == (50, 120), 10, "the relay to copy the new size")
         os.write(outer_m, b"go\n")
         out += read_until_hangup(outer_m, b"size 50 120")
         read_report(rep_r)

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import time
 
 import pytest
 
@@ -262,10 +261,9 @@ def test_wrong_state_exit_codes_match_runc(ocirun_root, runc_root, tmp_path):
         codes.append(run("start", "w1", root=root).returncode)
         codes.append(run("start", "w1", root=root).returncode)
         codes.append(run("delete", "w1", root=root).returncode)
-        for _ in range(100):
-            if json.loads(run("state", "w1", root=root).stdout)["status"] == "stopped":
-                break
-            time.sleep(0.02)
+        def stopped(run=run, root=root) -> bool:
+            return json.loads(run("state", "w1", root=root).stdout)["status"] == "stopped"
+        helpers.wait_until(stopped, 10, f"w1 of {run.__name__} to stop")
         codes.append(run("kill", "w1", "KILL", root=root).returncode)
         codes.append(run("start", "w1", root=root).returncode)
         codes.append(run("delete", "w1", root=root).returncode)

@@ -21,16 +21,12 @@ import time
 import pytest
 
 import helpers
-from helpers import make_bundle, ok, run_ocirun
+from helpers import make_bundle, ok, run_ocirun, state_of
 
 
 FIXTURES = helpers.FIXTURES
 NS_LINKS = ["net", "ipc", "uts", "mnt", "pid", "cgroup"]
 CAP_SYS_ADMIN = 21
-
-
-def state_of(root, cid) -> dict:
-    return json.loads(ok("state", cid, root=root).stdout)
 
 
 # `exec` itself failed: runc's status 255 (not one the process could have returned) and runc's
@@ -353,14 +349,10 @@ def test_exec_into_a_container_at_its_pids_limit(tmp_path, ocirun_root, runtime)
     r = run("run", "-d", "-b", bundle, "pl", root=root)
     assert r.returncode == 0, r.stderr
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def at_limit():
             ps = run("ps", "--format", "json", "pl", root=root)
-            if ps.returncode == 0 and len(json.loads(ps.stdout)) == 3:
-                break
-            time.sleep(0.02)
-        else:
-            pytest.fail("the container never reached its pids limit")
+            return ps.returncode == 0 and len(json.loads(ps.stdout)) == 3
+        helpers.wait_until(at_limit, 10, "the container to reach its pids limit")
         full = run("exec", "pl", "sh", "-c", "echo in", root=root)
         if runtime == "runc" and "pthread_create failed" in full.stderr:
             # runc's Go runtime starts threads once its setns process is in the cgroup: at the
@@ -368,7 +360,7 @@ def test_exec_into_a_container_at_its_pids_limit(tmp_path, ocirun_root, runtime)
             pytest.xfail("runc 1.1.5's exec ran out of pids for its own threads")
         assert (full.returncode, full.stdout) == (0, "in\n"), full.stderr
     finally:
-        run("delete", "--force", "pl", root=root)
+        helpers.delete(root, "pl", run=run, check=False)
 
 
 # ============================================================================ errors
@@ -377,9 +369,7 @@ def test_exec_into_a_stopped_container(tmp_path, ocirun_root):
     bundle = make_bundle(tmp_path, ["true"])
     ok("run", "-d", "-b", bundle, "st", root=ocirun_root)
     try:
-        deadline = time.monotonic() + 10
-        while state_of(ocirun_root, "st")["status"] != "stopped" and time.monotonic() < deadline:
-            time.sleep(0.02)
+        helpers.wait_until(lambda: state_of(ocirun_root, "st")["status"] == "stopped", 10, "st to stop")
         one_line_error(run_ocirun("exec", "st", "true", root=ocirun_root), "stopped")
     finally:
         ok("delete", "st", root=ocirun_root)
@@ -415,10 +405,8 @@ def test_paused_container(tmp_path, ocirun_root):
         assert state_of(ocirun_root, "pz")["status"] == "paused"
         ok("resume", "pz", root=ocirun_root)
         cat = "cat /dev/shm/flag 2>/dev/null || echo none"
-        deadline = time.monotonic() + 10
-        while (out := ok("exec", "pz", "sh", "-c", cat, root=ocirun_root).stdout) != "ran\n":
-            assert time.monotonic() < deadline, out
-            time.sleep(0.05)
+        helpers.wait_until(lambda: ok("exec", "pz", "sh", "-c", cat, root=ocirun_root).stdout == "ran\n",
+                           10, "the --ignore-paused process to run after resume")
     finally:
         run_ocirun("resume", "pz", root=ocirun_root)
         helpers.delete(ocirun_root, "pz", check=False)
@@ -433,13 +421,10 @@ def test_paused_exec_does_not_run_before_resume(tmp_path, ocirun_root):
     try:
         ok("pause", "pz2", root=ocirun_root)
         ok("exec", "--ignore-paused", "-d", "pz2", "touch", "/ran", root=ocirun_root, timeout=15)
-        time.sleep(0.3)
+        time.sleep(0.3)  # a fixed wait on purpose: the check is that nothing ran meanwhile
         assert not (rootfs / "ran").exists()
         ok("resume", "pz2", root=ocirun_root)
-        deadline = time.monotonic() + 10
-        while not (rootfs / "ran").exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        helpers.wait_until(lambda: (rootfs / "ran").exists(), 10, "the exec'd touch to run after resume")
     finally:
         run_ocirun("resume", "pz2", root=ocirun_root)
         helpers.delete(ocirun_root, "pz2", check=False)
@@ -462,7 +447,7 @@ def test_exec_failures_exit_255_as_with_runc(tmp_path, ocirun_root, runc_root):
                 assert "exec failed: " in r.stderr, (run.__name__, r.stderr)
     finally:
         helpers.delete(ocirun_root, "e255", check=False)
-        helpers.run_runc("delete", "--force", "e255", root=runc_root)
+        helpers.delete(runc_root, "e255", run=helpers.run_runc, check=False)
 
 
 @pytest.mark.parametrize("runtime", ["ocirun", "runc"])
@@ -490,4 +475,4 @@ def test_exec_uses_the_config_the_container_was_created_from(tmp_path, ocirun_ro
         else:
             assert r.returncode != 0
     finally:
-        run("delete", "--force", "cfg", root=root)
+        helpers.delete(root, "cfg", run=run, check=False)

@@ -226,9 +226,8 @@ def test_memory_rlimits_are_set_at_execve(ocirun_root, tmp_path):
         assert _limit(pid, "Max data size") == "unlimited"
         assert _limit(pid, "Max open files") == "100"  # the others are set before
         assert run_ocirun("start", "ml1", root=ocirun_root).returncode == 0
-        deadline = time.monotonic() + 10
-        while _limit(pid, "Max address space") == "unlimited" and time.monotonic() < deadline:
-            time.sleep(0.02)
+        helpers.wait_until(lambda: _limit(pid, "Max address space") != "unlimited", 10,
+                           "the started program's own limits")
         assert _limit(pid, "Max address space") == str(64 << 20)
         assert _limit(pid, "Max data size") == str(32 << 20)
         r = run_ocirun("exec", "ml1", "sh", "-c", "ulimit -v; ulimit -d", root=ocirun_root, timeout=30)

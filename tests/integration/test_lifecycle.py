@@ -16,25 +16,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import helpers
-from helpers import alive, make_bundle, ok, one_line_error, run_ocirun, wait_gone
+from helpers import alive, make_bundle, ok, one_line_error, run_ocirun, state_of, wait_gone
 
 
 # A container that stays up until it is killed (`sleep` as PID 1 ignores SIGTERM).
 SLEEPER = ["sleep", "1000"]
 
 
-def state_of(root, cid) -> dict:
-    return json.loads(ok("state", cid, root=root).stdout)
-
-
 def wait_status(root, cid, want: str, timeout: float = 10) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
+    """The container's state once its status is `want`."""
+    def reached():
         st = state_of(root, cid)
-        if st["status"] == want or time.monotonic() > deadline:
-            assert st["status"] == want, st
-            return st
-        time.sleep(0.02)
+        return st if st["status"] == want else None
+    return helpers.wait_until(reached, timeout, f"{cid} to be {want}")
 
 
 def foreground_run(root, bundle, cid, ready: str = "ready") -> subprocess.Popen:
@@ -171,7 +165,7 @@ def test_sigterm_stops_a_created_container(ocirun_root, tmp_path):
         ok("kill", "c1", "TERM", root=ocirun_root)
         wait_status(ocirun_root, "c1", "stopped", timeout=2)
     finally:
-        ok("delete", "--force", "c1", root=ocirun_root)
+        helpers.delete(ocirun_root, "c1")
 
 
 def test_kill_unknown_signal(ocirun_root, tmp_path):
@@ -192,7 +186,7 @@ def test_kill_all_reaches_every_process(ocirun_root, tmp_path):
     bundle = make_bundle(tmp_path, ["sh", "-c", "sleep 1000 & echo ready; wait; exit 5"])
     proc = foreground_run(ocirun_root, bundle, "a1")
     ok("kill", "a1", "TERM", root=ocirun_root)
-    time.sleep(0.2)
+    time.sleep(0.2)  # a fixed wait on purpose: the check is that `run` did NOT end meanwhile
     assert proc.poll() is None, "TERM without --all must only reach PID 1, which ignores it"
     ok("kill", "--all", "a1", "TERM", root=ocirun_root)
     rc, out = finish(proc)
@@ -269,9 +263,8 @@ def test_delete_force_after_create_was_killed(ocirun_root, tmp_path, kind):
     create = subprocess.Popen(helpers.ocirun_command() + ["--root", str(ocirun_root), "create", "-b", str(bundle), "h1"],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 15
-        while not started.exists() and time.monotonic() < deadline and create.poll() is None:
-            time.sleep(0.01)
+        helpers.wait_until(lambda: started.exists() or create.poll() is not None, 15,
+                           f"the {kind} hook to start (or create to exit)")
         assert started.exists(), f"the {kind} hook never ran (create exited {create.poll()})"
         # The container's processes as they are now: the init waits for the hook's end.
         procs = f"/sys/fs/cgroup/pids{cgroups_path}/cgroup.procs"
@@ -310,9 +303,8 @@ def test_sigterm_during_create_undoes_it(ocirun_root, tmp_path):
     create = subprocess.Popen(helpers.ocirun_command() + ["--root", str(ocirun_root), "create", "-b", str(bundle), "t1"],
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 15
-        while not hook_pid.exists() and time.monotonic() < deadline and create.poll() is None:
-            time.sleep(0.01)
+        helpers.wait_until(lambda: hook_pid.exists() or create.poll() is not None, 15,
+                           "the createRuntime hook to start (or create to exit)")
         assert hook_pid.exists(), "the createRuntime hook never ran"
         with open(f"{cgroup}/cgroup.procs") as f:
             in_cgroup = [int(p) for p in f.read().split()]

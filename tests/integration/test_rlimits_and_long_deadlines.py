@@ -98,8 +98,7 @@ def test_hard_limits_above_the_runtimes_are_raised_before_the_user_drop(ocirun_r
         r = _under_low_limits(cmd, root, "exec", "rl2", "sh", "-c", "ulimit -s; ulimit -H -s")
         assert r.returncode == 0 and r.stdout.split() == [str(8 * M >> 10), str(16 * M >> 10)], (r.stdout, r.stderr)
     finally:
-        subprocess.run([*cmd, "--root", str(root), "delete", "--force", "rl2"],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        helpers.delete(root, "rl2", run=run_ocirun if runtime == "ocirun" else helpers.run_runc, check=False)
 
 
 @pytest.mark.parametrize("runtime", ["ocirun", "runc"])
@@ -117,8 +116,7 @@ def test_a_hard_limit_we_cannot_raise_fails_create_as_with_runc(ocirun_root, run
                                                       "rlimits": rl})
     r = _under_low_limits(cmd, root, "create", "-b", str(bundle), "rl4")
     if r.returncode == 0:
-        subprocess.run([*cmd, "--root", str(root), "delete", "--force", "rl4"],
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        helpers.delete(root, "rl4", run=run_ocirun if runtime == "ocirun" else helpers.run_runc, check=False)
     assert r.returncode != 0, f"{runtime} create succeeded"
     if runtime == "ocirun":
         assert r.stderr == ("process.rlimits[0]: setrlimit RLIMIT_STACK (soft 8388608, hard 16777216): "

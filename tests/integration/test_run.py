@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import select
 import signal
@@ -15,11 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import helpers
-from helpers import alive, make_bundle, ok, run_ocirun
-
-
-def state_of(root, cid) -> dict:
-    return json.loads(ok("state", cid, root=root).stdout)
+from helpers import alive, make_bundle, ok, run_ocirun, state_of
 
 
 def popen_ocirun(args, root, **kw) -> subprocess.Popen:
@@ -97,11 +92,11 @@ def test_signal_right_after_start_is_not_lost(ocirun_root, tmp_path):
     bundle = make_bundle(tmp_path, ["sleep", "1000"])
     proc = popen_ocirun(["run", "-b", bundle, "r4"], ocirun_root, stdout=subprocess.DEVNULL,
                         stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 15
-    while not (ocirun_root / "r4" / "state.json").exists() and time.monotonic() < deadline:
-        time.sleep(0.001)
+    # A short interval: the point is to signal as soon as the container exists.
+    helpers.wait_until(lambda: (ocirun_root / "r4" / "state.json").exists(), 15, "r4's state.json",
+                       interval=0.001)
     proc.send_signal(signal.SIGINT)
-    time.sleep(0.3)
+    time.sleep(0.3)  # a fixed wait on purpose: either outcome below is right, we only look which
     if proc.poll() is not None:
         # Forwarded before execve, it ends the init (as runc's created init dies of it): `run`
         # reports that as the container's exit and cleans up — it did not die itself.
@@ -167,7 +162,7 @@ def test_pid_file_relative_to_cwd(ocirun_root, tmp_path):
         assert (work / "init.pid").read_text() == str(pid)
         assert [n for n in os.listdir(work) if n != "init.pid"] == []  # no temp file left
     finally:
-        ok("delete", "--force", "pf1", root=ocirun_root)
+        helpers.delete(ocirun_root, "pf1")
 
 
 def test_pid_file_in_missing_dir_fails_and_cleans_up(ocirun_root, tmp_path):
@@ -269,9 +264,7 @@ def test_no_fd_leaks_after_create_start(ocirun_root, tmp_path):
         for fd in keep:
             os.close(fd)
     ok("start", "f3", root=ocirun_root)
-    deadline = time.monotonic() + 10
-    while state_of(ocirun_root, "f3")["status"] != "stopped" and time.monotonic() < deadline:
-        time.sleep(0.02)
+    helpers.wait_until(lambda: state_of(ocirun_root, "f3")["status"] == "stopped", 10, "f3 to stop")
     ok("delete", "f3", root=ocirun_root)
     assert sorted(container_fds(log.read_text())) == [0, 1, 2], log.read_text()
 

@@ -61,7 +61,7 @@ def test_exec_cwd_only_root_can_enter(runtime, ocirun_root, runc_root, tmp_path)
         assert r.returncode == 0, r.stderr
         assert r.stdout.split() == ["/root", "1000"], r.stdout
     finally:
-        run("delete", "--force", "cwd3", root=root)
+        helpers.delete(root, "cwd3", run=run, check=False)
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -100,7 +100,7 @@ def _run_on_pty(run, root: Path, tmp_path: Path, bundle: Path, cid: str) -> str:
             finally:
                 os.close(master)
         finally:
-            run("delete", "--force", cid, root=root)
+            helpers.delete(root, cid, run=run, check=False)
     finally:
         srv.close()
 
@@ -363,10 +363,8 @@ def test_join_mount_namespace_by_path(runtime, ocirun_root, runc_root, tmp_path)
     holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sleep", "60"])
     try:
         ns = f"/proc/{holder.pid}/ns/mnt"
-        for _ in range(200):   # until unshare has made the namespace and exec'd sleep
-            if os.readlink(ns) != os.readlink("/proc/self/ns/mnt"):
-                break
-            time.sleep(0.01)
+        helpers.wait_until(lambda: os.readlink(ns) != os.readlink("/proc/self/ns/mnt"), 10,
+                           "unshare to make its mount namespace")
         bundle = make_bundle(tmp_path, ["sh", "-c", "hostname; readlink /proc/self/ns/mnt"])
         cfg = read_config(bundle)
         for n in cfg["linux"]["namespaces"]:

@@ -134,9 +134,7 @@ class Agent:
                 pass  # ENOENT: the process was killed meanwhile
 
     def wait_for_states(self, n: int, timeout: float = 10) -> list[dict]:
-        end = time.monotonic() + timeout
-        while len(self.states) < n and time.monotonic() < end:
-            time.sleep(0.02)
+        helpers.wait_until(lambda: len(self.states) >= n, timeout, f"{n} container state(s) from the runtime")
         return self.states
 
     def close(self) -> None:
@@ -291,7 +289,7 @@ def test_notify_without_listener_path_is_refused_at_create_as_by_runc(ocirun_roo
     assert "linux.seccomp.listenerPath: is required" in r.stderr and "linux.seccomp.syscalls[0]" in r.stderr
     assert not os.path.exists(ocirun_root / "nl1")
     r = run_runc("create", "-b", str(bundle), "nl1", root=runc_root)
-    run_runc("delete", "--force", "nl1", root=runc_root)
+    helpers.delete(runc_root, "nl1", run=run_runc, check=False)
     assert r.returncode == 1 and "listenerPath is not set" in r.stderr
 
 
@@ -307,7 +305,7 @@ def test_notify_on_the_syscall_that_carries_the_fd_is_refused(ocirun_root, runc_
                              linux={"seccomp": notify_profile(agent.path, ["mkdir", name])},
                              process={"noNewPrivileges": nnp})
         r = run("run", "-b", str(bundle), "rf1", root=root)
-        run("delete", "--force", "rf1", root=root)
+        helpers.delete(root, "rf1", run=run, check=False)
         assert r.returncode != 0, (runtime, r.stderr)
         assert f"SCMP_ACT_NOTIFY cannot be used for the {name} syscall" in r.stderr, (runtime, r.stderr)
         if runtime == "ocirun":

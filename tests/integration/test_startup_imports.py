@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import helpers
 from helpers import make_bundle, ocirun_command
 
 
@@ -48,8 +49,7 @@ def test_the_engine_path_stays_light(tmp_path, ocirun_root):
             assert "ocirun" in names  # the probe works: it sees our own imports
     finally:
         for cid in ("imp", "imp2"):
-            subprocess.run([*ocirun_command(), "--root", str(ocirun_root), "delete", "--force", cid],
-                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            helpers.delete(ocirun_root, cid, check=False)
 
 
 def test_seccomp_keeps_the_path_light(tmp_path, ocirun_root):

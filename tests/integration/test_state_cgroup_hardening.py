@@ -65,11 +65,13 @@ def cgname():
     for h in v1_hierarchies():
         top = f"{h}/{name}"
         if os.path.isdir(top):
-            for d, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+            tree = [d for d, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/"))]
+            for d in tree:
                 _thaw(d)  # a frozen task dies only once thawed
                 for p in _procs(d):
                     _kill(p)
-            time.sleep(0.1)
+            # rmdir fails while a killed task is still listed (a zombie no longer is)
+            helpers.wait_until(lambda tree=tree: not any(_procs(d) for d in tree), 10, f"the tasks in {top} to die")
             helpers.remove_cgroup_tree(top)
 
 
@@ -155,7 +157,7 @@ def test_another_user_cannot_read_state_or_open_the_fifo(tmp_path, ocirun_root, 
         ok("start", "u1", root=runc_root, run=run_runc)
     finally:
         helpers.delete(ocirun_root, "u1", check=False)
-        run_runc("delete", "--force", "u1", root=runc_root)
+        helpers.delete(runc_root, "u1", run=run_runc, check=False)
 
 
 @pytest.mark.parametrize("kind", ["user", "userns"])
@@ -179,7 +181,7 @@ def test_foreign_fifo_writer_neither_blocks_start_nor_speaks_for_the_init(tmp_pa
                                "import os, sys, time\n"
                                f"fd = os.open({str(ocirun_root / 'w1' / 'exec.fifo')!r}, os.O_WRONLY)\n"
                                "os.write(fd, b'evil words')\n"
-                               "time.sleep(60)\n"])
+                               "time.sleep(60)\n"])  # holds the fifo open; killed below
     try:
         r = run_ocirun("start", "w1", root=ocirun_root, timeout=20)
         assert r.returncode == 0 and "evil" not in r.stderr, r.stderr

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import helpers
 from helpers import make_bundle, ok, run_ocirun
 
 
 def gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return not os.path.exists(f"/proc/{pid}")
+    """The pid is reaped, not only dead (stricter than helpers.wait_gone)."""
+    return helpers.wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout, f"pid {pid} to be reaped")
 
 
 def _rewrite(path, **changes):

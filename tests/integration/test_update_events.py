@@ -9,7 +9,6 @@ import argparse
 import io
 import json
 import threading
-import time
 
 import pytest
 
@@ -128,4 +127,3 @@ def test_events_of_a_stopped_container_fails(ocirun_root, tmp_path):
 @pytest.mark.parametrize("text, seconds", [("5s", 5), ("250ms", 0.25), ("1m30s", 90), ("1.5h", 5400)])
 def test_parse_duration(text, seconds):
     assert ev.parse_duration(text) == pytest.approx(seconds)
-    time.sleep(0)

@@ -384,10 +384,7 @@ def test_cve_2024_45310_rename_race_on_a_shared_volume(tmp_path, ocirun_root, se
     ok("run", "-d", "-b", racer, "racer", root=ocirun_root)
     runs = 0
     try:
-        deadline = time.monotonic() + 5
-        while not (vol / "ready").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert (vol / "ready").exists()
+        helpers.wait_until(lambda: (vol / "ready").exists(), 5, "the racer to be ready")
         end = time.monotonic() + RACE_SECONDS
         while time.monotonic() < end:
             run_ocirun("run", "-b", victim, f"v{runs}", root=ocirun_root)

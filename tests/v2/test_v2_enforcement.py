@@ -63,6 +63,8 @@ def test_pids_max_and_update(ocirun_root, tmp_path):
     m = start(tmp_path, ocirun_root, "for i in $(seq 20); do (sleep 300 &); done 2>/dev/null; sleep 300", "p1",
               linux={"resources": {"pids": {"limit": 6}}})
     try:
+        # A fixed wait on purpose: the loop must have tried all its forks for "never above 6"
+        # to say something (a wait for 4 pids could return before a missing limit shows).
         time.sleep(3)
         assert 4 <= len(m.pids()) <= 6, m.pids()
         assert read(f"{m.paths['']}/pids.max") == "6"
@@ -78,7 +80,7 @@ def test_cpu_max_throttles_a_busy_loop(ocirun_root, tmp_path):
     try:
         assert read(f"{m.paths['']}/cpu.max") == "10000 100000"
         c0, t0 = stats.cpu_stats(m)["usage"]["total"], time.monotonic()
-        time.sleep(3)
+        time.sleep(3)  # the measuring window, not a wait for anything
         share = (stats.cpu_stats(m)["usage"]["total"] - c0) / 1e9 / (time.monotonic() - t0)
         assert 0.02 < share < 0.2, share
         assert stats.cpu_stats(m)["throttling"].get("throttledPeriods", 0) > 0
@@ -212,15 +214,14 @@ def test_freeze_stops_a_counter(ocirun_root, tmp_path):
     m = start(tmp_path, ocirun_root, "while :; do echo .; done >/tmp/n", "fz", mounts=mounts)
     size = lambda: (out / "n").stat().st_size  # noqa: E731
     try:
-        time.sleep(1)
+        helpers.wait_until(lambda: (out / "n").exists() and size() > 0, 60, "the counter to start")
         assert helpers.run_ocirun("pause", "fz", root=ocirun_root, timeout=TIMEOUT).returncode == 0
         assert "frozen 1" in read(f"{m.paths['']}/cgroup.events")
         a = size()
-        time.sleep(1)
+        time.sleep(1)  # a fixed wait on purpose: the check is that the counter did NOT move
         assert size() == a
         assert helpers.run_ocirun("resume", "fz", root=ocirun_root, timeout=TIMEOUT).returncode == 0
-        time.sleep(1)
-        assert size() > a
+        helpers.wait_until(lambda: size() > a, 60, "the counter to move again after resume")
     finally:
         delete(ocirun_root, "fz")
 
@@ -228,14 +229,10 @@ def test_freeze_stops_a_counter(ocirun_root, tmp_path):
 def test_kill_all_uses_cgroup_kill(ocirun_root, tmp_path):
     m = start(tmp_path, ocirun_root, "for i in 1 2 3; do sleep 300 & done; wait", "k1")
     try:
-        time.sleep(1)
-        assert len(m.pids()) == 4
+        helpers.wait_until(lambda: len(m.pids()) == 4, 60, "the shell and its three sleeps")
         r = helpers.run_ocirun("kill", "--all", "k1", "KILL", root=ocirun_root, timeout=TIMEOUT)
         assert r.returncode == 0, r.stderr
-        deadline = time.monotonic() + 10
-        while m.pids() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert m.pids() == []
+        helpers.wait_until(lambda: m.pids() == [], 10, "every process of k1 to die")
         assert read(f"{m.paths['']}/cgroup.events").count("populated 0") == 1
     finally:
         delete(ocirun_root, "k1")
