@@ -98,8 +98,7 @@ def restore(root: str, cid: str, opts: RestoreOptions) -> int:
     relay = None
     if not opts.detach:
         if not opts.no_subreaper:
-            import prctl
-            prctl.set_child_subreaper(True)
+            linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
         from .foreground import SignalRelay
         relay = SignalRelay()
     r = _Restoring()
