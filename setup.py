@@ -17,6 +17,12 @@ The mapping is explicit here rather than in pyproject.toml because pyproject's `
 cannot combine found packages with mapped ones; listing every package there by hand would miss
 the next subpackage someone adds to ocirun/.
 
+The C module `ocirun._syscalls` (ocirun/_syscalls.c): the raw syscall entry of ocirun/linux.py,
+which saves create, run and exec the ~2.5 ms of importing ctypes.  It is optional: without a
+compiler or Python's headers the build goes on without it, and ocirun.linux falls back to the
+same functions over ctypes (ocirun/_syscalls_ctypes.py).  It makes the wheel a platform wheel
+(cp311-...-linux_x86_64); an editable install builds it in place, beside the sources.
+
 The commit: a wheel or sdist carries `ocirun/_build_info.py` with the `git describe` of the
 checkout it was built from (ocirun/buildinfo.py); a wheel built from an sdist keeps the sdist's.
 """
@@ -24,7 +30,7 @@ import importlib.util
 import os
 import shutil
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
@@ -79,5 +85,6 @@ setup(
                                                               "ocirun.conformance"],
     package_dir={"ocirun.spec": "spec", "ocirun.conformance": "conformance"},
     package_data={"ocirun.spec": ["README.md"], "ocirun.spec.schema": ["*.json"]},
+    ext_modules=[Extension("ocirun._syscalls", ["ocirun/_syscalls.c"], optional=True)],
     cmdclass={"build_py": BuildPyWithCommit, "sdist": SdistWithCommit},
 )

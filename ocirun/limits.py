@@ -8,12 +8,12 @@ Two kinds of functions:
 - `apply_*` run in the init (or the exec'd process) just before exec and report the kernel's
   words, naming the field at fault.
 
-All syscalls are plain ctypes through `ocirun.linux`'s libc handle; nothing heavy is imported.
+All syscalls go through `ocirun.linux.syscall`; nothing heavy is imported.
 """
 from __future__ import annotations
 
-import ctypes
 import os
+import sys
 
 from . import linux
 from .errors import ConfigError, OCIError, os_words
@@ -23,21 +23,10 @@ from .errors import ConfigError, OCIError, os_words
 RLIM_INFINITY = (1 << 64) - 1
 
 
-class _Rlimit64(ctypes.Structure):
-    _fields_ = [("cur", ctypes.c_uint64), ("max", ctypes.c_uint64)]
-
-
-_prlimit = linux.libc.prlimit64
-_prlimit.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
-_prlimit.restype = ctypes.c_int
-
-
 def prlimit(pid: int, resource: int, soft: int, hard: int) -> None:
     """setrlimit for any process (0 = ourselves) with full 64-bit values (os.setrlimit stops at 2**63)."""
-    new = _Rlimit64(soft, hard)
-    if _prlimit(pid, resource, ctypes.byref(new), None) < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+    new = soft.to_bytes(8, sys.byteorder) + hard.to_bytes(8, sys.byteorder)  # struct rlimit64
+    linux.check(linux.syscall(linux.NR_PRLIMIT64, pid, resource, new, None))
 
 
 RLIMIT_DATA, RLIMIT_STACK, RLIMIT_AS = 2, 3, 9
@@ -74,11 +63,9 @@ def validate_rlimits(rlimits) -> None:
 
 def getrlimit(pid: int, resource: int) -> tuple[int, int]:
     """(soft, hard) of `pid` (0 = ourselves), full 64-bit values."""
-    old = _Rlimit64()
-    if _prlimit(pid, resource, None, ctypes.byref(old)) < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return old.cur, old.max
+    old = bytearray(16)  # struct rlimit64
+    linux.check(linux.syscall(linux.NR_PRLIMIT64, pid, resource, None, old))
+    return int.from_bytes(old[:8], sys.byteorder), int.from_bytes(old[8:], sys.byteorder)
 
 
 def apply_rlimits(rlimits, pid: int = 0, stage: str = "all") -> None:
@@ -191,12 +178,27 @@ SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02,
                "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40}
 
 
-class SchedAttr(ctypes.Structure):
+class SchedAttr:
     """struct sched_attr, version 0 (48 bytes): enough for every field process.scheduler has."""
-    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
-                ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
-                ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
-                ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64)]
+
+    size = 48
+
+    def __init__(self, policy: int, flags: int, nice: int, priority: int, runtime: int, deadline: int,
+                 period: int) -> None:
+        self.sched_policy = policy
+        self.sched_flags = flags
+        self.sched_nice = nice
+        self.sched_priority = priority
+        self.sched_runtime = runtime
+        self.sched_deadline = deadline
+        self.sched_period = period
+
+    def pack(self) -> bytes:
+        o = sys.byteorder
+        return b"".join((self.size.to_bytes(4, o), self.sched_policy.to_bytes(4, o), self.sched_flags.to_bytes(8, o),
+                         self.sched_nice.to_bytes(4, o, signed=True), self.sched_priority.to_bytes(4, o),
+                         self.sched_runtime.to_bytes(8, o), self.sched_deadline.to_bytes(8, o),
+                         self.sched_period.to_bytes(8, o)))
 
 
 def _int_field(d: dict, key: str, path: str, lo: int, hi: int) -> int:
@@ -230,14 +232,11 @@ def validate_scheduler(d: dict | None, path: str = "process.scheduler") -> Sched
         if f not in SCHED_FLAGS:
             raise ConfigError(f"{path}.flags[{i}]", f"unknown flag {f!r}")
         flags |= SCHED_FLAGS[f]
-    return SchedAttr(ctypes.sizeof(SchedAttr), SCHED_POLICIES[policy], flags, nice, prio,
-                     runtime, deadline, period)
+    return SchedAttr(SCHED_POLICIES[policy], flags, nice, prio, runtime, deadline, period)
 
 
 def sched_setattr(pid: int, attr: SchedAttr, flags: int = 0) -> None:
-    if linux.syscall(linux.NR_SCHED_SETATTR, ctypes.c_int(pid), ctypes.byref(attr), ctypes.c_uint(flags)) < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+    linux.check(linux.syscall(linux.NR_SCHED_SETATTR, pid, attr.pack(), flags))
 
 
 def apply_scheduler(d: dict | None) -> None:

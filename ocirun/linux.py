@@ -1,13 +1,16 @@
-"""ctypes wrappers for the Linux syscalls Python 3.11's `os` lacks.
+"""Wrappers for the Linux syscalls Python 3.11's `os` lacks.
 
 Each wrapper raises `OSError(errno, strerror)` like `os` does, so callers can wrap it with
 `errors.os_error("what we tried", e)`.  The kernel's constants live here once (CLONE_*, MS_*,
 mount API, openat2), and the syscall numbers of x86_64 and aarch64; any other architecture is
 refused at import with a one-line OCIError.
+
+The calls go through `ocirun._syscalls`, a small C module built at install, which loads in
+~0.1 ms; where it could not be built, through the same functions over ctypes
+(`_syscalls_ctypes`, ~2.5 ms to import).  Structures are packed here, as bytes.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import sys
@@ -16,13 +19,15 @@ import _signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from .errors import OCIError
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
-# For the few callers that wrap a syscall or libc function of their own (bpf, sched_setattr,
-# prlimit64, seccomp): the one handle on libc, with errno kept.
-libc = _libc
-syscall = _syscall
+try:
+    from . import _syscalls as _sys
+except ImportError:  # not compiled (no compiler or Python headers at install): ctypes
+    from . import _syscalls_ctypes as _sys
+
+# The raw entry, for the few callers that make a syscall of their own (bpf, sched_setattr,
+# prlimit64, seccomp): syscall(nr, *args) with ints, None, bytes (read-only memory) or a
+# bytearray (memory the kernel writes); returns the result or -errno (see `check`).
+syscall = _sys.syscall
 
 # Syscall numbers that differ between architectures, checked against the kernel's tables:
 # arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h (arm64 uses the
@@ -32,12 +37,16 @@ _SYSCALL_NUMBERS = {
     "x86_64": {
         "pivot_root": 155, "setns": 308, "unshare": 272, "keyctl": 250, "ioprio_set": 251,
         "capset": 126, "capget": 125, "sched_setattr": 314, "personality": 135, "seccomp": 317,
-        "bpf": 321, "memfd_create": 319, "execveat": 322,
+        "bpf": 321, "memfd_create": 319, "execveat": 322, "mount": 165, "umount2": 166,
+        "setdomainname": 171, "prctl": 157, "statx": 332, "prlimit64": 302, "statfs": 137,
+        "timer_create": 222, "timer_settime": 223,
     },
     "aarch64": {
         "pivot_root": 41, "setns": 268, "unshare": 97, "keyctl": 219, "ioprio_set": 30,
         "capset": 91, "capget": 90, "sched_setattr": 274, "personality": 92, "seccomp": 277,
-        "bpf": 280, "memfd_create": 279, "execveat": 281,
+        "bpf": 280, "memfd_create": 279, "execveat": 281, "mount": 40, "umount2": 39,
+        "setdomainname": 162, "prctl": 167, "statx": 291, "prlimit64": 261, "statfs": 43,
+        "timer_create": 107, "timer_settime": 110,
     },
 }
 
@@ -66,6 +75,15 @@ NR_SECCOMP = _NR["seccomp"]
 NR_BPF = _NR["bpf"]
 NR_MEMFD_CREATE = _NR["memfd_create"]
 NR_EXECVEAT = _NR["execveat"]
+NR_MOUNT = _NR["mount"]
+NR_UMOUNT2 = _NR["umount2"]
+NR_SETDOMAINNAME = _NR["setdomainname"]
+NR_PRCTL = _NR["prctl"]
+NR_STATX = _NR["statx"]
+NR_PRLIMIT64 = _NR["prlimit64"]
+NR_STATFS = _NR["statfs"]
+NR_TIMER_CREATE = _NR["timer_create"]
+NR_TIMER_SETTIME = _NR["timer_settime"]
 # Unified numbers (asm-generic, since 5.1): the same on both architectures above.
 NR_PIDFD_SEND_SIGNAL = 424
 NR_OPEN_TREE = 428
@@ -160,11 +178,12 @@ PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
-def _check(ret: int, *what) -> int:
+def check(ret: int, *what) -> int:
+    """`ret` of a syscall, or OSError(errno, strerror, *what) for a -errno."""
     if ret < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), *what)
+        raise OSError(-ret, os.strerror(-ret), *what)
     return ret
+
 
 
 def _c(s: str | bytes | None):
@@ -173,59 +192,48 @@ def _c(s: str | bytes | None):
     return s if isinstance(s, bytes) else os.fsencode(s)
 
 
+def _u64s(*values: int) -> bytes:
+    """A struct of 64-bit fields (open_how, mount_attr, clone_args), in the machine's order."""
+    return b"".join(v.to_bytes(8, sys.byteorder) for v in values)
+
+
 def unshare(flags: int) -> None:
-    _check(_syscall(NR_UNSHARE, ctypes.c_int(flags)))
+    check(syscall(NR_UNSHARE, flags))
 
 
 def setns(fd: int, nstype: int = 0) -> None:
-    _check(_syscall(NR_SETNS, ctypes.c_int(fd), ctypes.c_int(nstype)))
-
-
-_libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
-_libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    check(syscall(NR_SETNS, fd, nstype))
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None) -> None:
-    _check(_libc.mount(_c(source), _c(target), _c(fstype), flags, _c(data)), target)
+    check(syscall(NR_MOUNT, _c(source), _c(target), _c(fstype), flags, _c(data)), target)
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_c(target), flags), target)
+    check(syscall(NR_UMOUNT2, _c(target), flags), target)
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    _check(_syscall(NR_PIVOT_ROOT, _c(new_root), _c(put_old)))
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+    check(syscall(NR_PIVOT_ROOT, _c(new_root), _c(put_old)))
 
 
 def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    return _check(_syscall(NR_OPENAT2, ctypes.c_int(dirfd), _c(path), ctypes.byref(how),
-                           ctypes.c_size_t(ctypes.sizeof(how))), path)
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
-                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+    how = _u64s(flags | os.O_CLOEXEC, mode, resolve)  # struct open_how
+    return check(syscall(NR_OPENAT2, dirfd, _c(path), how, len(how)), path)
 
 
 def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0,
                   propagation: int = 0, userns_fd: int = 0) -> None:
-    attr = _MountAttr(attr_set, attr_clr, propagation, userns_fd)
-    _check(_syscall(NR_MOUNT_SETATTR, ctypes.c_int(dirfd), _c(path), ctypes.c_uint(flags),
-                    ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr))), path)
+    attr = _u64s(attr_set, attr_clr, propagation, userns_fd)  # struct mount_attr
+    check(syscall(NR_MOUNT_SETATTR, dirfd, _c(path), flags, attr, len(attr)), path)
 
 
 def open_tree(dirfd: int, path: str, flags: int) -> int:
-    return _check(_syscall(NR_OPEN_TREE, ctypes.c_int(dirfd), _c(path), ctypes.c_uint(flags)), path)
+    return check(syscall(NR_OPEN_TREE, dirfd, _c(path), flags), path)
 
 
 def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str, flags: int) -> None:
-    _check(_syscall(NR_MOVE_MOUNT, ctypes.c_int(from_dirfd), _c(from_path), ctypes.c_int(to_dirfd),
-                    _c(to_path), ctypes.c_uint(flags)), to_path)
+    check(syscall(NR_MOVE_MOUNT, from_dirfd, _c(from_path), to_dirfd, _c(to_path), flags), to_path)
 
 
 _STATX_SIZE = 256
@@ -235,99 +243,70 @@ _STATX_MASK_OFF, _STATX_MNT_ID_OFF = 0, 0x90  # struct statx: stx_mask, stx_mnt_
 def statx_mount_id(fd: int) -> int:
     """The id of the mount `fd` is on: the unique one where the kernel has it, else the
     mountinfo one (the two never meet: unique ids start at 2^31, above every mountinfo id)."""
-    buf = ctypes.create_string_buffer(_STATX_SIZE)
-    _check(_libc.statx(ctypes.c_int(fd), b"", ctypes.c_int(AT_EMPTY_PATH),
-                       ctypes.c_uint(STATX_MNT_ID_UNIQUE | STATX_MNT_ID), buf))
-    mask = int.from_bytes(buf.raw[_STATX_MASK_OFF:_STATX_MASK_OFF + 4], sys.byteorder)
+    buf = bytearray(_STATX_SIZE)
+    check(syscall(NR_STATX, fd, b"", AT_EMPTY_PATH, STATX_MNT_ID_UNIQUE | STATX_MNT_ID, buf))
+    mask = int.from_bytes(buf[_STATX_MASK_OFF:_STATX_MASK_OFF + 4], sys.byteorder)
     if not mask & (STATX_MNT_ID_UNIQUE | STATX_MNT_ID):
         raise OSError(errno.ENOSYS, "statx has no mount id on this kernel")
-    return int.from_bytes(buf.raw[_STATX_MNT_ID_OFF:_STATX_MNT_ID_OFF + 8], sys.byteorder)
+    return int.from_bytes(buf[_STATX_MNT_ID_OFF:_STATX_MNT_ID_OFF + 8], sys.byteorder)
 
 
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
-    _check(_syscall(NR_CLOSE_RANGE, ctypes.c_uint(first), ctypes.c_uint(last), ctypes.c_uint(flags)))
+    check(syscall(NR_CLOSE_RANGE, first, last, flags))
 
 
 def pidfd_open(pid: int) -> int:
-    return _check(_syscall(NR_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0)))
+    return check(syscall(NR_PIDFD_OPEN, pid, 0))
 
 
 def keyctl_join_session_keyring(name: str | None) -> int:
-    return _check(_syscall(NR_KEYCTL, ctypes.c_int(KEYCTL_JOIN_SESSION_KEYRING), _c(name)))
+    return check(syscall(NR_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, _c(name)))
 
 
 def ioprio_set(which: int, who: int, ioprio: int) -> None:
-    _check(_syscall(NR_IOPRIO_SET, ctypes.c_int(which), ctypes.c_int(who), ctypes.c_int(ioprio)))
+    check(syscall(NR_IOPRIO_SET, which, who, ioprio))
 
 
 def personality(persona: int) -> int:
-    return _check(_syscall(NR_PERSONALITY, ctypes.c_ulong(persona)))
-
-
-_libc.setdomainname.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return check(syscall(NR_PERSONALITY, persona))
 
 
 def setdomainname(name: str) -> None:
     b = _c(name)
-    _check(_libc.setdomainname(b, len(b)))
-
-
-_libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    check(syscall(NR_SETDOMAINNAME, b, len(b)))
 
 
 def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
-    return _check(_libc.prctl(option, a2, a3, a4, a5))
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
+    return check(syscall(NR_PRCTL, option, a2, a3, a4, a5))
 
 
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_CAP_HEADER = _LINUX_CAPABILITY_VERSION_3.to_bytes(4, sys.byteorder) + bytes(4)  # version, pid 0
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
     """Set the three per-thread capability sets (64-bit masks) in one call."""
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    for i in range(2):
-        shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_syscall(NR_CAPSET, ctypes.byref(hdr), data))
+    data = b"".join(((v >> shift) & 0xFFFFFFFF).to_bytes(4, sys.byteorder)
+                    for shift in (0, 32) for v in (effective, permitted, inheritable))
+    check(syscall(NR_CAPSET, _CAP_HEADER, data))
 
 
 def capget() -> tuple[int, int, int]:
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    _check(_syscall(NR_CAPGET, ctypes.byref(hdr), data))
-    join = lambda f: getattr(data[0], f) | (getattr(data[1], f) << 32)  # noqa: E731
-    return join("effective"), join("permitted"), join("inheritable")
+    data = bytearray(24)  # two struct __user_cap_data_struct: effective, permitted, inheritable
+    check(syscall(NR_CAPGET, _CAP_HEADER, data))
+    word = [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, 24, 4)]
+    return tuple(word[i] | (word[i + 3] << 32) for i in range(3))
 
 
 def memfd_create(name: str, flags: int) -> int:
-    return _check(_syscall(NR_MEMFD_CREATE, _c(name), ctypes.c_uint(flags)))
-
-
-
-def _cstr_array(items) -> "ctypes.Array":
-    arr = (ctypes.c_char_p * (len(items) + 1))()
-    arr[:-1] = [_c(s) for s in items]
-    arr[-1] = None
-    return arr
+    return check(syscall(NR_MEMFD_CREATE, _c(name), flags))
 
 
 def execveat(dirfd: int, path: str, argv: list[str], env: dict[str, str], flags: int = 0) -> None:
     """execveat(2); returns only on failure (raises OSError)."""
-    c_argv = _cstr_array(argv)
-    c_env = _cstr_array([f"{k}={v}" for k, v in env.items()])
-    _check(_syscall(NR_EXECVEAT, ctypes.c_int(dirfd), _c(path), c_argv, c_env, ctypes.c_int(flags)), path)
+    c_argv = [_c(s) for s in argv]
+    c_env = [_c(f"{k}={v}") for k, v in env.items()]
+    check(_sys.execveat(dirfd, _c(path), c_argv, c_env, flags), path)
 
 
 # clone3(2) with CLONE_INTO_CGROUP: the child is born in a cgroup2 directory.  Moving a
@@ -335,13 +314,6 @@ def execveat(dirfd: int, path: str, argv: list[str], env: dict[str, str], flags:
 # writing, which waits for an RCU grace period (10-20 ms here, once per command); a child
 # born in place costs nothing extra.
 CLONE_INTO_CGROUP = 0x200000000
-_SIGCHLD = 17
-
-
-class _CloneArgs(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in (
-        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
-        "tls", "set_tid", "set_tid_size", "cgroup")]
 
 
 def fork_into_cgroup(cgroup_dir_fd: int) -> int:
@@ -350,40 +322,15 @@ def fork_into_cgroup(cgroup_dir_fd: int) -> int:
     Returns 0 in the child and the child's pid in the parent, like os.fork; raises OSError
     when the kernel refuses (no clone3, or the cgroup cannot take processes).  The
     interpreter's own fork bookkeeping (import lock, at-fork hooks, the GIL in the child)
-    runs exactly as os.fork runs it: PyDLL calls keep the GIL held around the syscall.
+    runs exactly as os.fork runs it, with the GIL held around the syscall.
     """
     if sys.version_info[:2] != (3, 11) or len(os.listdir("/proc/self/task")) != 1:
         # Checked on CPython 3.11 only; and glibc's own fork bookkeeping (at-fork handlers,
         # the cached thread id) is skipped, which only a single-threaded process can afford.
         raise OSError(errno.ENOTSUP, "clone3 fork: needs single-threaded CPython 3.11")
-    api = ctypes.pythonapi
-    args = _CloneArgs(flags=CLONE_INTO_CGROUP, exit_signal=_SIGCHLD, cgroup=cgroup_dir_fd)
-    raw = _raw_syscall()
     # No signal handler may run between the syscall and the interpreter's after-fork work:
     # in the child it would be the parent's handler (os.fork has no such gap).
     old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
-    api.PyOS_BeforeFork()
-    pid = raw(NR_CLONE3, ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
-    if pid == 0:
-        api.PyOS_AfterFork_Child()
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
-        return 0
-    err = ctypes.get_errno()
-    api.PyOS_AfterFork_Parent()
+    pid = _sys.fork_into_cgroup(cgroup_dir_fd)
     _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)
-    if pid < 0:
-        raise OSError(err, os.strerror(err))
-    return pid
-
-
-_pydll_syscall = None
-
-
-def _raw_syscall():
-    """libc's syscall() called without releasing the GIL (see fork_into_cgroup)."""
-    global _pydll_syscall
-    if _pydll_syscall is None:
-        f = ctypes.PyDLL(None, use_errno=True).syscall
-        f.restype = ctypes.c_long
-        _pydll_syscall = f
-    return _pydll_syscall
+    return check(pid)

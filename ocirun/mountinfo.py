@@ -9,11 +9,12 @@ the kernel wrote them: each filesystem escapes its own (",=" included), and call
 compare them with names that need no escaping.
 
 Only `os` at the top: the cgroup commands (`delete`, `pause`, `events`…) read the layout
-through here without loading ctypes; `fs_magic` imports it on first use.
+through here without the syscall layer; `fs_magic` imports `ocirun.linux` on first use.
 """
 from __future__ import annotations
 
 import os
+import sys
 
 # statfs(2) f_type values (include/uapi/linux/magic.h)
 PROC_SUPER_MAGIC = 0x9FA0
@@ -96,18 +97,10 @@ def read(pid: int | str = "self") -> list[Mount]:
         return parse(f.read())
 
 
-_libc = None
-
-
 def fs_magic(path: str) -> int:
     """statfs(2).f_type of `path`: which filesystem it is on (os has no statfs)."""
-    global _libc
-    import ctypes  # here, not at the top: see the module's comment
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
-    if _libc.statfs(os.fsencode(path), buf) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
+    from . import linux  # here, not at the top: see the module's comment
+    buf = bytearray(256)  # struct statfs is 120 bytes on 64-bit Linux
+    linux.check(linux.syscall(linux.NR_STATFS, os.fsencode(path), buf), path)
     # f_type is the first member, a native long (__fsword_t); the magic numbers fit 32 bits.
-    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    return int.from_bytes(buf[:8], sys.byteorder) & 0xFFFFFFFF

@@ -138,8 +138,7 @@ def _seccomp_set_filter(flags: int, prog) -> int:
     # Imported here, not at the top: `ocirun features` reads this module's tables without
     # the syscall layer; the init and exec's joiner, which load filters, already hold it.
     from . import linux
-    return linux.syscall(ctypes.c_long(linux.NR_SECCOMP), ctypes.c_uint(_SECCOMP_SET_MODE_FILTER),
-                         ctypes.c_uint(flags), prog)
+    return linux.syscall(linux.NR_SECCOMP, _SECCOMP_SET_MODE_FILTER, flags, prog)
 
 
 # ---------------------------------------------------------------------------- the filter
@@ -166,7 +165,7 @@ class Filter:
         # Everything load() touches is allocated now, in the runtime process.
         self._buf = ctypes.create_string_buffer(program, len(program))
         self._fprog = _SockFprog(len(program) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
-        self._fprog_ptr = ctypes.pointer(self._fprog)
+        self._fprog_address = ctypes.addressof(self._fprog)
 
     def load(self) -> int:
         """Install the filter in the calling thread; return the notify listener fd, or -1.
@@ -174,10 +173,9 @@ class Filter:
         Needs no_new_privs or CAP_SYS_ADMIN (the kernel's rule: EACCES otherwise).  The listener fd
         is close-on-exec: send it on (`send_listener_fd`) before execve.
         """
-        rc = _seccomp_set_filter(self.flags, self._fprog_ptr)
-        if rc < 0:
-            err = ctypes.get_errno()
-            raise os_error("seccomp: load the filter", OSError(err, os.strerror(err)))
+        rc = _seccomp_set_filter(self.flags, self._fprog_address)
+        if rc < 0:  # -errno
+            raise os_error("seccomp: load the filter", OSError(-rc, os.strerror(-rc)))
         return rc if self.uses_notify else -1
 
 

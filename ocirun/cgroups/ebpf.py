@@ -123,11 +123,7 @@ def build_program(policy: Policy) -> bytes:
 # --------------------------------------------------------------------------- bpf(2)
 
 def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    ret = linux.syscall(linux.NR_BPF, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
-    if ret < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
-    return ret
+    return linux.check(linux.syscall(linux.NR_BPF, cmd, ctypes.addressof(attr), ctypes.sizeof(attr)))
 
 
 def _attr(size: int = 128) -> ctypes.Array:

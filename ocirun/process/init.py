@@ -29,8 +29,8 @@ A straight line, in the order runc's standard_init uses, each step for a reason:
 """
 from __future__ import annotations
 
-import ctypes
 import os
+import sys
 
 import _socket  # not socket.py (ARCHITECTURE.md, Startup speed); sethostname is here
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
@@ -150,20 +150,8 @@ def _source_from_parent(ch: Channel):
 # that handler be stalled too (a notified write).  Armed right after `start` released us, only
 # with a seccomp filter (nothing else there waits on anyone), the hooks' timeouts added.
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_timer_create, _timer_settime = _libc.timer_create, _libc.timer_settime  # resolved before pivot_root
 _CLOCK_MONOTONIC = 1
 _SIGEV_SIGNAL = 0
-
-
-class _SigEvent(ctypes.Structure):
-    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int),
-                ("pad", ctypes.c_int * 12)]
-
-
-class _ITimerSpec(ctypes.Structure):
-    _fields_ = [("interval_s", ctypes.c_long), ("interval_ns", ctypes.c_long),
-                ("value_s", ctypes.c_long), ("value_ns", ctypes.c_long)]
 
 
 def _arm_exec_deadline(start_hooks) -> None:
@@ -183,13 +171,16 @@ def _arm_exec_deadline(start_hooks) -> None:
 
 
 def _start_timer(signo: int, seconds: float) -> None:
-    ev = _SigEvent(None, signo, _SIGEV_SIGNAL)
-    timer = ctypes.c_void_p()
-    if _timer_create(_CLOCK_MONOTONIC, ctypes.byref(ev), ctypes.byref(timer)) != 0:
+    # The raw syscalls (glibc's timer_t wraps the kernel's int id).  struct sigevent, 64 bytes:
+    # sigev_value, sigev_signo, sigev_notify, then padding.
+    order = sys.byteorder
+    ev = bytes(8) + signo.to_bytes(4, order) + _SIGEV_SIGNAL.to_bytes(4, order) + bytes(48)
+    timer = bytearray(4)
+    if linux.syscall(linux.NR_TIMER_CREATE, _CLOCK_MONOTONIC, ev, timer) < 0:
         return  # best effort: a profile may deny timer_create (the filter is loaded without NNP)
     whole = int(seconds)
-    spec = _ITimerSpec(0, 0, whole, int((seconds - whole) * 1e9))
-    _timer_settime(timer, 0, ctypes.byref(spec), None)
+    spec = b"".join(v.to_bytes(8, order) for v in (0, 0, whole, int((seconds - whole) * 1e9)))  # itimerspec
+    linux.syscall(linux.NR_TIMER_SETTIME, int.from_bytes(timer, order, signed=True), 0, spec, None)
 
 
 def _fds_we_need(ctx: LaunchContext, ch: Channel) -> set[int]:

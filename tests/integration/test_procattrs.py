@@ -4,7 +4,6 @@ oom_score_adj, I/O priority, scheduler, personality.
 Every change is made in a forked child (uid, caps and limits never touch the test runner); the
 child reports what /proc/self/status says as JSON over a pipe.  The validators run without root.
 """
-import ctypes
 import json
 import os
 import platform
@@ -275,7 +274,7 @@ _NR_IOPRIO_GET = 252 if platform.machine() == "x86_64" else 31
 def test_io_priority():
     def child():
         limits.apply_io_priority({"class": "IOPRIO_CLASS_BE", "priority": 5})
-        return linux._syscall(_NR_IOPRIO_GET, ctypes.c_int(1), ctypes.c_int(0))
+        return linux.syscall(_NR_IOPRIO_GET, 1, 0)
 
     assert in_child(child) == (2 << 13) | 5
 

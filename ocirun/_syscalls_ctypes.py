@@ -1,0 +1,68 @@
+"""ocirun._syscalls over ctypes: the same three functions, for an install where the C module
+could not be compiled (no compiler or no Python headers when the wheel was built).
+
+Same contract as _syscalls.c: each returns the kernel's result or -errno.  Importing ctypes
+costs ~2.5 ms per command, which is why this is the fallback and not the rule.
+"""
+import ctypes
+import os
+
+import _signal
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+# The same function called without releasing the GIL: between clone3 and the interpreter's
+# after-fork work no other thread may run (see fork_into_cgroup).
+_held = ctypes.PyDLL(None, use_errno=True).syscall
+_held.restype = ctypes.c_long
+
+_LONG_MAX = (1 << 63) - 1
+
+
+def _word(arg):
+    if arg is None or isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, int):
+        return ctypes.c_ulong(arg) if arg > _LONG_MAX else ctypes.c_long(arg)
+    return (ctypes.c_char * len(arg)).from_buffer(arg)  # bytearray: the kernel writes into it
+
+
+def _result(ret: int) -> int:
+    return -ctypes.get_errno() if ret == -1 else ret
+
+
+def syscall(nr: int, *args) -> int:
+    return _result(_libc.syscall(ctypes.c_long(nr), *[_word(a) for a in args]))
+
+
+def _array(items: list) -> "ctypes.Array":
+    arr = (ctypes.c_char_p * (len(items) + 1))()
+    arr[:-1] = items
+    arr[-1] = None
+    return arr
+
+
+def execveat(dirfd: int, path: bytes, argv: list, envp: list, flags: int) -> int:
+    nr = 322 if os.uname().machine == "x86_64" else 281  # linux.py refuses any other machine
+    _libc.syscall(ctypes.c_long(nr), ctypes.c_int(dirfd), path, _array(argv), _array(envp), ctypes.c_int(flags))
+    return -ctypes.get_errno()
+
+
+class _CloneArgs(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_uint64) for name in (
+        "flags", "pidfd", "child_tid", "parent_tid", "exit_signal", "stack", "stack_size",
+        "tls", "set_tid", "set_tid_size", "cgroup")]
+
+
+def fork_into_cgroup(cgroup_dir_fd: int) -> int:
+    args = _CloneArgs(flags=0x200000000, exit_signal=_signal.SIGCHLD, cgroup=cgroup_dir_fd)
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _held(ctypes.c_long(435), ctypes.byref(args), ctypes.c_size_t(ctypes.sizeof(args)))
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    err = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    return -err if pid < 0 else pid
+
