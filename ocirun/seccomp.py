@@ -134,7 +134,8 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def _seccomp_set_filter(flags: int, prog) -> int:
+def _seccomp_set_filter(flags: int, prog: int | None) -> int:
+    """seccomp(SECCOMP_SET_MODE_FILTER, flags, prog): the result, or -errno (linux.syscall)."""
     # Imported here, not at the top: `ocirun features` reads this module's tables without
     # the syscall layer; the init and exec's joiner, which load filters, already hold it.
     from . import linux
@@ -364,10 +365,10 @@ def _check_kernel_takes_flags(flags: int, p: str) -> None:
     """
     if not flags:
         return
-    if _seccomp_set_filter(flags, None) >= 0:
+    rc = _seccomp_set_filter(flags, None)
+    if rc >= 0:
         return  # cannot happen with a NULL program
-    err = ctypes.get_errno()
-    if err == _errno.EINVAL:
+    if -rc == _errno.EINVAL:
         raise ConfigError(f"{p}.flags", "this kernel does not support these seccomp flags")
 
 
@@ -736,5 +737,4 @@ def notify_supported() -> bool:
 def _kernel_takes_flag(bit: int) -> bool:
     if bit == _FLAG_WAIT_KILLABLE_RECV:
         bit |= _FLAG_NEW_LISTENER  # meaningless (and refused) alone
-    _seccomp_set_filter(bit, None)
-    return ctypes.get_errno() == _errno.EFAULT
+    return -_seccomp_set_filter(bit, None) == _errno.EFAULT
