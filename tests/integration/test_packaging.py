@@ -31,8 +31,9 @@ from ocirun.buildinfo import UNKNOWN, git_commit
 SPEC_SCHEMAS = sorted(p.name for p in (helpers.REPO / "spec" / "schema").glob("*.json"))
 SUITE_MODULES = sorted(p.name for p in (helpers.REPO / "conformance").glob("*.py"))
 # What the runtime imports on the engine path only when something is wrong (see
-# test_startup_imports.py): a wheel whose schemas differ from the checkout's would show here.
-HEAVY = {"re", "json", "jsonschema", "subprocess"}
+# test_startup_imports.py): a wheel whose schemas differ from the checkout's would show here,
+# and one built without its C syscall module (ctypes is the fallback).
+HEAVY = {"re", "json", "jsonschema", "subprocess", "ctypes"}
 
 
 def _env(**extra: str) -> dict:
@@ -83,6 +84,7 @@ def test_the_wheel_holds_schemas_and_suite_inside_the_package(built):
         info = wheel.read("ocirun/_build_info.py").decode()
     assert {f"ocirun/spec/schema/{n}" for n in SPEC_SCHEMAS} <= names
     assert {f"ocirun/conformance/{n}" for n in SUITE_MODULES} <= names
+    assert [n for n in names if n.startswith("ocirun/_syscalls.") and n.endswith(".so")], "no C module"
     tops = {name.split("/", 1)[0] for name in names}
     assert tops == {"ocirun", f"ocirun-{__version__}.dist-info", f"ocirun-{__version__}.data"}, tops
     assert f"COMMIT = {built[1]!r}" in info
@@ -91,8 +93,10 @@ def test_the_wheel_holds_schemas_and_suite_inside_the_package(built):
 def test_pip_wheel_of_the_checkout_records_the_commit_and_nothing_stale(tmp_path):
     """`pip install .` builds in the checkout's build/ (no sdist step).  setuptools never empties
     build/lib and a wheel takes all of it: a top-level package left there by a build of an
-    older layout must not ship (setup.py rebuilds build/lib whole)."""
-    stale = helpers.REPO / "build" / "lib" / "conformance"
+    older layout must not ship (setup.py rebuilds build/lib whole).  With the C module the
+    wheel is a platform one, built in build/lib.<platform>-<python>."""
+    build_lib = f"lib.{sysconfig.get_platform()}-{sys.implementation.cache_tag}"
+    stale = helpers.REPO / "build" / build_lib / "conformance"
     stale.mkdir(parents=True, exist_ok=True)
     (stale / "__init__.py").write_text("# left by a build of an older layout\n")
     expected = git_commit(str(helpers.REPO)) or UNKNOWN
