@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import struct
 
 from . import linux
 
@@ -52,6 +51,11 @@ F_SEAL_SEAL, F_SEAL_SHRINK, F_SEAL_GROW, F_SEAL_WRITE = 1, 2, 4, 8
 ALL_SEALS = F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE
 
 
+def _le(*fields: tuple[int, int]) -> bytes:
+    """(size, value) pairs as little-endian fields (without `struct`: ~0.3 ms to import)."""
+    return b"".join(value.to_bytes(size, "little") for size, value in fields)
+
+
 def stub_elf() -> bytes | None:
     """The static ELF stub for this machine, or None where we have none (then: plain execve)."""
     if linux.MACHINE != "x86_64":
@@ -59,9 +63,9 @@ def stub_elf() -> bytes | None:
     code = _CODE_X86_64
     size = _EHDR + _PHDR + len(code)
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + b"\0" * 8
-    ehdr = ident + struct.pack("<HHIQQQIHHHHHH", 2, 0x3E, 1, _BASE + _EHDR + _PHDR, _EHDR, 0, 0,
-                               _EHDR, _PHDR, 1, 0, 0, 0)
-    phdr = struct.pack("<IIQQQQQQ", 1, 5, 0, _BASE, _BASE, size, size, 0x1000)
+    ehdr = ident + _le((2, 2), (2, 0x3E), (4, 1), (8, _BASE + _EHDR + _PHDR), (8, _EHDR), (8, 0), (4, 0),
+                       (2, _EHDR), (2, _PHDR), (2, 1), (2, 0), (2, 0), (2, 0))
+    phdr = _le((4, 1), (4, 5), (8, 0), (8, _BASE), (8, _BASE), (8, size), (8, size), (8, 0x1000))
     return ehdr + phdr + code
 
 

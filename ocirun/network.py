@@ -43,7 +43,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import struct
+import sys
 
 # _socket, not socket (ARCHITECTURE.md, Startup speed): the container's init loads this module
 # for `lo` alone.
@@ -59,14 +59,19 @@ _IFF_UP = 0x1
 
 # ============================================================================ loopback (init)
 
+def _ifreq_flags(name: bytes, flags: int) -> bytes:
+    """struct ifreq's name[16] and short ifr_flags, padded (without `struct`: ~0.3 ms to import)."""
+    return name.ljust(16, b"\0") + flags.to_bytes(2, sys.byteorder, signed=True) + bytes(14)
+
+
 def bring_up_loopback() -> None:
     """Set IFF_UP on `lo` in the current network namespace (struct ifreq: name[16] + short flags)."""
     s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM | _socket.SOCK_CLOEXEC)
     try:
-        req = fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, struct.pack("16sh14x", b"lo", 0))
-        flags = struct.unpack("16sh14x", req)[1]
+        req = fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, _ifreq_flags(b"lo", 0))
+        flags = int.from_bytes(req[16:18], sys.byteorder, signed=True)
         if not flags & _IFF_UP:
-            fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | _IFF_UP))
+            fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, _ifreq_flags(b"lo", flags | _IFF_UP))
     except OSError as e:
         raise OCIError(f"bring up lo in the container's network namespace: {_words(e.errno)}") from None
     finally:
