@@ -557,9 +557,7 @@ def probe_clone3(host: Host) -> Finding:
     name = "clone3"
     # clone3(NULL, 0): EINVAL from a kernel that has it (the size is too small), ENOSYS where
     # the kernel or a seccomp filter around us has not; nothing is cloned either way.
-    linux.syscall(linux.NR_CLONE3, None, 0)
-    import ctypes
-    code = ctypes.get_errno()
+    code = -linux.syscall(linux.NR_CLONE3, None, 0)  # -errno
     if code != errno.EINVAL:
         return Finding(name=name, status=MISSING,
                        detail=f"clone3: {_words(code)}: new processes join the cgroup by a cgroup.procs write "

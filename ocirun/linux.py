@@ -22,7 +22,7 @@ from .errors import OCIError
 try:
     from . import _syscalls as _sys
 except ImportError:  # not compiled (no compiler or Python headers at install): ctypes
-    from . import _syscalls_ctypes as _sys
+    from . import _syscalls_ctypes as _sys  # type: ignore[no-redef]  # same three functions, same contract
 
 # The raw entry, for the few callers that make a syscall of their own (bpf, sched_setattr,
 # prlimit64, seccomp): syscall(nr, *args) with ints, None, bytes (read-only memory) or a
@@ -295,7 +295,7 @@ def capget() -> tuple[int, int, int]:
     data = bytearray(24)  # two struct __user_cap_data_struct: effective, permitted, inheritable
     check(syscall(NR_CAPGET, _CAP_HEADER, data))
     word = [int.from_bytes(data[i:i + 4], sys.byteorder) for i in range(0, 24, 4)]
-    return tuple(word[i] | (word[i + 3] << 32) for i in range(3))
+    return word[0] | word[3] << 32, word[1] | word[4] << 32, word[2] | word[5] << 32
 
 
 def memfd_create(name: str, flags: int) -> int:

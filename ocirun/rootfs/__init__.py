@@ -8,7 +8,7 @@
     finalize_rootfs(cfg)             rootfsPropagation, stdio on the host's /dev/null → ours,
                                      readonlyPaths, maskedPaths, ro /dev, ro root
 
-Every path inside the image is resolved inside it (paths.py).  Only os, stat and ctypes are
+Every path inside the image is resolved inside it (paths.py).  Only os, stat and ocirun.linux are
 used, so importing this package before forking is cheap and nothing is imported after pivot.
 """
 from __future__ import annotations

@@ -7,8 +7,8 @@ What this module owns:
     and mounted through /proc/self/fd/N, so an image symlink can never redirect it;
   * maskedPaths / readonlyPaths / read-only root, which run after pivot_root.
 
-Every failure is an OCIError naming the `mounts[i]` entry.  Only os/stat and our ctypes
-wrappers are used: this runs in the container's init, after fork, before pivot_root.
+Every failure is an OCIError naming the `mounts[i]` entry.  Only os/stat and our syscall
+wrappers (ocirun.linux) are used: this runs in the container's init, after fork, before pivot_root.
 """
 from __future__ import annotations
 
