@@ -4,7 +4,7 @@
  * run and exec, every time.  This module loads in ~0.1 ms.  It does no more than ctypes did:
  * the kernel ABI (syscall numbers, struct layouts) stays in linux.py; this file only turns
  * Python values into the machine words of a syscall.  ocirun/_syscalls_ctypes.py is the same
- * three functions over ctypes, for an install where this could not be compiled.
+ * functions over ctypes, for an install where this could not be compiled.
  *
  * Every function returns the kernel's result, or -errno on failure (never raises OSError
  * itself): linux.py adds the path the failure is about.
@@ -12,6 +12,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -187,6 +188,45 @@ py_fork_into_cgroup(PyObject *self, PyObject *arg)
     return PyLong_FromLong(pid == -1 ? -err : pid);
 }
 
+/* The address of a buffer's memory, for a pointer inside a structure the kernel reads
+ * (sock_fprog's filter, bpf_attr's insns).  The caller keeps the object alive, and a bytearray
+ * unresized, for as long as the kernel may use the address. */
+static PyObject *
+py_address_of(PyObject *self, PyObject *obj)
+{
+    Py_buffer view;
+    void *address;
+
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    address = view.buf;
+    PyBuffer_Release(&view);
+    return PyLong_FromVoidPtr(address);
+}
+
+/* libseccomp's version, for the key of the compiled-filter cache: every `run` with a seccomp
+ * profile asks, and loading ctypes to call one function costs ~2.5 ms.  None without the
+ * library. */
+struct scmp_version_s {
+    unsigned int major, minor, micro;
+};
+
+static PyObject *
+py_libseccomp_version(PyObject *self, PyObject *unused)
+{
+    const struct scmp_version_s *(*version)(void);
+    const struct scmp_version_s *v;
+    void *lib = dlopen("libseccomp.so.2", RTLD_NOW | RTLD_LOCAL);
+
+    if (lib == NULL)
+        Py_RETURN_NONE;
+    version = (const struct scmp_version_s *(*)(void))dlsym(lib, "seccomp_version");
+    v = version != NULL ? version() : NULL;
+    if (v == NULL)
+        Py_RETURN_NONE;  /* the library stays loaded: pyseccomp will want it anyway */
+    return Py_BuildValue("(III)", v->major, v->minor, v->micro);
+}
+
 static PyMethodDef methods[] = {
     {"syscall", (PyCFunction)(void (*)(void))py_syscall, METH_FASTCALL,
      "syscall(nr, *args) -> result or -errno; args: int, None, bytes or a writable buffer"},
@@ -194,6 +234,10 @@ static PyMethodDef methods[] = {
      "execveat(dirfd, path, argv, envp, flags) -> -errno (returns only on failure)"},
     {"fork_into_cgroup", py_fork_into_cgroup, METH_O,
      "fork_into_cgroup(cgroup_dir_fd) -> 0 in the child, the pid in the parent, or -errno"},
+    {"libseccomp_version", py_libseccomp_version, METH_NOARGS,
+     "libseccomp_version() -> (major, minor, micro), or None without libseccomp.so.2"},
+    {"address_of", py_address_of, METH_O,
+     "address_of(buffer) -> the address of its memory (keep the object alive while it is used)"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,4 +1,4 @@
-"""ocirun._syscalls over ctypes: the same three functions, for an install where the C module
+"""ocirun._syscalls over ctypes: the same functions, for an install where the C module
 could not be compiled (no compiler or no Python headers when the wheel was built).
 
 Same contract as _syscalls.c: each returns the kernel's result or -errno.  Importing ctypes
@@ -46,6 +46,26 @@ def execveat(dirfd: int, path: bytes, argv: list, envp: list, flags: int) -> int
     nr = 322 if os.uname().machine == "x86_64" else 281  # linux.py refuses any other machine
     _libc.syscall(ctypes.c_long(nr), ctypes.c_int(dirfd), path, _array(argv), _array(envp), ctypes.c_int(flags))
     return -ctypes.get_errno()
+
+
+def address_of(buffer) -> int:
+    if isinstance(buffer, bytes):  # c_char_p points into the bytes object itself, no copy
+        return ctypes.cast(ctypes.c_char_p(buffer), ctypes.c_void_p).value or 0
+    return ctypes.addressof((ctypes.c_char * len(buffer)).from_buffer(buffer))
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+def libseccomp_version() -> tuple[int, int, int] | None:
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return None
+    lib.seccomp_version.restype = ctypes.POINTER(_Version)
+    v = lib.seccomp_version().contents
+    return v.major, v.minor, v.micro
 
 
 class _CloneArgs(ctypes.Structure):

@@ -28,6 +28,11 @@ except ImportError:  # not compiled (no compiler or Python headers at install): 
 # prlimit64, seccomp): syscall(nr, *args) with ints, None, bytes (read-only memory) or a
 # bytearray (memory the kernel writes); returns the result or -errno (see `check`).
 syscall = _sys.syscall
+# The address of a bytes or bytearray, for a pointer inside a structure (sock_fprog, bpf_attr);
+# keep the object alive (and a bytearray unresized) while the kernel may read it.
+address_of = _sys.address_of
+# libseccomp's (major, minor, micro), or None without libseccomp.so.2.
+libseccomp_version = _sys.libseccomp_version
 
 # Syscall numbers that differ between architectures, checked against the kernel's tables:
 # arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h (arm64 uses the

@@ -38,10 +38,10 @@ refused (process/become.py SeccompStep), as by runc.
 """
 from __future__ import annotations
 
-import ctypes
 import errno as _errno
 import os
 import struct
+import sys
 
 from . import jsonio
 from .errors import ConfigError, OCIError, os_error
@@ -130,11 +130,7 @@ _SCMP_FLTATR_CTL_NNP = 3
 _SECCOMP_SET_MODE_FILTER = 1
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
-def _seccomp_set_filter(flags: int, prog: int | None) -> int:
+def _seccomp_set_filter(flags: int, prog: bytes | None) -> int:
     """seccomp(SECCOMP_SET_MODE_FILTER, flags, prog): the result, or -errno (linux.syscall)."""
     # Imported here, not at the top: `ocirun features` reads this module's tables without
     # the syscall layer; the init and exec's joiner, which load filters, already hold it.
@@ -163,10 +159,11 @@ class Filter:
         self.listener_path = listener_path
         self.listener_metadata = listener_metadata
         self.from_cache = from_cache
-        # Everything load() touches is allocated now, in the runtime process.
-        self._buf = ctypes.create_string_buffer(program, len(program))
-        self._fprog = _SockFprog(len(program) // 8, ctypes.cast(self._buf, ctypes.c_void_p))
-        self._fprog_address = ctypes.addressof(self._fprog)
+        # Everything load() touches is allocated now, in the runtime process: struct sock_fprog
+        # (unsigned short len, padding, the filter's address), pointing into self.program.
+        from . import linux
+        self._fprog = ((len(program) // 8).to_bytes(2, sys.byteorder) + bytes(6)
+                       + linux.address_of(program).to_bytes(8, sys.byteorder))
 
     def load(self) -> int:
         """Install the filter in the calling thread; return the notify listener fd, or -1.
@@ -174,7 +171,7 @@ class Filter:
         Needs no_new_privs or CAP_SYS_ADMIN (the kernel's rule: EACCES otherwise).  The listener fd
         is close-on-exec: send it on (`send_listener_fd`) before execve.
         """
-        rc = _seccomp_set_filter(self.flags, self._fprog_address)
+        rc = _seccomp_set_filter(self.flags, self._fprog)
         if rc < 0:  # -errno
             raise os_error("seccomp: load the filter", OSError(-rc, os.strerror(-rc)))
         return rc if self.uses_notify else -1
@@ -555,15 +552,11 @@ def _mark_enosys(ins: bytes) -> bytes:
 
 
 def libseccomp_version() -> str:
-    class _Ver(ctypes.Structure):
-        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
-    try:
-        lib = ctypes.CDLL("libseccomp.so.2")
-    except OSError as e:
-        raise OCIError(f"seccomp needs libseccomp: {e}") from None
-    lib.seccomp_version.restype = ctypes.POINTER(_Ver)
-    v = lib.seccomp_version().contents
-    return f"{v.major}.{v.minor}.{v.micro}"
+    from . import linux
+    version = linux.libseccomp_version()
+    if version is None:
+        raise OCIError("seccomp needs libseccomp: libseccomp.so.2 cannot be loaded")
+    return ".".join(map(str, version))
 
 
 def _cache_key(profile: dict) -> str:

@@ -20,7 +20,7 @@ The program we emit (the same shape crun and runc use):
 
 Exceptions of a `Policy` all have the same effect, so their order does not matter.
 
-Loading uses bpf(2) through ctypes: BPF_PROG_LOAD (license "Apache"), then BPF_PROG_ATTACH on
+Loading uses bpf(2) through ocirun.linux: BPF_PROG_LOAD (license "Apache"), then BPF_PROG_ATTACH on
 an O_DIRECTORY fd of the cgroup with BPF_F_ALLOW_MULTI.  `install` replaces what we attached
 before (an `update`): it lists the programs on the cgroup with BPF_PROG_QUERY, attaches the
 new one, then detaches the old ones; for the moment both are attached an access must pass
@@ -28,7 +28,6 @@ both, so nothing is ever more open than either policy.
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import struct
@@ -122,33 +121,32 @@ def build_program(policy: Policy) -> bytes:
 
 # --------------------------------------------------------------------------- bpf(2)
 
-def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    return linux.check(linux.syscall(linux.NR_BPF, cmd, ctypes.addressof(attr), ctypes.sizeof(attr)))
+def _bpf(cmd: int, attr: bytearray) -> int:
+    return linux.check(linux.syscall(linux.NR_BPF, cmd, attr, len(attr)))
 
 
-def _attr(size: int = 128) -> ctypes.Array:
-    return ctypes.create_string_buffer(size)  # zero-filled: unused fields must be 0
+def _attr(size: int = 128) -> bytearray:
+    return bytearray(size)  # zero-filled: unused fields must be 0
 
 
 def load(program: bytes) -> int:
     """BPF_PROG_LOAD; returns the program fd.  A verifier refusal carries its log."""
-    insns = ctypes.create_string_buffer(program, len(program))
-    lic = ctypes.create_string_buffer(LICENSE, len(LICENSE))
-    log = ctypes.create_string_buffer(65536)
+    log = bytearray(65536)
     attr = _attr()
-    # prog_type, insn_cnt, insns, license, log_level, log_size, log_buf
+    # prog_type, insn_cnt, insns, license, log_level, log_size, log_buf (program, LICENSE and log
+    # stay referenced here while the kernel reads their addresses)
     struct.pack_into("<IIQQIIQ", attr, 0, BPF_PROG_TYPE_CGROUP_DEVICE, len(program) // 8,
-                     ctypes.addressof(insns), ctypes.addressof(lic), 0, 0, 0)
+                     linux.address_of(program), linux.address_of(LICENSE), 0, 0, 0)
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except OSError as e:
         if e.errno != errno.EACCES and e.errno != errno.EINVAL:
             raise
-    struct.pack_into("<IIQ", attr, 32, 1, len(log), ctypes.addressof(log))  # again, with the verifier's log
+    struct.pack_into("<IIQ", attr, 32, 1, len(log), linux.address_of(log))  # again, with the verifier's log
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except OSError as e:
-        text = log.value.decode(errors="replace").strip().splitlines()
+        text = bytes(log).split(b"\0", 1)[0].decode(errors="replace").strip().splitlines()
         raise OSError(e.errno, f"{e.strerror} (verifier: {text[-1] if text else 'no log'})") from None
 
 
@@ -166,13 +164,13 @@ def detach(cgroup_fd: int, prog_fd: int) -> None:
 
 def query(cgroup_fd: int) -> list[int]:
     """Ids of the device programs attached to this cgroup itself (not inherited ones)."""
-    ids = (ctypes.c_uint32 * 64)()
+    ids = bytearray(4 * 64)
     attr = _attr()
     # target_fd, attach_type, query_flags, attach_flags, prog_ids, prog_cnt
-    struct.pack_into("<IIIIQI", attr, 0, cgroup_fd, BPF_CGROUP_DEVICE, 0, 0, ctypes.addressof(ids), len(ids))
+    struct.pack_into("<IIIIQI", attr, 0, cgroup_fd, BPF_CGROUP_DEVICE, 0, 0, linux.address_of(ids), len(ids) // 4)
     _bpf(BPF_PROG_QUERY, attr)
     count = struct.unpack_from("<I", attr, 24)[0]
-    return list(ids[:count])
+    return list(struct.unpack_from(f"<{count}I", ids))
 
 
 def prog_fd_by_id(prog_id: int) -> int:

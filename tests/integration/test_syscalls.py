@@ -6,12 +6,13 @@ compares what the kernel did with what /proc or `os` says."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
 import pytest
 
-import helpers  # noqa: F401  (puts the checkout first on sys.path, as for every test)
+import helpers
 
 CHECKS = r'''
 import os, resource, sys
@@ -25,6 +26,11 @@ assert linux.capget() == tuple(int(status[k], 16) for k in ("CapEff", "CapPrm", 
 assert limits.getrlimit(0, resource.RLIMIT_NOFILE) == resource.getrlimit(resource.RLIMIT_NOFILE)
 assert mountinfo.fs_magic("/proc") == mountinfo.PROC_SUPER_MAGIC
 assert linux.prctl(3) == 1  # PR_GET_DUMPABLE
+version = linux.libseccomp_version()
+assert version is not None and version >= (2, 0, 0), version
+buf = bytearray(8)
+n = linux.syscall(linux.NR_PRCTL, 37, linux.address_of(buf))  # PR_GET_CHILD_SUBREAPER into buf by address
+assert n == 0 and buf == bytes(8), (n, buf)
 fd = linux.openat2(-100, "/proc/version", os.O_RDONLY, resolve=linux.RESOLVE_NO_SYMLINKS)
 assert linux.statx_mount_id(fd) > 0
 os.close(fd)
@@ -76,3 +82,44 @@ def test_a_bad_argument_is_a_type_error_not_a_crash():
     for layer in (linux._sys, _syscalls_ctypes):
         with pytest.raises(TypeError):
             layer.syscall(linux.NR_UNSHARE, "not bytes")
+
+
+EBPF = r'''
+import os, sys
+if sys.argv[1] == "ctypes":
+    sys.modules["ocirun._syscalls"] = None
+from ocirun.cgroups import ebpf
+from ocirun.cgroups.devices import Policy
+d = sys.argv[2]
+ebpf.install(d, Policy(default_allow=False, exceptions={("c", 1, 3): "rwm"}))
+fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+first = ebpf.query(fd)
+assert len(first) == 1, first
+ebpf.install(d, Policy(default_allow=True))  # replaces the first
+second = ebpf.query(fd)
+assert len(second) == 1 and second != first, (first, second)
+try:
+    ebpf.load(b"\xff" + bytes(7))  # no such instruction: the verifier's log comes back
+    raise AssertionError("an invalid program loaded")
+except OSError as e:
+    assert e.errno in (22, 13) and "verifier:" in e.strerror, e
+print("ok")
+'''
+
+
+@pytest.mark.parametrize("layer", ["native", "ctypes"])
+def test_the_ebpf_device_filter_through_both_layers(layer, tmp_path):
+    """bpf(2) with pointers inside bpf_attr (linux.address_of): load, attach, query, replace on
+    a cgroup2 directory of this host (the unified hierarchy of a hybrid host will do)."""
+    mount = next((m for m in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                  if os.path.exists(m + "/cgroup.procs") and os.path.exists(m + "/cgroup.controllers")), None)
+    if mount is None:
+        pytest.skip("no cgroup2 mount on this host")
+    d = f"{mount}/ocirun-test-ebpf-{os.getpid()}-{layer}"
+    os.mkdir(d)
+    try:
+        r = subprocess.run([sys.executable, "-c", EBPF, layer, d], capture_output=True, text=True, timeout=30,
+                           cwd=str(helpers.REPO))
+        assert r.returncode == 0 and r.stdout == "ok\n", r.stderr[-3000:]
+    finally:
+        os.rmdir(d)
