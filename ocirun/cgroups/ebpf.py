@@ -142,7 +142,7 @@ def load(program: bytes) -> int:
     except OSError as e:
         if e.errno != errno.EACCES and e.errno != errno.EINVAL:
             raise
-    struct.pack_into("<IIQ", attr, 32, 1, len(log), linux.address_of(log))  # again, with the verifier's log
+    struct.pack_into("<IIQ", attr, 24, 1, len(log), linux.address_of(log))  # again, with the verifier's log
     try:
         return _bpf(BPF_PROG_LOAD, attr)
     except OSError as e:
