@@ -5,7 +5,6 @@ subreaper, so the init re-parented to us can be reaped).  Both import it; neithe
 from __future__ import annotations
 
 import os
-import sys
 
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
@@ -100,15 +99,14 @@ def wait_for_child(pid: int) -> int:
 def become_subreaper() -> bool:
     """Make this process a child subreaper (so a grandchild whose parent exits is re-parented
     to us and can be waited for); whether it already was one, for `stop_being_subreaper`."""
-    from . import linux
-    flag = bytearray(4)  # PR_GET_CHILD_SUBREAPER writes an int
-    linux.check(linux.syscall(linux.NR_PRCTL, linux.PR_GET_CHILD_SUBREAPER, flag))
-    linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
-    return int.from_bytes(flag, sys.byteorder) != 0
+    import prctl
+    was = bool(prctl.get_child_subreaper())
+    prctl.set_child_subreaper(True)
+    return was
 
 
 def stop_being_subreaper(was: bool) -> None:
     """Give back what `become_subreaper` changed (the library API leaves its caller as it was)."""
     if not was:
-        from . import linux
-        linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 0)
+        import prctl
+        prctl.set_child_subreaper(False)

@@ -98,7 +98,8 @@ def restore(root: str, cid: str, opts: RestoreOptions) -> int:
     relay = None
     if not opts.detach:
         if not opts.no_subreaper:
-            linux.prctl(linux.PR_SET_CHILD_SUBREAPER, 1)
+            import prctl
+            prctl.set_child_subreaper(True)
         from .foreground import SignalRelay
         relay = SignalRelay()
     r = _Restoring()

@@ -13,6 +13,8 @@ import sys
 
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
+import prctl
+
 from .. import capabilities, exechelper, limits, linux, lsm, user
 from ..errors import OCIError, os_words
 
@@ -189,7 +191,7 @@ def execute(proc, path: str, env: list[str], seccomp: SeccompStep | None = None,
     # filter, which may not allow prlimit64.
     limits.apply_rlimits(proc.rlimits, stage="late")
     if proc.no_new_privileges:
-        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+        prctl.set_no_new_privs(True)
     if seccomp is not None and not seccomp.loaded:
         seccomp.load()
     try:

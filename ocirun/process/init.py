@@ -35,6 +35,8 @@ import sys
 import _socket  # not socket.py (ARCHITECTURE.md, Startup speed); sethostname is here
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
+import prctl
+
 from .. import linux, network, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
@@ -73,7 +75,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     cfg = ctx.cfg
     proc = cfg.process
     os.setsid()
-    linux.prctl(linux.PR_SET_DUMPABLE, 0)  # the container must not ptrace us or read our /proc/<pid>/ before exec
+    prctl.set_dumpable(False)  # the container must not ptrace us or read our /proc/<pid>/ before exec
     # Fds our caller leaked to us must not even reach chdir (CVE-2024-21626): close them now.
     become.close_all_fds_but(_fds_we_need(ctx, ch))
     if cfg.has_new_namespace("network"):

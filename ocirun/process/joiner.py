@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import os
 
-from .. import linux, namespaces
+import prctl
+
+from .. import namespaces
 from ..config import NAMESPACE_TYPES
 from ..record import Record
 from ..errors import OCIError, os_words
@@ -68,7 +70,7 @@ def main(ctx: ExecContext, ch: Channel, join=None) -> None:
     """Runs in the forked joiner; never returns.  With `join` (cgroups.join.Join) we enter the
     container's cgroup ourselves, first: the process we fork is then born in it."""
     try:
-        linux.prctl(linux.PR_SET_DUMPABLE, 0)  # the container must not reach into us through /proc/<pid>/
+        prctl.set_dumpable(False)  # the container must not reach into us through /proc/<pid>/
         if ctx.process.terminal:
             from .. import console  # noqa: F401 — now: after setns(mnt) the host's paths are gone
         if join is not None:
