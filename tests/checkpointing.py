@@ -94,6 +94,21 @@ class Pipes:
         lines, _, self.buffer = self.buffer.rpartition(b"\n")
         return [int(x) for x in lines.split()]
 
+    def rest(self, timeout: float = 60) -> list[int]:
+        """Every number still to come, up to end-of-file (the writer has exited)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, "stdout stayed open"
+            ready, _, _ = select.select([self.ours[1]], [], [], left)
+            if ready:
+                chunk = os.read(self.ours[1], 4096)
+                if not chunk:
+                    break
+                self.buffer += chunk
+        lines, self.buffer = self.buffer, b""
+        return [int(x) for x in lines.split()]
+
     def close(self) -> None:
         for fd in self.ours:
             os.close(fd)
