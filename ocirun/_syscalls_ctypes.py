@@ -42,9 +42,13 @@ def _array(items: list) -> "ctypes.Array":
     return arr
 
 
+# Chosen at import, in the runtime: by the time the init execs, a LINUX32 personality would
+# make uname say i686 (and 281 on x86_64 is epoll_pwait).  linux.py refuses other machines.
+_NR_EXECVEAT = 322 if os.uname().machine == "x86_64" else 281
+
+
 def execveat(dirfd: int, path: bytes, argv: list, envp: list, flags: int) -> int:
-    nr = 322 if os.uname().machine == "x86_64" else 281  # linux.py refuses any other machine
-    _libc.syscall(ctypes.c_long(nr), ctypes.c_int(dirfd), path, _array(argv), _array(envp), ctypes.c_int(flags))
+    _libc.syscall(ctypes.c_long(_NR_EXECVEAT), ctypes.c_int(dirfd), path, _array(argv), _array(envp), ctypes.c_int(flags))
     return -ctypes.get_errno()
 
 

@@ -19,10 +19,13 @@ import _signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 from .errors import OCIError
 
+_SYSCALLS_API = ("syscall", "execveat", "fork_into_cgroup", "libseccomp_version", "address_of")
 try:
     from . import _syscalls as _sys
-except ImportError:  # not compiled (no compiler or Python headers at install): ctypes
-    from . import _syscalls_ctypes as _sys  # type: ignore[no-redef]  # same three functions, same contract
+    if not all(hasattr(_sys, name) for name in _SYSCALLS_API):
+        raise ImportError("a _syscalls built from older sources (run pip install again)")
+except ImportError:  # not compiled (no compiler or Python headers at install), or stale: ctypes
+    from . import _syscalls_ctypes as _sys  # type: ignore[no-redef]  # the same functions, same contract
 
 # The raw entry, for the few callers that make a syscall of their own (bpf, sched_setattr,
 # prlimit64, seccomp): syscall(nr, *args) with ints, None, bytes (read-only memory) or a
@@ -173,11 +176,7 @@ MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 # keyctl
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
-# prctl (python-prctl's 1.3 ms import bought only these calls)
-PR_SET_DUMPABLE = 4
-PR_SET_CHILD_SUBREAPER = 36
-PR_GET_CHILD_SUBREAPER = 37
-PR_SET_NO_NEW_PRIVS = 38
+# prctl (the flags python-prctl has no function for: capabilities.py, user.py)
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4

@@ -14,7 +14,7 @@ manager.py  the Manager tying them together, its state for state.json
 freezer.py  where the freezer is and whether it is frozen (light: for status checks)
 join.py     new processes into the cgroup without the kernel's slow path (clone3, v1 self-move)
 devices.py  device rules -> one policy (runc's emulator + default devices); v1 transitions
-ebpf.py     the v2 device filter: BPF_PROG_TYPE_CGROUP_DEVICE built in Python, bpf(2) via ctypes
+ebpf.py     the v2 device filter: BPF_PROG_TYPE_CGROUP_DEVICE built in Python, bpf(2) through linux.syscall
 stats.py    usage in runc's `events --stats` JSON shape; the OOM-kill counter
 """
 __all__ = ["Manager", "cgroup_mode", "load_manager", "manager_for"]

@@ -123,3 +123,10 @@ def test_the_ebpf_device_filter_through_both_layers(layer, tmp_path):
         assert r.returncode == 0 and r.stdout == "ok\n", r.stderr[-3000:]
     finally:
         os.rmdir(d)
+
+
+def test_the_ctypes_layer_takes_execveat_s_number_at_import():
+    """Chosen in the runtime, before any personality: under LINUX32 uname says i686, and the
+    number it would then pick (281) is epoll_pwait on x86_64."""
+    from ocirun import _syscalls_ctypes, linux
+    assert _syscalls_ctypes._NR_EXECVEAT == linux.NR_EXECVEAT
