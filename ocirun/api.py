@@ -265,7 +265,11 @@ class Container:
         with _ONE_ERROR_TYPE:
             from .exec_process import ExecOptions, exec_in_container
             process: dict | None = None
+            if isinstance(args, str):  # list("ls -l") would run `l`
+                raise OCIError(f"exec: args must be a list of strings, not the string {args!r}")
             if isinstance(args, dict):
+                if process_file is not None:
+                    raise OCIError("exec: a process dict and process_file both given: pass one")
                 process, args = args, []
             opts = ExecOptions(args=list(args or []), process=process, process_file=process_file, tty=tty,
                                console_socket=console_socket, detach=detach, pid_file=pid_file,

@@ -123,7 +123,9 @@ def _unshare_in_child(flags: int, host: Host) -> int:
 def _which(binary: str) -> str | None:
     """`binary` on PATH, or in the sbin directories an ordinary user's PATH often lacks."""
     import shutil
-    return shutil.which(binary, path=os.environ.get("PATH", "") + ":/usr/local/sbin:/usr/sbin:/sbin")
+    # Empty entries (PATH unset, "::") would mean the current directory: left out.
+    dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    return shutil.which(binary, path=os.pathsep.join(dirs + ["/usr/local/sbin", "/usr/sbin", "/sbin"]))
 
 
 def _words(code: int) -> str:

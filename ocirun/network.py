@@ -289,14 +289,15 @@ def _move_one(host, inside, moved: MovedDevices, host_name: str, inside_name: st
             host.link("set", index=index, state="up")
         raise ConfigError(where, f"move into the container's network namespace: {_words(_nl_code(e))}") from None
     moved.note(entry)
-    new_index = _index(inside, inside_name)
-    if new_index is None:
-        raise ConfigError(where, f"{inside_name} vanished from the container's network namespace after the move")
     try:
-        _add_addresses(inside, new_index, entry["addresses"])
-        inside.link("set", index=new_index, state="up")
+        new_index = _index(inside, inside_name)
+        if new_index is not None:
+            _add_addresses(inside, new_index, entry["addresses"])
+            inside.link("set", index=new_index, state="up")
     except Exception as e:  # noqa: BLE001
         raise ConfigError(where, f"configure {inside_name} in the container: {_words(_nl_code(e))}") from None
+    if new_index is None:
+        raise ConfigError(where, f"{inside_name} vanished from the container's network namespace after the move")
 
 
 # ============================================================================ netDevices: give back

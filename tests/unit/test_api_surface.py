@@ -71,3 +71,15 @@ def test_importing_the_api_loads_nothing_more():
     names = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     ours = {n for n in names if n.startswith("ocirun")}
     assert ours == {"ocirun", "ocirun.cli", "ocirun.api", "ocirun.errors", "ocirun.jsonio", "ocirun.log"}, ours
+
+
+def test_exec_refuses_a_command_string_and_two_processes(tmp_path):
+    """`exec("ls -l")` would otherwise run `l` (a string is a sequence of characters)."""
+    import pytest
+
+    from ocirun.api import Container, OCIError
+    c = Container("nobody-runs-this", tmp_path)
+    with pytest.raises(OCIError, match="list of strings"):
+        c.exec("ls -l")
+    with pytest.raises(OCIError, match="pass one"):
+        c.exec({"args": ["true"]}, process_file="p.json")
