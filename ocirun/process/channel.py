@@ -1,13 +1,17 @@
 """The channel between the runtime process and its children, and every message on it.
 
-One SOCK_SEQPACKET socketpair, made by the runtime before the first fork; the intermediate and
-then the init inherit the child end.  SEQPACKET keeps message boundaries, so each message is one
-JSON object: {"type": ..., ...}.  Reading end-of-file means every child end is closed: the
-children died without saying why.
+A SOCK_SEQPACKET socketpair per child that speaks, made by the runtime before the first fork.
+SEQPACKET keeps message boundaries, so each message is one JSON object: {"type": ..., ...}.
+Reading end-of-file means every child end is closed: the child died without saying why.
 
 `create` and `exec` are the only conversations.  `exec`'s (P, joiner, exec'd process) is short
-and written at the top of joiner.py; `create`'s, in order (P = runtime/parent, M = intermediate,
-I = init):
+and written at the top of joiner.py.  `create`'s (P = runtime/parent, M = intermediate, I = init)
+uses two pairs: M inherits both child ends, keeps its own and hands the other to I, closing it
+itself once I is born.  P reads M's channel until `init_pid` and only then I's, so the order
+below holds on each channel whatever the scheduler does (with one shared socket the init could
+speak before the intermediate's `init_pid` arrived).  In order:
+
+  (M's channel)
 
   P → M  go            M may start: it was born in the container's cgroup2 directory, or P
                        has moved it there (cgroups/join.py); M then joins the v1 hierarchies
@@ -16,6 +20,10 @@ I = init):
                        /proc/M/{uid_map,gid_map}.
   P → M  userns_done   maps written; M becomes root inside and carries on.
   M → P  init_pid      {"pid": host pid of I}; M exits right after.
+  M → P  error         {"msg": "..."} at any point before init_pid; M exits 1.
+
+  (I's channel)
+
   P → I  netdevs_done  (only with linux.netDevices) P has moved the devices into I's network
                        namespace (network.py); I waits for it right after bringing `lo` up, so
                        hooks and net.* sysctls find them.  On failure P kills I instead.
@@ -136,8 +144,6 @@ def step_timeout() -> float:
 
 # What the runtime waits for, by message type (for the deadline's error).
 _WAITING_FOR = {
-    INIT_PID: "the intermediate process to enter the namespaces and fork the init",
-    READY: "the container's init to finish its setup",
     EXEC_PID: "the joiner to enter the container and fork the exec'd process",
 }
 

@@ -1,8 +1,8 @@
 """The intermediate process: enters or creates the namespaces, then forks the init.
 
 It exists because a new pid (and time) namespace applies only to the children of the process that
-unshared it: the init must be forked *after* the unshare.  It talks to the parent (see channel.py)
-and exits as soon as the init is born, so the init is re-parented to the nearest subreaper
+unshared it: the init must be forked *after* the unshare.  It talks to the parent on its own
+channel (see channel.py), hands the init the other one, and exits as soon as the init is born, so the init is re-parented to the nearest subreaper
 (`run`: ocirun itself; `create`: the engine's shim/conmon).
 """
 from __future__ import annotations
@@ -15,9 +15,10 @@ from .channel import GO, INIT_PID, USERNS, USERNS_DONE, Channel, report_error_an
 from .context import LaunchContext
 
 
-def main(ctx: LaunchContext, ch: Channel, join=None) -> None:
-    """Runs in the forked child; never returns.  `join` (cgroups.join.Join): the container's
-    cgroup, which this process enters itself, before its namespaces."""
+def main(ctx: LaunchContext, ch: Channel, init_ch: Channel, join=None) -> None:
+    """Runs in the forked child; never returns.  `ch`: ours with the parent; `init_ch`: the
+    init's, passed on untouched.  `join` (cgroups.join.Join): the container's cgroup, which this
+    process enters itself, before its namespaces."""
     try:
         ch.expect(GO)  # the parent did what clone3 could not (cgroups/join.py)
         if join is not None:
@@ -27,8 +28,10 @@ def main(ctx: LaunchContext, ch: Channel, join=None) -> None:
         _enter_namespaces(ctx, ch)
         pid = os.fork()
         if pid == 0:
+            ch.close()  # the intermediate's conversation is not the init's
             from . import init
-            init.main(ctx, ch)
+            init.main(ctx, init_ch)
+        init_ch.close()
         ch.send(INIT_PID, pid=pid)
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 — every failure goes to the parent as one line

@@ -68,49 +68,57 @@ def spawn_init(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -
     `state_for_hooks(pid)` builds the runtime-spec state; `run_runtime_hooks(state)` runs the
     prestart and createRuntime hooks in the runtime's namespaces.
     """
-    ours, theirs = Channel.pair()
+    # One channel per child (channel.py): the intermediate's conversation ends with the init's
+    # pid, and only then do we read the init's, so nothing it says can come before its pid.
+    to_intermediate, intermediate_end = Channel.pair()
+    to_init, init_end = Channel.pair()
     proc = Spawned()
     join = cgroup.join_plan() if cgroup is not None else None
     _import_what_the_init_needs(ctx)
     try:
         pid = cgroup_join.fork(join)
     except BaseException:
-        ours.close()
-        theirs.close()
+        for ch in (to_intermediate, intermediate_end, to_init, init_end):
+            ch.close()
         raise
     if pid == 0:
         try:
-            ours.close()
+            to_intermediate.close()
+            to_init.close()
             if ctx.lock_fd >= 0:
                 os.close(ctx.lock_fd)  # else the init would hold the container's lock until exec
             become.reset_signal_handlers()
             if ctx.stdio_pipes is not None:
                 ctx.stdio_pipes.install_in_child()
-            intermediate.main(ctx, theirs, join)
+            intermediate.main(ctx, intermediate_end, init_end, join)
         finally:
             os._exit(1)
-    theirs.close()
+    intermediate_end.close()
+    init_end.close()
     if ctx.stdio_pipes is not None:
         ctx.stdio_pipes.close_child_ends()
     proc.intermediate_pid = pid
     try:
-        if join is not None:
-            join.finish_in_parent(pid)
-        ours.send(GO)
-        _converse(ctx, ours, proc, state_for_hooks, run_runtime_hooks)
+        try:
+            if join is not None:
+                join.finish_in_parent(pid)
+            to_intermediate.send(GO)
+            _converse_with_intermediate(ctx, to_intermediate, proc)
+        finally:
+            to_intermediate.close()
+        _converse_with_init(ctx, to_init, proc, state_for_hooks, run_runtime_hooks)
     except ChildDied:
+        to_init.close()
         proc.release_devices(failed=True)
         proc.kill()
         raise OCIError("container init exited before it was ready") from None
     except BaseException:
+        to_init.close()
         proc.release_devices(failed=True)
         proc.kill()
         raise
     proc.release_devices(failed=False)
-    if proc.init_pid <= 0:  # never record a container without its pid
-        proc.kill()
-        raise OCIError("internal error: the container's init pid never arrived")
-    return proc.init_pid, ours
+    return proc.init_pid, to_init
 
 
 def _import_what_the_init_needs(ctx: LaunchContext) -> None:
@@ -123,11 +131,11 @@ def _import_what_the_init_needs(ctx: LaunchContext) -> None:
         from .. import hooks  # noqa: F401
 
 
-def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, run_runtime_hooks) -> None:
-    waiting = "the container's namespaces and init to be set up"
-    extra: float | None = 0.0  # for the deadline
+def _converse_with_intermediate(ctx: LaunchContext, ch: Channel, proc: Spawned) -> None:
+    """Until the intermediate has forked the init and exited: its user namespace's maps, then
+    the init's pid."""
     while True:
-        msg = ch.recv(waiting, extra)
+        msg = ch.recv("the intermediate process to enter the namespaces and fork the init")
         t = msg["type"]
         if t == ERROR:
             raise OCIError(msg["msg"])
@@ -136,23 +144,31 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             ch.send(USERNS_DONE)
         elif t == INIT_PID:
             _got_init_pid(proc, msg)
-            if extra == 0.0:
-                waiting = "the container's init to finish its setup"
-            if ctx.cfg.linux.net_devices:
-                from .. import network
-                proc.net_devices = network.move_devices(ctx.cfg, proc.init_pid, ctx.state_dir)
-                ch.send(NETDEVS_DONE)
-        elif t == MOUNT_SOURCE:
-            if not proc.init_pid:  # the two children share the socket: order is not guaranteed
-                _got_init_pid(proc, ch.expect(INIT_PID))
+            return
+        else:
+            raise OCIError(f"internal error: unexpected message {t!r} from the intermediate process")
+
+
+def _converse_with_init(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, run_runtime_hooks) -> None:
+    """From the init's birth to its `ready`: network devices, mount sources, hooks, state."""
+    if ctx.cfg.linux.net_devices:
+        from .. import network
+        proc.net_devices = network.move_devices(ctx.cfg, proc.init_pid, ctx.state_dir)
+        ch.send(NETDEVS_DONE)
+    waiting = "the container's init to finish its setup"
+    extra: float | None = 0.0  # for the deadline
+    while True:
+        msg = ch.recv(waiting, extra)
+        t = msg["type"]
+        if t == ERROR:
+            raise OCIError(msg["msg"])
+        if t == MOUNT_SOURCE:
             fd = _open_mount_source(ctx, proc.init_pid, msg.get("index"), msg.get("idmap") is True)
             try:
                 ch.send_fd(MOUNT_SOURCE, fd)
             finally:
                 os.close(fd)
         elif t == MOUNTS_DONE:
-            if not proc.init_pid:  # the two children share the socket: order is not guaranteed
-                _got_init_pid(proc, ch.expect(INIT_PID))
             state = state_for_hooks(proc.init_pid)
             run_runtime_hooks(state)
             ch.send(HOOKS_DONE, state=state)
@@ -160,15 +176,11 @@ def _converse(ctx: LaunchContext, ch: Channel, proc: Spawned, state_for_hooks, r
             waiting = "the container's init to run the createContainer hooks and finish its setup"
             extra = hooks_time(ctx.cfg.hooks.get("createContainer", []))
         elif t == LISTENER_STATE:
-            if not proc.init_pid:  # the two children share the socket: order is not guaranteed
-                _got_init_pid(proc, ch.expect(INIT_PID))
             ch.send(STATE, state=state_for_hooks(proc.init_pid, "creating"))
             if extra == 0.0:
                 waiting = ("the container's init to finish its setup under its seccomp filter "
                            "(does the agent at linux.seccomp.listenerPath answer?)")
         elif t == READY:
-            if not proc.init_pid:  # under load the intermediate may speak after the init
-                _got_init_pid(proc, ch.expect(INIT_PID))
             if _init.needs_state_after_ready(ctx):
                 ch.send(STATE, state=state_for_hooks(proc.init_pid, "created"))
             return
@@ -222,7 +234,10 @@ def _open_mount_source(ctx: LaunchContext, init_pid: int, index, idmap: bool = F
 
 
 def _got_init_pid(proc: Spawned, msg: dict) -> None:
-    proc.init_pid = msg["pid"]
+    pid = msg.get("pid")
+    if not isinstance(pid, int) or pid <= 0:  # never record a container without its pid
+        raise OCIError(f"internal error: the intermediate process sent init pid {pid!r}")
+    proc.init_pid = pid
     # The intermediate exits right after it sent the pid.
     if not wait_exit(proc.intermediate_pid, KILL_WAIT_S):
         from .channel import Timeout
