@@ -476,3 +476,16 @@ def test_exec_uses_the_config_the_container_was_created_from(tmp_path, ocirun_ro
             assert r.returncode != 0
     finally:
         helpers.delete(root, "cfg", run=run, check=False)
+
+
+def test_exec_into_a_container_of_an_older_ocirun_reads_the_bundle(tmp_path, ocirun_root):
+    """A state dir without the saved config (an ocirun before that copy existed): exec builds
+    on the bundle's config.json, parsed as create would."""
+    bundle = make_bundle(tmp_path, ["sleep", "1000"], process={"env": ["PATH=/bin:/usr/bin", "FOO=bundle"]})
+    assert run_ocirun("run", "-d", "-b", bundle, "oldcfg", root=ocirun_root).returncode == 0
+    try:
+        (ocirun_root / "oldcfg" / "config.json").unlink()
+        r = run_ocirun("exec", "oldcfg", "sh", "-c", "echo $FOO", root=ocirun_root)
+        assert (r.returncode, r.stdout) == (0, "bundle\n"), r.stderr
+    finally:
+        helpers.delete(ocirun_root, "oldcfg", check=False)
