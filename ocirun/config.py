@@ -14,21 +14,21 @@ from __future__ import annotations
 import os
 import stat
 
-from . import jsonio
+from . import jsonio, linux
 from .errors import ConfigError, OCIError, os_words
 
 # Namespace type in config.json -> CLONE_* flag.  The order is the order we join them in:
 # user first (it decides what we may do in the others), mount last but one (paths change), then
 # cgroup after we were placed in our cgroup, time before the fork that makes the init.
 NAMESPACE_TYPES = {
-    "user": 0x10000000,
-    "pid": 0x20000000,
-    "network": 0x40000000,
-    "ipc": 0x08000000,
-    "uts": 0x04000000,
-    "mount": 0x00020000,
-    "cgroup": 0x02000000,
-    "time": 0x00000080,
+    "user": linux.CLONE_NEWUSER,
+    "pid": linux.CLONE_NEWPID,
+    "network": linux.CLONE_NEWNET,
+    "ipc": linux.CLONE_NEWIPC,
+    "uts": linux.CLONE_NEWUTS,
+    "mount": linux.CLONE_NEWNS,
+    "cgroup": linux.CLONE_NEWCGROUP,
+    "time": linux.CLONE_NEWTIME,
 }
 
 RLIMITS = {
