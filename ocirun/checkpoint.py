@@ -221,11 +221,49 @@ def external_mounts(cfg, pid: int) -> list[tuple[str, str]]:
     """The mounts that come from outside the container, as CRIU's dump takes them: (where it
     is mounted, the name it gets in the images).  Bind mounts are named by their destination;
     masked files (binds of a null device: only the files among maskedPaths, seen through the
-    running init) all by "/dev/null"; device nodes by their path."""
-    out = [(_clean(m.destination), _clean(m.destination)) for m in cfg.mounts if is_bind(m)]
-    out += [(_clean(p), "/dev/null") for p in cfg.linux.masked_paths if _is_file_in(pid, p)]
-    out += [(_clean(d.path), _clean(d.path)) for d in _devices(cfg)]
+    running init) all by "/dev/null"; device nodes by their path.  Where it is mounted is the
+    path with its symlinks resolved inside the container (rootfs/paths.py mounted there, and
+    CRIU knows a mount by the point mountinfo shows); the name stays the config's, which is
+    what restore binds by."""
+    out = [(resolved_in_container(pid, m.destination), _clean(m.destination)) for m in cfg.mounts if is_bind(m)]
+    out += [(resolved_in_container(pid, p), "/dev/null") for p in cfg.linux.masked_paths if _is_file_in(pid, p)]
+    out += [(resolved_in_container(pid, d.path), _clean(d.path)) for d in _devices(cfg)]
     return out
+
+
+_MAX_LINKS = 40  # the kernel's MAXSYMLINKS
+
+
+def resolved_in_container(pid: int, path: str) -> str:
+    """`path` with every symlink on it resolved as the init resolved it when it mounted there."""
+    return resolved_under(f"/proc/{pid}/root", path)
+
+
+def resolved_under(root: str, path: str) -> str:
+    """`path` resolved inside `root`: absolute links from that root, `..` never above it.  Each
+    component is read with readlink(2) only once the ones before it are plain directories, so
+    the kernel never follows a link of the container's for us."""
+    done: list[str] = []
+    todo = [p for p in reversed(path.split("/")) if p not in ("", ".")]
+    links = 0
+    while todo:
+        part = todo.pop()
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        try:
+            target = os.readlink("/".join([root, *done, part]))
+        except OSError:  # not a link (EINVAL), or not there: the path is what the config says
+            done.append(part)
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            return _clean(path)  # a loop: the init could not have mounted there either
+        if target.startswith("/"):
+            done = []
+        todo.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
+    return "/" + "/".join(done)
 
 
 def external_sources(cfg) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ocirun import criu
-from ocirun.checkpoint import _page_server, external_mounts, external_sources
+from ocirun.checkpoint import _page_server, external_mounts, external_sources, resolved_under
 from ocirun.config import parse_config
 from ocirun.errors import OCIError
 
@@ -41,7 +41,9 @@ FAKE = textwrap.dedent("""\
     elif mode == "fail":
         with open(os.path.join(os.environ["FAKE_LOG_DIR"], "restore.log"), "w") as f:
             f.write("(00.000100) Info: fine\\n(00.000200) Error (criu/mount.c:1): No mapping for /x\\n")
-        sock.send(M["criu_resp"](type=req.type, success=False, cr_errno=2).SerializeToString())
+        # CRIU's cr_errmsg ends in a newline: the message must still be one line
+        sock.send(M["criu_resp"](type=req.type, success=False, cr_errno=2,
+                                 cr_errmsg="mnt: No mapping for /x\\n").SerializeToString())
     elif mode == "exit":
         sys.exit(3)
 """)
@@ -77,7 +79,7 @@ def test_a_failure_quotes_criu_s_log_in_one_line(fake_criu, monkeypatch, tmp_pat
         session.call(criu.RESTORE, criu.new_opts())
     session.abort()
     msg = str(e.value)
-    assert "\n" not in msg and "criu restore failed" in msg
+    assert "\n" not in msg and "criu restore failed: mnt: No mapping for /x: Error" in msg
     assert "Error (criu/mount.c:1): No mapping for /x" in msg and "(00." not in msg
     assert str(tmp_path / "restore.log") in msg
 
@@ -127,6 +129,24 @@ def test_external_mounts_are_named_as_criu_expects(tmp_path):
     restore = dict(external_sources(cfg))
     assert restore["/data"] == str(tmp_path / "vol") and restore["/etc/hosts"] == "/etc/hosts"
     assert restore["/dev/null"] == "/dev/null" and restore["/dev/fuse"] == "/dev/fuse"
+
+
+def test_mount_points_are_resolved_inside_the_container_root(tmp_path):
+    """CRIU knows a bind by the point mountinfo shows, which is where the init mounted after
+    resolving the destination's symlinks inside the rootfs: the dump's keys must be that."""
+    root = tmp_path / "root"
+    (root / "real" / "etc").mkdir(parents=True)
+    (root / "srv").mkdir()
+    (root / "etc").symlink_to("/real/etc")            # absolute: from the container's root
+    (root / "srv" / "up").symlink_to("../../../real")  # `..` stops at the root
+    (root / "loop").symlink_to("loop")
+    (root / "real" / "etc" / "resolv.conf").symlink_to("../run.conf")  # the last component too
+    assert resolved_under(str(root), "/etc/hosts") == "/real/etc/hosts"
+    assert resolved_under(str(root), "/srv/up/etc/x") == "/real/etc/x"
+    assert resolved_under(str(root), "/etc/resolv.conf") == "/real/run.conf"
+    assert resolved_under(str(root), "//data/./x/") == "/data/x"  # not there: as written
+    assert resolved_under(str(root), "/loop/x") == "/loop/x"  # a loop: as written
+    assert resolved_under(str(tmp_path / "absent"), "/a/b") == "/a/b"
 
 
 def test_sessions_never_leave_fds(fake_criu, monkeypatch, tmp_path):

@@ -132,6 +132,33 @@ def test_bind_mount_and_tmpfs_come_back(runtime, tmp_path):
         runtime.run("delete", "--force", cid, root=runtime.root, timeout=TIMEOUT)
 
 
+def test_bind_mount_through_a_symlink_comes_back(runtime, tmp_path):
+    """The destination goes through a symlink of the image (/data -> /srv/data): the bind sits
+    at the resolved point, which is the one CRIU must be told is external."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello").write_text("through the link\n")
+    rootfs = helpers.private_rootfs(tmp_path)
+    (rootfs / "srv" / "data").mkdir(parents=True)
+    (rootfs / "data").symlink_to("/srv/data")
+    bind = {"destination": "/data/vol", "type": "bind", "source": str(shared), "options": ["rbind", "rw"]}
+    bundle = counter_bundle(tmp_path, "sl", mounts=[bind], rootfs=rootfs)
+    images, cid = tmp_path / "images", "cr-sl"
+    first = runtime.with_pipes("run", "-d", "-b", bundle, cid)
+    try:
+        before = first.numbers(2)
+        runtime.ok("checkpoint", "--image-path", images, cid)
+        second = runtime.with_pipes("restore", "-d", "--image-path", images, "-b", bundle, cid)
+        try:
+            assert_continues(before, second.numbers(2))
+            assert runtime.ok("exec", cid, "cat", "/srv/data/vol/hello").stdout == "through the link\n"
+        finally:
+            second.close()
+    finally:
+        first.close()
+        runtime.run("delete", "--force", cid, root=runtime.root, timeout=TIMEOUT)
+
+
 # ------------------------------------------------------------------------- errors (ocirun)
 
 def test_errors_are_one_line_and_leave_nothing(ocirun_root, tmp_path):
