@@ -255,7 +255,7 @@ class Session:
 
     def _failure(self, req_type: int, resp) -> CriuError:
         what = _TYPE_NAMES.get(resp.type, _TYPE_NAMES.get(req_type, str(req_type)))
-        detail = resp.cr_errmsg or (os.strerror(resp.cr_errno) if resp.cr_errno else "")
+        detail = (resp.cr_errmsg or "").strip() or (os.strerror(resp.cr_errno) if resp.cr_errno else "")
         said = f": {detail}" if detail else ""
         return CriuError(f"criu {what} failed{said}{self._log_error()}{self._log_hint()}")
 
