@@ -80,7 +80,7 @@ def checkpoint(root: str, cid: str, opts: CheckpointOptions) -> None:
         if opts.lazy_pages:
             criu.check_features(binary, lazy_pages=True)
         _check_status_fd(opts)
-        cfg = _saved_config(c)
+        cfg = c.config()
         fds = _open_dirs(image_dir, opts.work_path)
         try:
             req_opts = _dump_options(c, cfg, opts, fds, cg_mode, binary)
@@ -155,16 +155,6 @@ def _check_status_fd(opts: CheckpointOptions) -> None:
         raise OCIError(f"invalid --status-fd {opts.status_fd}: {os_words(e)}") from None
     if flags & os.O_ACCMODE == os.O_RDONLY:
         raise OCIError(f"invalid --status-fd {opts.status_fd}: not writable")
-
-
-def _saved_config(c: Container):
-    """The config the container was created from (state dir), parsed; the bundle's for a
-    container an older ocirun made."""
-    from .config import load_bundle, parse_config
-    doc = c.dir.read_config()
-    if doc is None:
-        return load_bundle(c.state.bundle)
-    return parse_config(doc, c.state.bundle)
 
 
 def _open_dirs(image_dir: str, work_path: str) -> list[int]:

@@ -14,10 +14,10 @@ import _socket  # not socket.py (ARCHITECTURE.md, Startup speed)
 
 from . import jsonio
 from . import log as _log
-from .config import Config, Process, parse_config, parse_process, read_json
+from .config import Config, Process, parse_process, read_json
 from .errors import ConfigError, OCIError
 from .record import Record
-from .state import PAUSED, Container, ContainerState, write_pid_file
+from .state import PAUSED, Container, write_pid_file
 
 
 class ExecOptions(Record):
@@ -75,7 +75,7 @@ def _exec(root: str, cid: str, opts: ExecOptions) -> int:
     log = _log.get()
     log.debug(f"exec in {cid}: its init is {st.pid}, {status}")
     sub_cgroup = parse_cgroup_flags(opts.cgroup)
-    cfg = _container_config(c, st)
+    cfg = c.config()
     proc = build_process(opts, cfg)
     from .lsm import check_available
     check_available(proc)
@@ -151,16 +151,6 @@ def parse_cgroup_flags(values) -> dict[str, str]:
         for name in controllers.split(","):
             out["" if name in ("unified", "cgroup2") else name] = path
     return out
-
-
-def _container_config(c: Container, st: ContainerState) -> Config:
-    """The typed config the container was created from (create saved the document in its state
-    dir, schema-checked; parsing it again costs ~0.15 ms); the bundle's only for a container an
-    older ocirun made."""
-    doc: object = c.dir.read_config()
-    if doc is None:
-        doc = read_json(os.path.join(st.bundle, "config.json"))
-    return parse_config(doc, st.bundle)
 
 
 def _given_process(doc: object) -> Process:

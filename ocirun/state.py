@@ -635,6 +635,16 @@ class Container:
             self._cgroup_loaded = True
         return self._cgroup
 
+    def config(self):
+        """The typed config (config.Config) the container was created from: the document
+        create saved in the state directory, schema-checked then, parsed again (~0.15 ms); the
+        bundle's config.json only for a container an older ocirun made."""
+        from .config import parse_config, read_json
+        doc: object = self.dir.read_config()
+        if doc is None:
+            doc = read_json(os.path.join(self.state.bundle, "config.json"))
+        return parse_config(doc, self.state.bundle)
+
     def public_state(self) -> dict:
         """The runtime-spec state (plus runc's extra fields), as `state` and `list` print it."""
         st, status = self.state, self.status
