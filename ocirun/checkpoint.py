@@ -75,6 +75,7 @@ def checkpoint(root: str, cid: str, opts: CheckpointOptions) -> None:
         c.require("checkpoint")
         image_dir = _image_dir(opts)  # made only for a container that can be checkpointed
         _check_parent(image_dir, opts.parent_path)
+        require_cgroup_v2_support(binary, c.cgroup(), "checkpoint")
         if opts.pre_dump:
             criu.check_features(binary, mem_track=True)
         if opts.lazy_pages:
@@ -92,6 +93,16 @@ def checkpoint(root: str, cid: str, opts: CheckpointOptions) -> None:
                 os.close(fd)
     if not opts.leave_running and not opts.pre_dump:
         _remove_dumped(root, cid)
+
+
+# CRIU releases that first did what we ask of them (runc asks the same).
+CRIU_CGROUP_V2 = 31400  # dumps and restores a cgroup v2 container (its freezer, its controllers)
+CRIU_LSM_OPTIONS = 31600  # --lsm-profile and --lsm-mount-context at restore
+
+
+def require_cgroup_v2_support(binary: str, manager, operation: str) -> None:
+    if manager is not None and manager.mode == "unified":
+        criu.require_version(binary, CRIU_CGROUP_V2, f"{operation} on cgroup v2")
 
 
 def _dump(c: Container, binary: str, opts: CheckpointOptions, req_opts, log_dir: str) -> None:

@@ -310,8 +310,29 @@ class Session:
             pass
 
 
+_versions: dict[str, int] = {}  # by binary: one question per command
+
+
 def version(binary: str) -> int:
     """CRIU's version as one number (3.17.1 → 31701), asked over RPC as runc does."""
+    if binary not in _versions:
+        _versions[binary] = _ask_version(binary)
+    return _versions[binary]
+
+
+def require_version(binary: str, minimum: int, what: str) -> None:
+    """Refuse `what` up front when this CRIU is older than `minimum` (it would fail later, in
+    words that do not say so)."""
+    have = version(binary)
+    if have < minimum:
+        raise OCIError(f"{what} needs CRIU {_dotted(minimum)} or newer; {binary} is {_dotted(have)}")
+
+
+def _dotted(number: int) -> str:
+    return f"{number // 10000}.{number // 100 % 100}" + (f".{number % 100}" if number % 100 else "")
+
+
+def _ask_version(binary: str) -> int:
     session = Session(binary)
     try:
         resp = session.call(VERSION)

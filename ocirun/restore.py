@@ -18,7 +18,7 @@ import os
 
 from . import SPEC_VERSION, criu, linux
 from . import log as _log
-from .checkpoint import DESCRIPTORS_FILE, external_sources
+from .checkpoint import CRIU_LSM_OPTIONS, DESCRIPTORS_FILE, external_sources, require_cgroup_v2_support
 from .errors import ConfigError, OCIError, os_error, os_words
 from .record import Record
 from .state import StateDir, proc_start_time, write_pid_file
@@ -128,6 +128,9 @@ def _restore(root: str, cid: str, opts: RestoreOptions, binary: str, r: _Restori
     if opts.detach and not opts.console_socket and cfg.process is not None and cfg.process.terminal:
         raise OCIError("process.terminal is true: --console-socket is required with --detach")
     manager = _cgroup_manager(cid, cfg, opts)
+    require_cgroup_v2_support(binary, manager, "restore")
+    if opts.lsm_profile or opts.lsm_mount_context:
+        criu.require_version(binary, CRIU_LSM_OPTIONS, "--lsm-profile or --lsm-mount-context")
     if opts.console_socket:
         from . import console
         r.console_fd = console.connect_console_socket(opts.console_socket)

@@ -44,6 +44,10 @@ FAKE = textwrap.dedent("""\
         # CRIU's cr_errmsg ends in a newline: the message must still be one line
         sock.send(M["criu_resp"](type=req.type, success=False, cr_errno=2,
                                  cr_errmsg="mnt: No mapping for /x\\n").SerializeToString())
+    elif mode == "version":
+        answer = M["criu_resp"](type=req.type, success=True)
+        answer.version.major_number, answer.version.minor_number = 3, 13
+        sock.send(answer.SerializeToString())
     elif mode == "exit":
         sys.exit(3)
 """)
@@ -90,6 +94,16 @@ def test_criu_exiting_without_an_answer_is_an_error(fake_criu, monkeypatch):
     with pytest.raises(criu.CriuError, match="criu exited without an answer"):
         session.call(criu.DUMP, criu.new_opts())
     session.abort()
+
+
+def test_an_old_criu_is_refused_by_version_and_asked_once(fake_criu, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_MODE", "version")
+    assert criu.version(fake_criu) == 31300
+    criu.require_version(fake_criu, 31300, "anything")
+    with pytest.raises(OCIError, match=rf"^restore on cgroup v2 needs CRIU 3\.14 or newer; {fake_criu} is 3\.13$"):
+        criu.require_version(fake_criu, 31400, "restore on cgroup v2")
+    monkeypatch.setenv("FAKE_MODE", "exit")  # a second question would now fail
+    criu.require_version(fake_criu, 31300, "anything")
 
 
 def test_a_missing_criu_is_named():
