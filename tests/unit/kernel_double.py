@@ -6,7 +6,8 @@ making the call: it keeps the state the answers depend on (our root and cwd, uid
 keepcaps, the capability sets and the bounding set, no_new_privs, rlimits, umask).  It models
 the rules a wrong order would break: setuid away from 0 clears the effective set, and the
 permitted one too without keepcaps; a seccomp filter needs no_new_privs or CAP_SYS_ADMIN;
-execve does not return (it raises `Replaced`).
+execve does not return (it raises `Replaced`).  With `enforce = False` it only records (to see
+an order assertion fail on its own, with the rules out of the way).
 
 Paths are recorded as the real paths they name, so that a test can speak of one place
 whatever way the code reached it: /proc/self/fd/N and dir_fd-relative names are resolved
@@ -36,6 +37,8 @@ class Replaced(BaseException):
 
 
 class RecordingKernel(Kernel):
+    enforce = True  # refuse what the real kernel would refuse (see the module's docstring)
+
     def __init__(self, last_cap: int = 40) -> None:
         self.calls: list[tuple[str, tuple]] = []
         self.root = "/"
@@ -115,7 +118,7 @@ class RecordingKernel(Kernel):
 
     def chdir(self, path):
         where = self._path(path)
-        if self.uid != 0 or where not in self.root_only_dirs:
+        if self.uid != 0 or where not in self.root_only_dirs or not self.enforce:
             self._record("chdir", where)
             self.cwd = where
             return
@@ -195,7 +198,7 @@ class RecordingKernel(Kernel):
 
     def setresuid(self, ruid, euid, suid):
         self._record("setresuid", ruid, euid, suid)
-        if self.uid == 0 and euid != 0:
+        if self.uid == 0 and euid != 0 and self.enforce:
             # capabilities(7), "Effect of user ID changes on capabilities"
             self.effective = 0
             if not self.keepcaps:
@@ -214,7 +217,7 @@ class RecordingKernel(Kernel):
 
     def capbset_drop(self, cap):
         self._record("capbset_drop", cap)
-        if not self.effective >> CAP_SETPCAP & 1:
+        if self.enforce and not self.effective >> CAP_SETPCAP & 1:
             raise OSError(errno.EPERM, os.strerror(errno.EPERM))
         self.bounding.discard(cap)
 
@@ -224,7 +227,7 @@ class RecordingKernel(Kernel):
 
     def capset(self, effective, permitted, inheritable):
         self._record("capset", effective, permitted, inheritable)
-        if permitted & ~self.permitted or effective & ~permitted:
+        if self.enforce and (permitted & ~self.permitted or effective & ~permitted):
             raise OSError(errno.EPERM, os.strerror(errno.EPERM))
         self.effective, self.permitted, self.inheritable = effective, permitted, inheritable
 
@@ -240,7 +243,7 @@ class RecordingKernel(Kernel):
 
     def load_seccomp(self, flt):
         self._record("load_seccomp")
-        if not self.no_new_privs and not self.effective >> CAP_SYS_ADMIN & 1:
+        if self.enforce and not self.no_new_privs and not self.effective >> CAP_SYS_ADMIN & 1:
             raise OSError(errno.EACCES, os.strerror(errno.EACCES))
         return -1
 
