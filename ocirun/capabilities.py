@@ -7,8 +7,8 @@ The init applies them in runc's order, as the last privileged steps before exec:
     apply_caps(caps)         # effective/permitted/inheritable in one capset, then ambient
 
 `check_names` runs on the config-parsing hot path, so this module imports nothing heavy: the
-prctl/capset calls go through `ocirun.kernel` (over ocirun.linux, already loaded), not python-prctl, whose table
-also lacks the newest capabilities.
+prctl/capset calls go through `ocirun.kernel` (over `ocirun.linux`, already loaded), not
+python-prctl, whose table also lacks the newest capabilities.
 
 Names we do not know at all are a config error (a typo should not silently vanish; runc only
 warns).  Names we know but the running kernel does not (above /proc/sys/kernel/cap_last_cap)

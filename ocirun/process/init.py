@@ -32,7 +32,9 @@ from __future__ import annotations
 import os
 import sys
 
-import _socket  # noqa: F401 — not socket.py (ARCHITECTURE.md, Startup speed): kernel.Kernel.sethostname uses it after pivot_root
+# not socket.py (ARCHITECTURE.md, Startup speed); loaded now for kernel.Kernel.sethostname,
+# which runs after pivot_root
+import _socket  # noqa: F401
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 import prctl
