@@ -7,8 +7,8 @@ The init applies them in runc's order, as the last privileged steps before exec:
     apply_caps(caps)         # effective/permitted/inheritable in one capset, then ambient
 
 `check_names` runs on the config-parsing hot path, so this module imports nothing heavy: the
-prctl/capset calls go through `ocirun.linux` (already loaded), not python-prctl, whose table
-also lacks the newest capabilities.
+prctl/capset calls go through `ocirun.kernel` (over `ocirun.linux`, already loaded), not
+python-prctl, whose table also lacks the newest capabilities.
 
 Names we do not know at all are a config error (a typo should not silently vanish; runc only
 warns).  Names we know but the running kernel does not (above /proc/sys/kernel/cap_last_cap)
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import errno
 
-from . import linux
+from . import kernel
 from .errors import ConfigError, OCIError, os_words
 
 # include/uapi/linux/capability.h
@@ -67,9 +67,6 @@ CAPS: dict[str, int] = {
 }
 CAP_NAMES: dict[int, str] = {v: k for k, v in CAPS.items()}
 
-PR_CAPBSET_READ = 23
-PR_CAPBSET_DROP = 24
-
 _SETS = ("bounding", "effective", "inheritable", "permitted", "ambient")
 _last_cap: int | None = None
 
@@ -102,7 +99,7 @@ def _probe_last_cap() -> int:
     n = max(CAPS.values())
     while n > 0:
         try:
-            linux.prctl(PR_CAPBSET_READ, n)
+            kernel.KERNEL.capbset_read(n)
             return n
         except OSError:
             n -= 1
@@ -149,7 +146,7 @@ def apply_bounding(caps) -> None:
         if keep >> n & 1:
             continue
         try:
-            linux.prctl(PR_CAPBSET_DROP, n)
+            kernel.KERNEL.capbset_drop(n)
         except OSError as e:
             raise OCIError(f"process.capabilities.bounding: drop {CAP_NAMES.get(n, n)}: "
                            f"{os_words(e)}") from None
@@ -170,7 +167,7 @@ def apply_caps(caps, log=None) -> None:
     amb = mask(caps.ambient) if caps is not None else 0
     _check_grantable(eff, prm, inh)
     try:
-        linux.capset(eff, prm, inh)
+        kernel.KERNEL.capset(eff, prm, inh)
     except OSError as e:
         raise OCIError(f"process.capabilities: capset: {os_words(e)}") from None
     _apply_ambient(amb, prm & inh, log)
@@ -178,7 +175,7 @@ def apply_caps(caps, log=None) -> None:
 
 def _check_grantable(eff: int, prm: int, inh: int) -> None:
     """Name the capability at fault before capset fails with a bare EPERM."""
-    _, have_prm, have_inh = linux.capget()
+    _, have_prm, have_inh = kernel.KERNEL.capget()
     missing = prm & ~have_prm
     if missing:
         raise OCIError(f"process.capabilities.permitted: {_names(missing)}: operation not permitted "
@@ -196,14 +193,14 @@ def _check_grantable(eff: int, prm: int, inh: int) -> None:
 def _bounding_mask() -> int:
     m = 0
     for n in range(last_cap() + 1):
-        if linux.prctl(PR_CAPBSET_READ, n) == 1:
+        if kernel.KERNEL.capbset_read(n) == 1:
             m |= 1 << n
     return m
 
 
 def _apply_ambient(amb: int, raisable: int, log) -> None:
     try:
-        linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_CLEAR_ALL)
+        kernel.KERNEL.ambient_clear_all()
     except OSError as e:
         if e.errno == errno.EINVAL:  # kernel without ambient capabilities (< 4.3)
             if amb and log:
@@ -219,7 +216,7 @@ def _apply_ambient(amb: int, raisable: int, log) -> None:
                                "the permitted and inheritable sets")
             continue
         try:
-            linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, n)
+            kernel.KERNEL.ambient_raise(n)
         except OSError as e:
             if log:
                 log("warning", f"can't raise ambient capability {CAP_NAMES[n]}: {os_words(e)}")
@@ -227,7 +224,7 @@ def _apply_ambient(amb: int, raisable: int, log) -> None:
 
 def current() -> dict[str, int]:
     """Our own sets as masks (for tests and `ocirun features`-style reporting)."""
-    eff, prm, inh = linux.capget()
+    eff, prm, inh = kernel.KERNEL.capget()
     return {"effective": eff, "permitted": prm, "inheritable": inh, "bounding": _bounding_mask()}
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import fcntl
 import os
 
-from . import linux
+from . import kernel, linux
 
 _CODE_X86_64 = bytes.fromhex(
     "488b7c2408"      # mov rdi, [rsp+8]        argv[0]: MARK + the path to exec
@@ -89,7 +89,7 @@ def exec_through_stub(stub_fd: int, path: str, args: list[str], env: dict[str, s
     """Replace this process with `path args` by way of the sealed stub (never returns on success)."""
     argv = [_MARK + path, *args]
     try:
-        linux.execveat(stub_fd, "", argv, env, linux.AT_EMPTY_PATH)
+        kernel.KERNEL.execveat(stub_fd, "", argv, env, linux.AT_EMPTY_PATH)
     except OSError:
         # A seccomp profile may allow execve but not execveat: go through the fd's proc path.
-        os.execve(f"/proc/self/fd/{stub_fd}", argv, env)
+        kernel.KERNEL.execve(f"/proc/self/fd/{stub_fd}", argv, env)

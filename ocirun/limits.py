@@ -8,14 +8,15 @@ Two kinds of functions:
 - `apply_*` run in the init (or the exec'd process) just before exec and report the kernel's
   words, naming the field at fault.
 
-All syscalls go through `ocirun.linux.syscall`; nothing heavy is imported.
+All syscalls go through `ocirun.linux.syscall`, the rlimits' through `ocirun.kernel` (the seam
+the unit tests of the order replace); nothing heavy is imported.
 """
 from __future__ import annotations
 
 import os
 import sys
 
-from . import linux
+from . import kernel, linux
 from .errors import ConfigError, OCIError, os_words
 
 # --------------------------------------------------------------------------- rlimits
@@ -25,8 +26,7 @@ RLIM_INFINITY = (1 << 64) - 1
 
 def prlimit(pid: int, resource: int, soft: int, hard: int) -> None:
     """setrlimit for any process (0 = ourselves) with full 64-bit values (os.setrlimit stops at 2**63)."""
-    new = soft.to_bytes(8, sys.byteorder) + hard.to_bytes(8, sys.byteorder)  # struct rlimit64
-    linux.check(linux.syscall(linux.NR_PRLIMIT64, pid, resource, new, None))
+    kernel.KERNEL.prlimit(pid, resource, soft, hard)
 
 
 RLIMIT_DATA, RLIMIT_STACK, RLIMIT_AS = 2, 3, 9
@@ -63,9 +63,7 @@ def validate_rlimits(rlimits) -> None:
 
 def getrlimit(pid: int, resource: int) -> tuple[int, int]:
     """(soft, hard) of `pid` (0 = ourselves), full 64-bit values."""
-    old = bytearray(16)  # struct rlimit64
-    linux.check(linux.syscall(linux.NR_PRLIMIT64, pid, resource, None, old))
-    return int.from_bytes(old[:8], sys.byteorder), int.from_bytes(old[8:], sys.byteorder)
+    return kernel.KERNEL.getrlimit(pid, resource)
 
 
 def apply_rlimits(rlimits, pid: int = 0, stage: str = "all") -> None:

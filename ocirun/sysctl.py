@@ -8,6 +8,7 @@ unless that path is the runtime's own namespace — runc's rule too: the init wr
 """
 from __future__ import annotations
 
+from . import kernel
 from .config import Config
 from .errors import ConfigError, os_error
 
@@ -50,7 +51,6 @@ def apply(sysctls: dict[str, str]) -> None:
     for key, value in sysctls.items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
-            with open(path, "w") as f:
-                f.write(value)
+            kernel.KERNEL.write_sysctl(path, value)
         except OSError as e:
             raise ConfigError(f"linux.sysctl.{key}", str(os_error(f"write {path}", e))) from None

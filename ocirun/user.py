@@ -16,30 +16,32 @@ import errno
 import os
 import stat
 
-from . import linux
+from . import kernel
 from .errors import OCIError, os_words
 
-PR_SET_KEEPCAPS = 8
 DEFAULT_UMASK = 0o022  # runc's default when process.user.umask is absent
 
 
 def switch_user(user, keep_caps: bool = True) -> None:
     """Become user.uid/user.gid with user.additional_gids as the supplementary groups."""
+    k = kernel.KERNEL
     if keep_caps:
         _keepcaps(True)
-    if _setgroups_allowed():
+    if k.may_setgroups():
+        # Nobody asked for groups a user namespace with setgroups "deny" cannot have: runc then
+        # silently leaves them alone.
         try:
-            os.setgroups(user.additional_gids)
+            k.setgroups(user.additional_gids)
         except OSError as e:
             raise _err("process.user.additionalGids", f"setgroups {_gid_list(user.additional_gids)}", e) from None
         except ValueError as e:  # more than the host's NGROUPS_MAX (config.py checks the kernel's)
             raise OCIError(f"process.user.additionalGids: setgroups of {len(user.additional_gids)} groups: {e}") from None
     try:
-        os.setresgid(user.gid, user.gid, user.gid)
+        k.setresgid(user.gid, user.gid, user.gid)
     except OSError as e:
         raise _err("process.user.gid", f"setgid {user.gid}", e) from None
     try:
-        os.setresuid(user.uid, user.uid, user.uid)
+        k.setresuid(user.uid, user.uid, user.uid)
     except OSError as e:
         raise _err("process.user.uid", f"setuid {user.uid}", e) from None
     if keep_caps:
@@ -53,25 +55,13 @@ def _gid_list(gids: list[int]) -> str:
 
 def _keepcaps(on: bool) -> None:
     try:
-        linux.prctl(PR_SET_KEEPCAPS, 1 if on else 0)
+        kernel.KERNEL.set_keepcaps(on)
     except OSError as e:
         raise _err("process.user", f"prctl(PR_SET_KEEPCAPS, {int(on)})", e) from None
 
 
-def _setgroups_allowed() -> bool:
-    """False in a user namespace whose setgroups is "deny" (setgroups(2) would fail with EPERM).
-
-    runc then silently leaves the groups alone: nobody asked for groups the namespace cannot have.
-    """
-    try:
-        with open("/proc/self/setgroups", "rb") as f:
-            return f.read().strip() != b"deny"
-    except OSError:
-        return True  # no /proc here, or a kernel without the file: try, and report a failure
-
-
 def set_umask(user) -> None:
-    os.umask(user.umask if user.umask is not None else DEFAULT_UMASK)
+    kernel.KERNEL.umask(user.umask if user.umask is not None else DEFAULT_UMASK)
 
 
 def home_env(env: list[str], uid: int, passwd: str = "/etc/passwd") -> list[str]:
@@ -116,7 +106,7 @@ def fix_stdio_permissions(uid: int) -> None:
         if st.st_uid == uid or is_null:
             continue
         try:
-            os.fchown(fd, uid, -1)
+            kernel.KERNEL.fchown(fd, uid, -1)
         except OSError as e:
             if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
                 raise OCIError(f"fchown stdio fd {fd} to uid {uid}: {os_words(e)}") from None

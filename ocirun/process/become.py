@@ -13,9 +13,11 @@ import sys
 
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
-import prctl
+# The runtime's prctl library (README), loaded now for kernel.Kernel.set_no_new_privs, which
+# runs after pivot_root
+import prctl  # noqa: F401
 
-from .. import capabilities, exechelper, limits, linux, lsm, user
+from .. import capabilities, exechelper, kernel, limits, lsm, user
 from ..errors import OCIError, os_words
 
 # Ignored signals stay ignored across execve; Python ignores these two for its own reasons.
@@ -49,7 +51,7 @@ class SeccompStep:
                 raise OCIError("internal error: the seccomp listener's state was not prepared before the load")
             from .. import seccomp
             sender = seccomp.ListenerSend(self.listener_sock, self.payload)
-        fd = self.filter.load()
+        fd = kernel.KERNEL.load_seccomp(self.filter)
         self.loaded = True
         if fd >= 0 and sender is not None:
             sender.send(fd)
@@ -101,7 +103,7 @@ def _apply_process_attrs(proc, personality) -> None:
 def _close_host_fds(preserve_fds: int) -> None:
     """Every fd above the preserved ones closes on exec; preserved ones must survive it."""
     first_private = 3 + preserve_fds
-    linux.close_range(first_private, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC)
+    kernel.KERNEL.close_range(first_private, 0xFFFFFFFF, _CLOSE_RANGE_CLOEXEC)
     for fd in range(3, first_private):
         try:
             os.set_inheritable(fd, True)
@@ -124,7 +126,7 @@ def require_cwd_inside_root(cwd: str) -> None:
     getcwd(2) fails with ENOENT or answers "(unreachable)/...".  Other errors (a seccomp
     profile may deny getcwd) say nothing about where we are."""
     try:
-        where = os.getcwd()
+        where = kernel.KERNEL.getcwd()
     except OSError as e:
         if e.errno != errno.ENOENT:
             return
@@ -136,7 +138,7 @@ def require_cwd_inside_root(cwd: str) -> None:
 def _chdir_as_root(cwd: str) -> bool:
     """chdir while still privileged; False when only a permission error stopped it."""
     try:
-        os.chdir(cwd)
+        kernel.KERNEL.chdir(cwd)
     except PermissionError:
         return False
     except OSError as e:
@@ -146,7 +148,7 @@ def _chdir_as_root(cwd: str) -> bool:
 
 def _chdir(cwd: str) -> None:
     try:
-        os.chdir(cwd)
+        kernel.KERNEL.chdir(cwd)
     except OSError as e:
         raise OCIError(f"process.cwd: chdir to {cwd}: {os_words(e)}") from None
 
@@ -183,21 +185,22 @@ def _env_dict(env: list[str]) -> dict[str, str]:
 
 def execute(proc, path: str, env: list[str], seccomp: SeccompStep | None = None, stub_fd: int = -1) -> None:
     """The end of the line: no_new_privs, seccomp, execve (through the sealed stub, see exechelper)."""
+    k = kernel.KERNEL
     for sig in _RESET_SIGNALS:
-        signal.signal(sig, signal.SIG_DFL)
+        k.default_signal(sig)
     env_map = _env_dict(env)  # as little Python as possible runs under the filter
     # The container's memory limits, last: our own Python would not fit in them.  Only lowering
     # now (a higher hard limit went up early, as root), so no privilege is needed.  Before the
     # filter, which may not allow prlimit64.
     limits.apply_rlimits(proc.rlimits, stage="late")
     if proc.no_new_privileges:
-        prctl.set_no_new_privs(True)
+        k.set_no_new_privs()
     if seccomp is not None and not seccomp.loaded:
         seccomp.load()
     try:
         if stub_fd >= 0:
             exechelper.exec_through_stub(stub_fd, path, proc.args, env_map)
-        os.execve(path, proc.args, env_map)
+        k.execve(path, proc.args, env_map)
     except OSError as e:
         # After `start` there is nobody to report to but the container's stderr.
         os.write(2, f"ocirun: exec {path}: {os_words(e)}\n".encode())

@@ -32,12 +32,14 @@ from __future__ import annotations
 import os
 import sys
 
-import _socket  # not socket.py (ARCHITECTURE.md, Startup speed); sethostname is here
+# not socket.py (ARCHITECTURE.md, Startup speed); loaded now for kernel.Kernel.sethostname,
+# which runs after pivot_root
+import _socket  # noqa: F401
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
 import prctl
 
-from .. import linux, network, sysctl
+from .. import kernel, linux, network, sysctl
 from ..errors import OCIError, os_error
 from ..rootfs import enter_rootfs, finalize_rootfs, prepare_rootfs
 from . import become
@@ -83,25 +85,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     if cfg.linux.net_devices:
         ch.expect(NETDEVS_DONE)  # the parent moves them in; hooks and sysctls may need them
 
-    prepare_rootfs(cfg, ctx.in_userns, fetch_source=_source_from_parent(ch))
-    state = None
-    if any(cfg.hooks.get(k) for k in ("prestart", "createRuntime", "createContainer")):
-        ch.send(MOUNTS_DONE)
-        state = ch.expect(HOOKS_DONE)["state"]
-        from .. import hooks
-        hooks.run_hooks("createContainer", cfg.hooks.get("createContainer", []), state)
-    enter_rootfs(cfg, ctx.no_pivot)
-    become.seal_imports()  # the host's modules are behind us: never load one from the container
-
-    if proc is not None and proc.terminal:
-        from .. import console
-        console.setup_console_in_container(ctx.console_fd, proc.console_size, mount=True)
-    elif ctx.console_fd >= 0:
-        os.close(ctx.console_fd)
-    ctx.console_fd = -1
-    _set_names(cfg)
-    sysctl.apply(cfg.linux.sysctl)
-    finalize_rootfs(cfg)
+    state = build_container_fs(ctx, ch)
     if not ctx.no_new_keyring:
         _join_session_keyring(ctx.id)
     if proc is not None:
@@ -129,6 +113,35 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
         from .. import hooks  # loaded by the parent before the fork (parent._import_what_the_init_needs)
         hooks.run_hooks("startContainer", cfg.hooks["startContainer"], state or {})
     become.execute(proc, path, env, ctx.seccomp_filter, ctx.exec_stub_fd)
+
+
+def build_container_fs(ctx: LaunchContext, ch: Channel) -> dict | None:
+    """From the host's view to the container's own: mounts and devices, the createContainer
+    hooks, pivot_root, then what needs the container's /proc and /dev (console, names,
+    sysctls) before the masks and read-only paths close them.  Returns the state the hooks
+    got (None without hooks).  tests/unit/test_rootfs_order.py checks this order."""
+    cfg = ctx.cfg
+    proc = cfg.process
+    prepare_rootfs(cfg, ctx.in_userns, fetch_source=_source_from_parent(ch))
+    state = None
+    if any(cfg.hooks.get(k) for k in ("prestart", "createRuntime", "createContainer")):
+        ch.send(MOUNTS_DONE)
+        state = ch.expect(HOOKS_DONE)["state"]
+        from .. import hooks
+        hooks.run_hooks("createContainer", cfg.hooks.get("createContainer", []), state)
+    enter_rootfs(cfg, ctx.no_pivot)
+    become.seal_imports()  # the host's modules are behind us: never load one from the container
+
+    if proc is not None and proc.terminal:
+        from .. import console
+        console.setup_console_in_container(ctx.console_fd, proc.console_size, mount=True)
+    elif ctx.console_fd >= 0:
+        os.close(ctx.console_fd)
+    ctx.console_fd = -1
+    _set_names(cfg)
+    sysctl.apply(cfg.linux.sysctl)
+    finalize_rootfs(cfg)
+    return state
 
 
 def _source_from_parent(ch: Channel):
@@ -242,9 +255,9 @@ def _check_fds_left_for_start(ctx: LaunchContext, proc) -> None:
 def _set_names(cfg) -> None:
     try:
         if cfg.hostname is not None:
-            _socket.sethostname(cfg.hostname)
+            kernel.KERNEL.sethostname(cfg.hostname)
         if cfg.domainname is not None:
-            linux.setdomainname(cfg.domainname)
+            kernel.KERNEL.setdomainname(cfg.domainname)
     except OSError as e:
         raise os_error("set hostname", e) from None
 

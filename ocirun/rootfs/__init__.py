@@ -8,14 +8,16 @@
     finalize_rootfs(cfg)             rootfsPropagation, stdio on the host's /dev/null → ours,
                                      readonlyPaths, maskedPaths, ro /dev, ro root
 
-Every path inside the image is resolved inside it (paths.py).  Only os, stat and ocirun.linux are
-used, so importing this package before forking is cheap and nothing is imported after pivot.
+Every path inside the image is resolved inside it (paths.py).  The mounts, device nodes and the
+switch of root go through ocirun.kernel (the seam the unit tests of the order replace).  Only
+os, stat, ocirun.linux and ocirun.kernel are used, so importing this package before forking is
+cheap and nothing is imported after pivot.
 """
 from __future__ import annotations
 
 import os
 
-from .. import linux, mountinfo
+from .. import kernel, linux, mountinfo
 from ..errors import os_error
 from .devices import create_devices, dev_is_host_bind, devices_to_create, reopen_dev_null, setup_dev_symlinks
 from .mounts import (PROPAGATION, MountOptions, MountContext, mask_path, mount_entry,
@@ -56,9 +58,9 @@ def prepare_rootfs(cfg, in_userns: bool, fetch_source=None) -> None:
         prop = _DEFAULT_ROOT_PROPAGATION
     try:
         if not shares_runtime_mount_namespace(cfg):  # the runtime's mounts are not ours to change
-            linux.mount(None, "/", None, prop)
+            kernel.KERNEL.mount(None, "/", None, prop)
             _make_parent_mount_private(root)
-            linux.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
+            kernel.KERNEL.mount(root, root, "bind", linux.MS_BIND | linux.MS_REC)
         # else the runtime made the bind before the fork (bind_shared_rootfs): we mount under it
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
@@ -109,7 +111,7 @@ def _make_parent_mount_private(root: str) -> None:
         if (real == mp or real.startswith(mp.rstrip("/") + "/")) and len(mp) >= len(best):
             best, shared = mp, any(opt.startswith("shared:") for opt in m.optional)
     if best and shared:
-        linux.mount(None, best, None, linux.MS_PRIVATE)
+        kernel.KERNEL.mount(None, best, None, linux.MS_PRIVATE)
 
 
 def enter_rootfs(cfg, no_pivot: bool) -> None:
@@ -171,11 +173,11 @@ def release_shared_rootfs(root_path: str, mnt_id: int) -> None:
 
 def finalize_rootfs(cfg) -> None:
     """The steps that need the container's own view (after enter_rootfs)."""
-    root_fd = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    root_fd = kernel.KERNEL.open_root()
     try:
         if cfg.linux.rootfs_propagation:
             try:
-                linux.mount(None, "/", None, PROPAGATION[cfg.linux.rootfs_propagation])
+                kernel.KERNEL.mount(None, "/", None, PROPAGATION[cfg.linux.rootfs_propagation])
             except OSError as e:
                 raise os_error(f"set rootfs propagation {cfg.linux.rootfs_propagation}", e) from None
         if not dev_is_host_bind(cfg.mounts):

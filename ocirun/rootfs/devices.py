@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .. import linux
+from .. import kernel, linux
 from ..config import Device
 from ..errors import OCIError, os_error
 from .mounts import open_real_dev_null
@@ -81,7 +81,7 @@ def devices_to_create(config_devices: list[Device]) -> list[Device]:
 
 
 def create_devices(root_fd: int, devices: list[Device], in_userns: bool) -> None:
-    old_umask = os.umask(0)  # fileMode is exact, as in runc
+    old_umask = kernel.KERNEL.umask(0)  # fileMode is exact, as in runc
     try:
         for dev in devices:
             try:
@@ -91,7 +91,7 @@ def create_devices(root_fd: int, devices: list[Device], in_userns: bool) -> None
             except OSError as e:
                 raise os_error(f"create device {dev.path}", e) from None
     finally:
-        os.umask(old_umask)
+        kernel.KERNEL.umask(old_umask)
 
 
 def _create_device(root_fd: int, dev: Device, in_userns: bool) -> None:
@@ -106,13 +106,13 @@ def _create_device(root_fd: int, dev: Device, in_userns: bool) -> None:
         mode = (dev.file_mode if dev.file_mode is not None else 0o666) & 0o7777
         rdev = os.makedev(dev.major, dev.minor) if dev.type != "p" else 0
         try:
-            os.mknod(name, mode | _TYPE_BITS[dev.type], rdev, dir_fd=dir_fd)
+            kernel.KERNEL.mknod(name, mode | _TYPE_BITS[dev.type], rdev, dir_fd)
         except FileExistsError:
             return  # like runc: what the image or a mount already put there stays
         except PermissionError:
             _bind_host_node(root_fd, dev)  # mknod not allowed (e.g. restricted by a LSM)
             return
-        os.chown(name, dev.uid or 0, dev.gid or 0, dir_fd=dir_fd, follow_symlinks=False)
+        kernel.KERNEL.chown(name, dev.uid or 0, dev.gid or 0, dir_fd)
     finally:
         os.close(dir_fd)
 
@@ -126,7 +126,7 @@ def _bind_host_node(root_fd: int, dev: Device) -> None:
     try:
         dst = make_mount_target(root_fd, dev.path, is_dir=False)
         try:
-            linux.mount(fd_path(src), fd_path(dst), None, linux.MS_BIND)
+            kernel.KERNEL.mount(fd_path(src), fd_path(dst), None, linux.MS_BIND)
         finally:
             os.close(dst)
     finally:
@@ -163,6 +163,6 @@ def setup_dev_symlinks(root_fd: int) -> None:
 
 def _symlink(target: str, name: str, dir_fd: int) -> None:
     try:
-        os.symlink(target, name, dir_fd=dir_fd)
+        kernel.KERNEL.symlink(target, name, dir_fd)
     except FileExistsError:
         pass

@@ -8,7 +8,8 @@ What this module owns:
   * maskedPaths / readonlyPaths / read-only root, which run after pivot_root.
 
 Every failure is an OCIError naming the `mounts[i]` entry.  Only os/stat and our syscall
-wrappers (ocirun.linux) are used: this runs in the container's init, after fork, before pivot_root.
+wrappers are used (ocirun.linux; the mounts through ocirun.kernel, the seam the unit tests of the
+order replace): this runs in the container's init, after fork, before pivot_root.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import errno
 import os
 import stat
 
-from .. import linux, mountinfo
+from .. import kernel, linux, mountinfo
 from ..mountinfo import CGROUP2_SUPER_MAGIC, PROC_SUPER_MAGIC, fs_magic
 from ..record import Record
 from ..errors import OCIError, os_error
@@ -167,7 +168,7 @@ def _remount_bind(target: str, set_flags: int, clear_flags: int = 0) -> None:
     keep = current_mount_flags(target) & ~clear_flags
     if set_flags & _ATIME_FLAGS or clear_flags & _ATIME_FLAGS:
         keep &= ~_ATIME_FLAGS
-    linux.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | keep | set_flags)
+    kernel.KERNEL.mount(None, target, None, linux.MS_REMOUNT | linux.MS_BIND | keep | set_flags)
 
 
 def _apply_after(target: str, o: MountOptions) -> None:
@@ -175,12 +176,12 @@ def _apply_after(target: str, o: MountOptions) -> None:
     if o.rec_attr_set or o.rec_attr_clr:
         fd = os.open(target, os.O_PATH | os.O_CLOEXEC)
         try:
-            linux.mount_setattr(fd, "", linux.AT_EMPTY_PATH | linux.AT_RECURSIVE,
+            kernel.KERNEL.mount_setattr(fd, "", linux.AT_EMPTY_PATH | linux.AT_RECURSIVE,
                                 o.rec_attr_set, o.rec_attr_clr)
         finally:
             os.close(fd)
     for prop in o.propagation:
-        linux.mount(None, target, None, prop)
+        kernel.KERNEL.mount(None, target, None, prop)
 
 
 # --------------------------------------------------------------------------- one mounts[i]
@@ -257,7 +258,7 @@ def _mount_idmapped(ctx: MountContext, index: int, m, o: MountOptions) -> None:
         dst = make_mount_target(ctx.root_fd, m.destination, is_dir)
         try:
             _check_proc_destination(ctx, dst, m, bind_src=tree)
-            linux.move_mount(tree, "", dst, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
+            kernel.KERNEL.move_mount(tree, "", dst, "", linux.MOVE_MOUNT_F_EMPTY_PATH | linux.MOVE_MOUNT_T_EMPTY_PATH)
         finally:
             os.close(dst)
     finally:
@@ -272,7 +273,7 @@ def _mount_bind(ctx: MountContext, index: int, where: str, m, o: MountOptions) -
         dst = make_mount_target(ctx.root_fd, m.destination, is_dir)
         try:
             _check_proc_destination(ctx, dst, m, bind_src=src)
-            linux.mount(fd_path(src), fd_path(dst), None, linux.MS_BIND | (linux.MS_REC if o.recursive else 0))
+            kernel.KERNEL.mount(fd_path(src), fd_path(dst), None, linux.MS_BIND | (linux.MS_REC if o.recursive else 0))
         finally:
             os.close(dst)
     finally:
@@ -328,7 +329,7 @@ def _mount_fs(ctx: MountContext, m, o: MountOptions) -> None:
                 finally:
                     os.close(new_dir)
             if defer_ro and dest != "/dev":  # /dev: finalize_rootfs, after the device nodes
-                linux.mount(None, target, None, linux.MS_REMOUNT | o.flags, o.data or None)
+                kernel.KERNEL.mount(None, target, None, linux.MS_REMOUNT | o.flags, o.data or None)
         _apply_after(target, o)
     finally:
         os.close(fd)
@@ -343,17 +344,17 @@ def _mount_fs_at(ctx: MountContext, m, target: str, flags: int, data: str) -> bo
     """mount(2) the filesystem; True when it had to bind the host's instance instead."""
     source = m.source or m.type
     try:
-        linux.mount(source, target, m.type, flags, data or None)
+        kernel.KERNEL.mount(source, target, m.type, flags, data or None)
     except OSError as e:
         if m.type == "devpts" and e.errno == errno.EINVAL and "gid=" in data:
             # In a user namespace without gid 5 mapped, devpts refuses gid=5: drop it (as crun does).
             data = ",".join(d for d in data.split(",") if not d.startswith("gid="))
-            linux.mount(source, target, m.type, flags, data or None)
+            kernel.KERNEL.mount(source, target, m.type, flags, data or None)
         elif (m.type in _USERNS_FALLBACK and e.errno == errno.EPERM and ctx.in_userns
               and os.path.isdir(_USERNS_FALLBACK[m.type])):
             # A user namespace without its own network (sysfs) or IPC (mqueue) namespace may
             # not mount a fresh instance: give it the host's, with the flags asked for (as runc).
-            linux.mount(_USERNS_FALLBACK[m.type], target, None, linux.MS_BIND | linux.MS_REC)
+            kernel.KERNEL.mount(_USERNS_FALLBACK[m.type], target, None, linux.MS_BIND | linux.MS_REC)
             return True
         else:
             raise
@@ -488,14 +489,14 @@ def _mount_cgroup(ctx: MountContext, m, o: MountOptions) -> None:
         dst = make_mount_target(ctx.root_fd, m.destination, is_dir=True)
         remount_bind = False
         try:
-            linux.mount("cgroup2", fd_path(dst), "cgroup2", o.flags, o.data or None)
+            kernel.KERNEL.mount("cgroup2", fd_path(dst), "cgroup2", o.flags, o.data or None)
         except OSError as e:
             if not (ctx.in_userns and e.errno in (errno.EPERM, errno.EBUSY)):
                 raise
             own = f"/sys/fs/cgroup{_own_cgroup2}" if _own_cgroup2 else None
             if own is None or not os.path.isdir(own):
                 raise  # never widen to the host's whole tree
-            linux.mount(own, fd_path(dst), None, linux.MS_BIND | linux.MS_REC)
+            kernel.KERNEL.mount(own, fd_path(dst), None, linux.MS_BIND | linux.MS_REC)
             remount_bind = True
         finally:
             os.close(dst)
@@ -508,7 +509,7 @@ def _mount_cgroup_v1(ctx: MountContext, m, o: MountOptions) -> None:
     dest = m.destination
     dst = make_mount_target(ctx.root_fd, dest, is_dir=True)
     try:
-        linux.mount("tmpfs", fd_path(dst), "tmpfs", o.flags & ~linux.MS_RDONLY, "mode=755")
+        kernel.KERNEL.mount("tmpfs", fd_path(dst), "tmpfs", o.flags & ~linux.MS_RDONLY, "mode=755")
     finally:
         os.close(dst)
     attr_flags = o.flags & ~_NOT_REMOUNT_FLAGS
@@ -518,11 +519,11 @@ def _mount_cgroup_v1(ctx: MountContext, m, o: MountOptions) -> None:
             target = fd_path(sub)
             if ctx.cgroupns:
                 # A fresh mount shows the cgroup namespace's root, i.e. the container's cgroup.
-                linux.mount("cgroup", target, fstype, attr_flags, fsdata or None)
+                kernel.KERNEL.mount("cgroup", target, fstype, attr_flags, fsdata or None)
                 continue
             if not os.path.isdir(host_dir):
                 continue
-            linux.mount(host_dir, target, None, linux.MS_BIND)
+            kernel.KERNEL.mount(host_dir, target, None, linux.MS_BIND)
         finally:
             os.close(sub)
         if attr_flags:
@@ -535,7 +536,7 @@ def _mount_cgroup_v1(ctx: MountContext, m, o: MountOptions) -> None:
     try:
         _add_comount_links(fd)
         if o.flags & linux.MS_RDONLY:
-            linux.mount(None, fd_path(fd), None, linux.MS_REMOUNT | attr_flags, "mode=755")
+            kernel.KERNEL.mount(None, fd_path(fd), None, linux.MS_REMOUNT | attr_flags, "mode=755")
         _apply_after(fd_path(fd), o)
     finally:
         os.close(fd)
@@ -549,7 +550,7 @@ def _add_comount_links(dir_fd: int) -> None:
             continue
         for ctrl in name.split(","):
             if ctrl not in names:
-                os.symlink(name, ctrl, dir_fd=dir_fd)  # O_PATH dir fds work for *at()
+                kernel.KERNEL.symlink(name, ctrl, dir_fd)  # O_PATH dir fds work for *at()
 
 
 def cgroup_v1_hierarchies(in_cgroupns: bool = False) -> list[tuple[str, str, str, str]]:
@@ -625,11 +626,11 @@ def mask_path(root_fd: int, path: str) -> None:
     try:
         target = _fd_or_path(fd, path)
         if stat.S_ISDIR(os.fstat(fd).st_mode):
-            linux.mount("tmpfs", target, "tmpfs", linux.MS_RDONLY)
+            kernel.KERNEL.mount("tmpfs", target, "tmpfs", linux.MS_RDONLY)
             return
         null = open_real_dev_null(root_fd, "mask paths")
         try:
-            linux.mount(_fd_or_path(null, "/dev/null"), target, None, linux.MS_BIND)
+            kernel.KERNEL.mount(_fd_or_path(null, "/dev/null"), target, None, linux.MS_BIND)
         finally:
             os.close(null)
     except OSError as e:
@@ -658,7 +659,7 @@ def readonly_path(root_fd: int, path: str) -> None:
         return
     try:
         target = _fd_or_path(fd, path)
-        linux.mount(target, target, None, linux.MS_BIND | linux.MS_REC)
+        kernel.KERNEL.mount(target, target, None, linux.MS_BIND | linux.MS_REC)
         nfd = open_in_root(root_fd, path, os.O_PATH)
         try:
             _remount_bind(_fd_or_path(nfd, path), linux.MS_RDONLY)
@@ -684,7 +685,7 @@ def remount_dev_readonly(mounts) -> None:
             o = parse_mount_options(m.options)
             if o.flags & linux.MS_RDONLY:
                 try:
-                    linux.mount(None, "/dev", None, linux.MS_REMOUNT | (o.flags & ~_NOT_REMOUNT_FLAGS),
+                    kernel.KERNEL.mount(None, "/dev", None, linux.MS_REMOUNT | (o.flags & ~_NOT_REMOUNT_FLAGS),
                                 o.data or None)
                 except OSError as e:
                     raise os_error("remount /dev read-only", e) from None

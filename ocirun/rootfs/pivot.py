@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .. import linux, mountinfo
+from .. import kernel, linux, mountinfo
 from ..errors import os_error
 
 
@@ -18,14 +18,14 @@ def pivot_into(root_path: str) -> None:
     old_root = os.open("/", os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     new_root = os.open(root_path, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.fchdir(new_root)
-        linux.pivot_root(".", ".")
+        kernel.KERNEL.fchdir(new_root)
+        kernel.KERNEL.pivot_root(".", ".")
         # The old root now sits under the new one, on the same mount point ".".
-        os.fchdir(old_root)
+        kernel.KERNEL.fchdir(old_root)
         # Make sure the unmount does not propagate to the host (its mounts may be shared).
-        linux.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)
-        linux.umount2(".", linux.MNT_DETACH)
-        os.chdir("/")
+        kernel.KERNEL.mount(None, ".", None, linux.MS_SLAVE | linux.MS_REC)
+        kernel.KERNEL.umount2(".", linux.MNT_DETACH)
+        kernel.KERNEL.chdir("/")
     finally:
         os.close(old_root)
         os.close(new_root)
@@ -34,10 +34,10 @@ def pivot_into(root_path: str) -> None:
 def move_root(root_path: str) -> None:
     """MS_MOVE the rootfs onto / and chroot into it (runc --no-pivot)."""
     _hide_host_proc_and_sys(root_path)
-    os.chdir(root_path)
-    linux.mount(root_path, "/", None, linux.MS_MOVE)
-    os.chroot(".")
-    os.chdir("/")
+    kernel.KERNEL.chdir(root_path)
+    kernel.KERNEL.mount(root_path, "/", None, linux.MS_MOVE)
+    kernel.KERNEL.chroot(".")
+    kernel.KERNEL.chdir("/")
 
 
 def _hide_host_proc_and_sys(root_path: str) -> None:
@@ -50,20 +50,20 @@ def _hide_host_proc_and_sys(root_path: str) -> None:
     for path in targets:
         if any(path.startswith(g.rstrip("/") + "/") for g in gone):
             continue  # went away with a lazily unmounted parent
-        linux.mount(None, path, None, linux.MS_SLAVE | linux.MS_REC)
+        kernel.KERNEL.mount(None, path, None, linux.MS_SLAVE | linux.MS_REC)
         try:
-            linux.umount2(path, linux.MNT_DETACH)
+            kernel.KERNEL.umount2(path, linux.MNT_DETACH)
         except OSError:
-            linux.mount("tmpfs", path, "tmpfs", 0)
+            kernel.KERNEL.mount("tmpfs", path, "tmpfs", 0)
         gone.append(path)
 
 
 def chroot_into(root_path: str) -> None:
     """In the runtime's own mount namespace, where neither pivot_root nor MS_MOVE onto / may
     touch what every other process there sees (runc chroots there too)."""
-    os.chdir(root_path)
-    os.chroot(".")
-    os.chdir("/")
+    kernel.KERNEL.chdir(root_path)
+    kernel.KERNEL.chroot(".")
+    kernel.KERNEL.chdir("/")
 
 
 def enter(root_path: str, no_pivot: bool, chroot_only: bool = False) -> None:
