@@ -97,7 +97,8 @@ CGROUP_DONE = "cgroup_done"
 
 
 class ChildDied(OCIError):
-    pass
+    """End-of-file on the channel: every end of the other side is closed.  For the runtime, its
+    child died without a word; for a child, the runtime died or gave up on it."""
 
 
 class Timeout(OCIError):
@@ -232,8 +233,11 @@ class Channel:
 
 
 def report_error_and_exit(ch: Channel, err: BaseException) -> None:
-    """Child side: tell the parent what went wrong in one line, then exit without cleanup."""
+    """Child side: tell the parent what went wrong in one line, then exit without cleanup.
+    A parent that hung up (end-of-file) is dead or has given up on us: nothing to tell."""
     try:
+        if isinstance(err, ChildDied):
+            return
         if isinstance(err, OCIError):
             msg = str(err)
         elif isinstance(err, OSError):

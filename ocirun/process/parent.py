@@ -108,17 +108,21 @@ def spawn_init(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -
             to_intermediate.close()
         _converse_with_init(ctx, to_init, proc, state_for_hooks, run_runtime_hooks)
     except ChildDied:
-        to_init.close()
-        proc.release_devices(failed=True)
-        proc.kill()
+        _abandon(proc, to_init)
         raise OCIError("container init exited before it was ready") from None
     except BaseException:
-        to_init.close()
-        proc.release_devices(failed=True)
-        proc.kill()
+        _abandon(proc, to_init)
         raise
     proc.release_devices(failed=False)
     return proc.init_pid, to_init
+
+
+def _abandon(proc: Spawned, to_init: Channel) -> None:
+    """After a failure: kill the children, then hang up.  In that order: an init that read
+    end-of-file first would take it for our death and say so on the container's stderr."""
+    proc.release_devices(failed=True)
+    proc.kill()
+    to_init.close()
 
 
 def _import_what_the_init_needs(ctx: LaunchContext) -> None:
