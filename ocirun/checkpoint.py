@@ -227,7 +227,8 @@ def external_mounts(cfg, pid: int) -> list[tuple[str, str]]:
     CRIU knows a mount by the point mountinfo shows); the name stays the config's, which is
     what restore binds by."""
     out = [(resolved_in_container(pid, m.destination), _clean(m.destination)) for m in cfg.mounts if is_bind(m)]
-    out += [(resolved_in_container(pid, p), "/dev/null") for p in cfg.linux.masked_paths if _is_file_in(pid, p)]
+    masked = [resolved_in_container(pid, p) for p in cfg.linux.masked_paths]
+    out += [(where, "/dev/null") for where in masked if _is_file_in(pid, where)]
     out += [(resolved_in_container(pid, d.path), _clean(d.path)) for d in _devices(cfg)]
     return out
 
@@ -242,8 +243,9 @@ def resolved_in_container(pid: int, path: str) -> str:
 
 def resolved_under(root: str, path: str) -> str:
     """`path` resolved inside `root`: absolute links from that root, `..` never above it.  Each
-    component is read with readlink(2) only once the ones before it are plain directories, so
-    the kernel never follows a link of the container's for us."""
+    component is read with readlink(2) once the ones before it were found to be plain
+    directories.  (A container swapping one for a link meanwhile can only make this string
+    wrong, and CRIU's dump then fails: it names the mount points, it grants nothing.)"""
     done: list[str] = []
     todo = [p for p in reversed(path.split("/")) if p not in ("", ".")]
     links = 0
@@ -293,10 +295,12 @@ def _clean(path: str) -> str:
     return "/" + "/".join(p for p in path.split("/") if p not in ("", "."))
 
 
-def _is_file_in(pid: int, path: str) -> bool:
+def _is_file_in(pid: int, resolved: str) -> bool:
+    """Whether the container's `resolved` (symlinks already resolved inside its root: the
+    kernel would resolve an absolute one against ours) is there and not a directory."""
     import stat
     try:
-        return not stat.S_ISDIR(os.stat(f"/proc/{pid}/root{_clean(path)}").st_mode)
+        return not stat.S_ISDIR(os.stat(f"/proc/{pid}/root{resolved}", follow_symlinks=False).st_mode)
     except OSError:
         return False
 

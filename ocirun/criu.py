@@ -310,14 +310,19 @@ class Session:
             pass
 
 
-_versions: dict[str, int] = {}  # by binary: one question per command
+_versions: dict[tuple, int] = {}  # one question per binary (an upgraded one is asked again)
 
 
 def version(binary: str) -> int:
     """CRIU's version as one number (3.17.1 → 31701), asked over RPC as runc does."""
-    if binary not in _versions:
-        _versions[binary] = _ask_version(binary)
-    return _versions[binary]
+    try:
+        st = os.stat(binary)
+        key: tuple = (binary, st.st_dev, st.st_ino, st.st_mtime_ns)
+    except OSError:
+        key = (binary,)
+    if key not in _versions:
+        _versions[key] = _ask_version(binary)
+    return _versions[key]
 
 
 def require_version(binary: str, minimum: int, what: str) -> None:

@@ -19,7 +19,8 @@ look `KERNEL` up at each call (`kernel.KERNEL.mount(...)`), never keep it.
 What stays direct: reads and lookups (openat2 in the rootfs, fstat, statvfs, readlink,
 mountinfo), the directories and empty files made inside the rootfs, and the steps the
 ordering does not hinge on (oom_score_adj, I/O priority, scheduler, personality, LSM labels,
-the session keyring, tmpcopyup's copy).
+the session keyring, tmpcopyup's copy); and, not yet routed, the /dev/console bind
+(console.py) and close_all_fds_but (become.py).
 
 Imports: os, sys, _signal and ocirun.linux only (all loaded by every command that imports this): the
 engine commands load it (capabilities.py, limits.py, rootfs/), so nothing heavy here

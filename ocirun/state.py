@@ -638,7 +638,8 @@ class Container:
     def config(self):
         """The typed config (config.Config) the container was created from: the document
         create saved in the state directory, schema-checked then, parsed again (~0.15 ms); the
-        bundle's config.json only for a container an older ocirun made."""
+        bundle's config.json only for a container an older ocirun made (parsed, not
+        schema-checked again: create checked it when it made the container)."""
         from .config import parse_config, read_json
         doc: object = self.dir.read_config()
         if doc is None:

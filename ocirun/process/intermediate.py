@@ -2,8 +2,9 @@
 
 It exists because a new pid (and time) namespace applies only to the children of the process that
 unshared it: the init must be forked *after* the unshare.  It talks to the parent on its own
-channel (see channel.py), hands the init the other one, and exits as soon as the init is born, so the init is re-parented to the nearest subreaper
-(`run`: ocirun itself; `create`: the engine's shim/conmon).
+channel (see channel.py), hands the init the other one, and exits as soon as the init is born,
+so the init is re-parented to the nearest subreaper (`run`: ocirun itself; `create`: the
+engine's shim/conmon).
 """
 from __future__ import annotations
 

@@ -70,15 +70,17 @@ def spawn_init(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -
     """
     # One channel per child (channel.py): the intermediate's conversation ends with the init's
     # pid, and only then do we read the init's, so nothing it says can come before its pid.
-    to_intermediate, intermediate_end = Channel.pair()
-    to_init, init_end = Channel.pair()
-    proc = Spawned()
-    join = cgroup.join_plan() if cgroup is not None else None
-    _import_what_the_init_needs(ctx)
+    made: list[Channel] = []
     try:
+        made += Channel.pair()
+        made += Channel.pair()
+        to_intermediate, intermediate_end, to_init, init_end = made
+        proc = Spawned()
+        join = cgroup.join_plan() if cgroup is not None else None
+        _import_what_the_init_needs(ctx)
         pid = cgroup_join.fork(join)
     except BaseException:
-        for ch in (to_intermediate, intermediate_end, to_init, init_end):
+        for ch in made:
             ch.close()
         raise
     if pid == 0:

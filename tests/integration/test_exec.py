@@ -480,7 +480,7 @@ def test_exec_uses_the_config_the_container_was_created_from(tmp_path, ocirun_ro
 
 def test_exec_into_a_container_of_an_older_ocirun_reads_the_bundle(tmp_path, ocirun_root):
     """A state dir without the saved config (an ocirun before that copy existed): exec builds
-    on the bundle's config.json, parsed as create would."""
+    on the bundle's config.json."""
     bundle = make_bundle(tmp_path, ["sleep", "1000"], process={"env": ["PATH=/bin:/usr/bin", "FOO=bundle"]})
     assert run_ocirun("run", "-d", "-b", bundle, "oldcfg", root=ocirun_root).returncode == 0
     try:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ocirun import kernel
+from ocirun import capabilities, kernel
 from ocirun.kernel import Kernel
 
 CAP_SETPCAP = 8
@@ -39,7 +39,9 @@ class Replaced(BaseException):
 class RecordingKernel(Kernel):
     enforce = True  # refuse what the real kernel would refuse (see the module's docstring)
 
-    def __init__(self, last_cap: int = 40) -> None:
+    def __init__(self, last_cap: int | None = None) -> None:
+        if last_cap is None:
+            last_cap = capabilities.last_cap()  # the code under test drops up to the host's
         self.calls: list[tuple[str, tuple]] = []
         self.root = "/"
         self.cwd = "/"
@@ -250,8 +252,12 @@ class RecordingKernel(Kernel):
     def default_signal(self, signo):
         self._record("default_signal", signo)
 
+    refuse_execveat = False  # as a seccomp profile that allows execve but not execveat
+
     def execveat(self, dirfd, path, argv, env, flags):
         self._record("execveat", dirfd, path, list(argv))
+        if self.refuse_execveat:
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
         raise Replaced()
 
     def execve(self, path, argv, env):

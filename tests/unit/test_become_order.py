@@ -97,7 +97,12 @@ def test_bounding_set_dropped_before_the_uid_change(monkeypatch, program):
 
 def test_stdio_given_and_rlimits_raised_while_root(monkeypatch, program):
     k = kernel_double.install(monkeypatch)
+    monkeypatch.setattr(os, "fstat", lambda fd: os.stat_result((0o20600, 0, 0, 1, 0, 0, 0, 0, 0, 0)))
     run_to_exec(k, process(program))
+    # stdio not the user's (here: all root's ttys) is given to the user while we may still.
+    gives = k.indexes("fchown")
+    assert [k.calls[i][1] for i in gives] == [(0, UID, -1), (1, UID, -1), (2, UID, -1)]
+    assert gives[-1] < uid_change(k)
     # Raising a hard limit needs CAP_SYS_RESOURCE: the early rlimits are set before the drop.
     assert k.first("prlimit", lambda a: a[0] == RLIMIT_NOFILE) < uid_change(k)
     # ...and the memory limits last (our own Python would not fit in them), before the filter.
@@ -173,6 +178,21 @@ def test_the_sealed_stub_is_the_exec_when_there_is_one(monkeypatch, program):
     assert k.calls[-1][0] == "execveat"
     assert k.calls[-1][1][2] == ["\x01" + program, program, "arg"]
     assert k.names()[k.first("set_no_new_privs") + 1:] == ["execveat"]
+
+
+def test_a_refused_execveat_falls_back_to_execve_of_the_stub(monkeypatch, program):
+    k = kernel_double.install(monkeypatch)
+    k.refuse_execveat = True
+    proc = process(program)
+    path, env = become.drop_to_process(proc, None, 0, 0, None)
+    stub = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with pytest.raises(Replaced):
+            become.execute(proc, path, env, None, stub)
+    finally:
+        os.close(stub)
+    assert k.names()[-2:] == ["execveat", "execve"]
+    assert k.calls[-1][1] == (f"/proc/self/fd/{stub}", ["\x01" + program, program, "arg"])
 
 
 def test_the_double_stands_in_for_every_kernel_call():

@@ -163,6 +163,39 @@ def test_mount_points_are_resolved_inside_the_container_root(tmp_path):
     assert resolved_under(str(tmp_path / "absent"), "/a/b") == "/a/b"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chroot(2) needs root")
+def test_masked_files_are_found_through_the_container_s_symlinks(tmp_path):
+    """A masked file behind an image's absolute symlink is tested at its resolved point (the
+    kernel would resolve /proc/<pid>/root/etc -> /real/etc against the host's root)."""
+    root = tmp_path / "rootfs"
+    (root / "real" / "etc").mkdir(parents=True)
+    (root / "real" / "etc" / "secret").write_text("x")
+    (root / "etc").symlink_to("/real/etc")
+    cfg = parse_config({"ociVersion": "1.2.0", "root": {"path": "rootfs"},
+                        "linux": {"maskedPaths": ["/etc/secret", "/etc/missing"]}}, str(tmp_path))
+    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a stand-in for the container's init: a process whose root is the rootfs
+        try:
+            os.chroot(root)
+            os.write(ready_w, b"!")
+            os.read(r, 1)
+        finally:
+            os._exit(0)
+    os.close(r)
+    os.close(ready_w)
+    os.read(ready_r, 1)
+    os.close(ready_r)
+    try:
+        masked = [where for where, name in external_mounts(cfg, pid) if name == "/dev/null"]
+    finally:
+        os.close(w)
+        os.waitpid(pid, 0)
+    assert "/real/etc/secret" in masked and "/etc/secret" not in masked
+    assert not any("missing" in where for where in masked)
+
+
 def test_sessions_never_leave_fds(fake_criu, monkeypatch, tmp_path):
     monkeypatch.setenv("FAKE_MODE", "notify")
     before = set(os.listdir("/proc/self/fd"))
