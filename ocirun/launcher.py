@@ -62,8 +62,9 @@ def site_paths(search_path: list[str], base: list[str], safe_path: bool) -> list
     entries = search_path if safe_path else search_path[1:]
     found: list[str] = []
     for entry in entries:
+        entry = os.path.abspath(entry) if entry else entry
         if entry and entry not in base and entry not in found:
-            found.append(os.path.abspath(entry))
+            found.append(entry)
     return found
 
 
@@ -102,6 +103,9 @@ def main(argv: list[str]) -> int:
               "default: ocirun beside this interpreter)", file=sys.stderr)
         return 2
     interpreter = sys.executable
+    if not interpreter:
+        print("ocirun.launcher: this interpreter does not know its own path (sys.executable)", file=sys.stderr)
+        return 1
     path = argv[0] if argv else os.path.join(os.path.dirname(interpreter), "ocirun")
     try:
         paths = site_paths(sys.path, isolated_base_path(interpreter), bool(sys.flags.safe_path))

@@ -29,6 +29,8 @@ def test_site_paths_keeps_what_site_added_in_order():
     assert site_paths(found, base, safe_path=False) == ["/venv/site", "/checkout"]
     # under -P/-I nothing is put first, so the first entry is a real one
     assert site_paths(["/pp", *base, "/venv/site"], base, safe_path=True) == ["/pp", "/venv/site"]
+    # a relative PYTHONPATH entry is frozen as the absolute path it meant, once
+    assert site_paths(["rel", *base, os.path.abspath("rel")], base, safe_path=True) == [os.path.abspath("rel")]
 
 
 def test_the_launcher_runs_isolated(tmp_path, ocirun_root):
