@@ -13,8 +13,11 @@ interpreter.
 What it writes: `#!<this interpreter> -IS`, then the module search path that `site` (and any
 PYTHONPATH of the environment this step runs in) gave this interpreter, frozen into the script:
 the install's site-packages, the checkout of an editable install (its .pth file), a
-`--prefix` install's directory.  Without -S (`python /path/to/ocirun`, as the import tests run
-it) `site` has already set that path up and the list is left alone.  The file is replaced
+`--prefix` install's directory.  Before writing, it checks that this interpreter, started so,
+loads this very ocirun package (a setuptools editable install in its default mode does not: it
+needs `site` to install its import hook; `editable_mode=compat` is a path).  Without -S
+(`python /path/to/ocirun`, as the import tests run it) `site` has already set that path up and
+the list is left alone.  The file is replaced
 atomically; a symlink to it (`/usr/local/bin/ocirun`, pipx's bin directory) follows.  Run the
 step again after moving the install or reinstalling ocirun (a reinstall writes pip's plain
 script back: it works, ~2 ms slower).  PATH defaults to `ocirun` beside this interpreter.
@@ -68,6 +71,21 @@ def site_paths(search_path: list[str], base: list[str], safe_path: bool) -> list
     return found
 
 
+def check_importable(interpreter: str, paths: list[str]) -> None:
+    """Refuse paths under which `interpreter -I -S` would not load this very ocirun package: an
+    install that needs `site` to run code (a setuptools editable install in its default mode
+    adds an import hook from a .pth file, not a path)."""
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path += {paths!r}; import ocirun.cli; print(ocirun.__file__)"
+    r = subprocess.run([interpreter, "-I", "-S", "-c", code], capture_output=True, text=True)
+    found = r.stdout.strip()
+    if r.returncode != 0 or os.path.dirname(os.path.abspath(found)) != here:
+        why = r.stderr.strip().splitlines()[-1] if r.returncode != 0 and r.stderr.strip() else f"found {found!r}"
+        raise ValueError(f"without `site`, {interpreter} does not load the ocirun of {here} ({why}); an "
+                         "editable install must be made with --config-settings editable_mode=compat")
+
+
 def launcher_source(interpreter: str, paths: list[str]) -> str:
     if any(c.isspace() for c in interpreter) or len(f"#!{interpreter} -IS") > SHEBANG_MAX:
         raise ValueError(f"{interpreter!r} cannot be named on a #! line (whitespace, or longer than "
@@ -109,6 +127,7 @@ def main(argv: list[str]) -> int:
     path = argv[0] if argv else os.path.join(os.path.dirname(interpreter), "ocirun")
     try:
         paths = site_paths(sys.path, isolated_base_path(interpreter), bool(sys.flags.safe_path))
+        check_importable(interpreter, paths)
         write_launcher(path, launcher_source(interpreter, paths))
     except (OSError, ValueError) as e:
         print(f"ocirun.launcher: {e}", file=sys.stderr)

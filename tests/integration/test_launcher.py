@@ -76,6 +76,16 @@ def test_a_symlinked_install_is_rewritten_through_the_link(tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("ocirun version"), r
 
 
+def test_a_path_that_does_not_load_this_ocirun_is_refused(tmp_path):
+    """What a setuptools editable install in its default mode gives: the package comes from an
+    import hook that a .pth file installs, so without `site` nothing finds it.  The step says so
+    and leaves the script as it was."""
+    from ocirun.launcher import check_importable, isolated_base_path
+    with pytest.raises(ValueError, match="does not load the ocirun of .*editable_mode=compat"):
+        check_importable(sys.executable, [])
+    check_importable(sys.executable, site_paths(sys.path, isolated_base_path(sys.executable), False))
+
+
 def test_other_files_are_left_alone(tmp_path):
     other = tmp_path / "ocirun"
     other.write_text("#!/bin/sh\necho not ours\n")
