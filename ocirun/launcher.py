@@ -43,7 +43,7 @@ try:
     {entry}
 except ImportError as e:
     sys.exit(f"ocirun: cannot load the ocirun package ({{e}}): the install moved?  "
-             f"Rerun `{interpreter} -m ocirun.launcher`")
+             f"Rerun `{{sys.executable}} -m ocirun.launcher`")
 
 run_and_exit()
 '''

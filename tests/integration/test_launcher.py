@@ -99,3 +99,15 @@ def test_an_interpreter_no_shebang_can_name_is_refused(interpreter):
     from ocirun.launcher import launcher_source
     with pytest.raises(ValueError, match="cannot be named on a #! line"):
         launcher_source(interpreter, [])
+
+
+def test_a_moved_install_says_so_in_one_line(tmp_path):
+    launcher = tmp_path / "ocirun"
+    assert _write(launcher).returncode == 0
+    text = launcher.read_text()
+    frozen = next(line for line in text.splitlines() if line.strip().startswith("sys.path += "))
+    launcher.write_text(text.replace(frozen, "    sys.path += ['/nonexistent/site-packages']"))
+    r = subprocess.run([launcher, "state", "x"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr == ("ocirun: cannot load the ocirun package (No module named 'ocirun'): the install "
+                        f"moved?  Rerun `{sys.executable} -m ocirun.launcher`\n"), r.stderr
