@@ -461,6 +461,13 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def shebang(binary: str) -> str | None:
+    """The `#!` line of a script (ocirun's), None for a compiled binary (runc's)."""
+    with open(binary, "rb") as f:
+        head = f.readline(512)
+    return head.decode(errors="replace").rstrip("\n") if head.startswith(b"#!") else None
+
+
 def measure(work: str, runs: int, only: set[int], a) -> int:
     bundle = make_bundle(work)
     runtimes = [Runtime("ocirun", OCIRUN, os.path.join(work, "root-ocirun")),
@@ -476,6 +483,10 @@ def measure(work: str, runs: int, only: set[int], a) -> int:
     skipped = [] if crun else [f"skipped crun: {why}"]
     print(f"runtimes: {', '.join(names)}; {runs} runs each, alternating"
           + (f"; {skipped[0]}" if skipped else ""), flush=True)
+    for rt in runtimes:  # a script's #! line says how its interpreter starts (-IS: ocirun.launcher)
+        line = shebang(rt.binary)
+        if line:
+            print(f"  {rt.name}: {line}", flush=True)
     for rt in runtimes:  # warm the page cache, byte-code caches and seccomp cache
         for _ in range(2):
             run_once(rt, bundle)

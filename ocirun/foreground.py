@@ -99,14 +99,14 @@ def wait_for_child(pid: int) -> int:
 def become_subreaper() -> bool:
     """Make this process a child subreaper (so a grandchild whose parent exits is re-parented
     to us and can be waited for); whether it already was one, for `stop_being_subreaper`."""
-    import prctl
-    was = bool(prctl.get_child_subreaper())
-    prctl.set_child_subreaper(True)
+    import _prctl  # python-prctl's C module, not prctl.py (ARCHITECTURE.md, Startup speed)
+    was = bool(_prctl.prctl(_prctl.PR_GET_CHILD_SUBREAPER))
+    _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, True)
     return was
 
 
 def stop_being_subreaper(was: bool) -> None:
     """Give back what `become_subreaper` changed (the library API leaves its caller as it was)."""
     if not was:
-        import prctl
-        prctl.set_child_subreaper(False)
+        import _prctl
+        _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, False)

@@ -167,11 +167,12 @@ class Kernel:
         linux.prctl(linux.PR_CAP_AMBIENT, linux.PR_CAP_AMBIENT_RAISE, cap)
 
     def set_no_new_privs(self) -> None:
-        # python-prctl is the runtime's prctl library (README); imported here, not at module
+        # python-prctl is the runtime's prctl library (README), through its C module (prctl.py
+        # costs ~1 ms of import: ARCHITECTURE.md, Startup speed); imported here, not at module
         # level, to keep this module light.  The process that gets here imported it before
         # pivot_root (process/become.py, module level), so this finds it loaded.
-        import prctl
-        prctl.set_no_new_privs(True)
+        import _prctl
+        _prctl.prctl(_prctl.PR_SET_NO_NEW_PRIVS, True)
 
     def load_seccomp(self, flt) -> int:
         """Load a compiled filter (seccomp.Filter); the notify fd, or -1."""

@@ -98,8 +98,8 @@ def restore(root: str, cid: str, opts: RestoreOptions) -> int:
     relay = None
     if not opts.detach:
         if not opts.no_subreaper:
-            import prctl
-            prctl.set_child_subreaper(True)
+            import _prctl  # python-prctl's C module
+            _prctl.prctl(_prctl.PR_SET_CHILD_SUBREAPER, True)
         from .foreground import SignalRelay
         relay = SignalRelay()
     r = _Restoring()

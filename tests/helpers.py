@@ -214,6 +214,20 @@ def ocirun_command() -> list[str]:
     return [sys.executable, "-m", "ocirun"]
 
 
+def hostile_python_environment(tmp_path: Path) -> tuple[dict, str]:
+    """(an environment whose PYTHON* variables steer a plain interpreter, its stdin): a
+    PYTHONPATH holding a fake `ocirun` package, a PYTHONSTARTUP file, PYTHONINSPECT with Python
+    code waiting on stdin.  Each announces itself on stdout if it gets to run."""
+    fake = tmp_path / "hostile" / "ocirun"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("print('HIJACKED by PYTHONPATH')\n")
+    (fake / "cli.py").write_text("def run_and_exit():\n    print('HIJACKED by PYTHONPATH')\n")
+    startup = tmp_path / "hostile" / "startup.py"
+    startup.write_text("print('HIJACKED by PYTHONSTARTUP')\n")
+    env = dict(os.environ, PYTHONPATH=str(fake.parent), PYTHONSTARTUP=str(startup), PYTHONINSPECT="1")
+    return env, "print('HIJACKED by PYTHONINSPECT')\n"
+
+
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 

@@ -13,9 +13,9 @@ import sys
 
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
-# The runtime's prctl library (README), loaded now for kernel.Kernel.set_no_new_privs, which
-# runs after pivot_root
-import prctl  # noqa: F401
+# The runtime's prctl library (README): its C module, not prctl.py (ARCHITECTURE.md, Startup
+# speed), loaded now for kernel.Kernel.set_no_new_privs, which runs after pivot_root
+import _prctl  # noqa: F401
 
 from .. import capabilities, exechelper, kernel, limits, lsm, user
 from ..errors import OCIError, os_words

@@ -37,7 +37,7 @@ import sys
 import _socket  # noqa: F401
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
-import prctl
+import _prctl  # python-prctl's C module, not prctl.py (ARCHITECTURE.md, Startup speed)
 
 from .. import kernel, linux, network, sysctl
 from ..errors import OCIError, os_error
@@ -77,7 +77,7 @@ def _run(ctx: LaunchContext, ch: Channel) -> None:
     cfg = ctx.cfg
     proc = cfg.process
     os.setsid()
-    prctl.set_dumpable(False)  # the container must not ptrace us or read our /proc/<pid>/ before exec
+    _prctl.prctl(_prctl.PR_SET_DUMPABLE, False)  # the container must not ptrace us or read our /proc/<pid>/ before exec
     # Fds our caller leaked to us must not even reach chdir (CVE-2024-21626): close them now.
     become.close_all_fds_but(_fds_we_need(ctx, ch))
     if cfg.has_new_namespace("network"):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 
-import prctl
+import _prctl  # python-prctl's C module, not prctl.py (ARCHITECTURE.md, Startup speed)
 
 from .. import namespaces
 from ..config import NAMESPACE_TYPES
@@ -70,7 +70,7 @@ def main(ctx: ExecContext, ch: Channel, join=None) -> None:
     """Runs in the forked joiner; never returns.  With `join` (cgroups.join.Join) we enter the
     container's cgroup ourselves, first: the process we fork is then born in it."""
     try:
-        prctl.set_dumpable(False)  # the container must not reach into us through /proc/<pid>/
+        _prctl.prctl(_prctl.PR_SET_DUMPABLE, False)  # the container must not reach into us through /proc/<pid>/
         if ctx.process.terminal:
             from .. import console  # noqa: F401 — now: after setns(mnt) the host's paths are gone
         if join is not None:

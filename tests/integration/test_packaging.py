@@ -146,6 +146,18 @@ def _check_installed(ocirun: Path, python: Path, tmp_path: Path, root: Path, com
     return [Path(p) for p in where]
 
 
+def _make_isolated(ocirun: Path, python: Path, tmp_path: Path, env: dict) -> None:
+    """README's step after the install: `python -m ocirun.launcher` rewrites the command to
+    start `python -IS` with the install's path frozen in; it then obeys no PYTHON* variable of
+    its caller (PYTHONPATH included, which the `--prefix` install needed to be found)."""
+    _run([python, "-m", "ocirun.launcher", ocirun], env=env, cwd=tmp_path)
+    assert ocirun.read_text().startswith(f"#!{python} -IS\n")
+    hostile, stdin = helpers.hostile_python_environment(tmp_path)
+    r = subprocess.run([ocirun, "--version"], env=hostile, input=stdin, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith(f"ocirun version {__version__}\n") and "HIJACKED" not in r.stdout, r.stdout
+
+
 def test_the_wheel_in_a_fresh_venv(built, tmp_path, ocirun_root):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv])
@@ -158,6 +170,10 @@ def test_the_wheel_in_a_fresh_venv(built, tmp_path, ocirun_root):
     r = subprocess.run([venv / "bin" / "python", "-c", "import conformance"], cwd=tmp_path,
                        env=_env(), capture_output=True, text=True)
     assert "No module named 'conformance'" in r.stderr
+
+    _make_isolated(venv / "bin" / "ocirun", venv / "bin" / "python", tmp_path, _env())
+    assert _check_installed(venv / "bin" / "ocirun", venv / "bin" / "python", tmp_path, ocirun_root,
+                            built[1], _env())[0] == package
 
 
 def test_the_wheel_installed_system_wide(built, tmp_path, ocirun_root):
@@ -178,6 +194,10 @@ def test_the_wheel_installed_system_wide(built, tmp_path, ocirun_root):
                                            built[1], env)
     assert package == init and schema_dir == site / "ocirun" / "spec" / "schema"
     assert sorted(os.listdir(site)) == ["ocirun", f"ocirun-{__version__}.dist-info"]
+
+    _make_isolated(ocirun, Path(helpers.SYSTEM_PYTHON), tmp_path, env)
+    assert _check_installed(ocirun, Path(helpers.SYSTEM_PYTHON), tmp_path, ocirun_root, built[1],
+                            env)[0] == init
 
 
 def test_a_checkout_reports_its_own_commit():

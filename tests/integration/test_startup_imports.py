@@ -16,7 +16,8 @@ from helpers import make_bundle, ocirun_command
 
 
 HEAVY = {"re", "enum", "json", "socket", "argparse", "typing", "jsonschema", "pyroute2", "dataclasses",
-         "pathlib", "shutil", "hashlib", "signal", "subprocess"}
+         "pathlib", "shutil", "hashlib", "signal", "subprocess",
+         "prctl"}  # python-prctl's prctl.py; its C module _prctl is what the runtime calls
 
 
 def _imported(cmd: list[str], root: Path, tmp_path: Path) -> tuple[int, str, set[str]]:

@@ -1,0 +1,140 @@
+"""`python -m ocirun.launcher [PATH]`: rewrite the installed `ocirun` command to start its
+interpreter isolated and without `site` (`-I -S`).
+
+Why: `site` costs ~2 ms of every command (it reads pyvenv.cfg, lists site-packages, runs its
+.pth files: setuptools' distutils-precedence.pth imports `_distutils_hack`), and `-I` keeps a
+runtime that runs as root from obeying its caller's PYTHONPATH, PYTHONSTARTUP, PYTHONINSPECT,
+PYTHONHOME... (ARCHITECTURE.md, "Startup speed").  Why a step after `pip install`: pip rewrites a
+script's `#!python` line to the bare interpreter path and drops any option that followed
+(`fix_script` in pip's wheel installer, every venv, pipx, `--prefix` and editable install), so no
+installed file can carry `-IS`; only something that runs after the install knows the
+interpreter.
+
+What it writes: `#!<this interpreter> -IS`, then the module search path that `site` (and any
+PYTHONPATH of the environment this step runs in) gave this interpreter, frozen into the script:
+the install's site-packages, the checkout of an editable install (its .pth file), a
+`--prefix` install's directory.  Before writing, it checks that this interpreter, started so,
+loads this very ocirun package (a setuptools editable install in its default mode does not: it
+needs `site` to install its import hook; `editable_mode=compat` is a path).  Without -S
+(`python /path/to/ocirun`, as the import tests run it) `site` has already set that path up and
+the list is left alone.  The file is replaced
+atomically; a symlink to it (`/usr/local/bin/ocirun`, pipx's bin directory) follows.  Run the
+step again after moving the install or reinstalling ocirun (a reinstall writes pip's plain
+script back: it works, ~2 ms slower).  PATH defaults to `ocirun` beside this interpreter.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+# What identifies a script of ours: the step never replaces any other file.
+ENTRY = "from ocirun.cli import run_and_exit"
+# The kernel reads at most this much of a `#!` line (BINPRM_BUF_SIZE - 1 on Linux).
+SHEBANG_MAX = 255
+
+TEMPLATE = '''#!{interpreter} -IS
+# The `ocirun` command, written by `python -m ocirun.launcher` (ocirun/launcher.py): an isolated
+# interpreter without `site`, with the module search path of the install frozen below.
+import sys
+
+if sys.flags.no_site:
+    sys.path += {paths!r}
+try:
+    {entry}
+except ImportError as e:
+    sys.exit(f"ocirun: cannot load the ocirun package ({{e}}): the install moved?  "
+             f"Rerun `{{sys.executable}} -m ocirun.launcher`")
+
+run_and_exit()
+'''
+
+
+def isolated_base_path(interpreter: str) -> list[str]:
+    """The module search path of `interpreter -I -S`: the standard library only."""
+    import subprocess
+    r = subprocess.run([interpreter, "-I", "-S", "-c", "import sys; print('\\0'.join(sys.path))"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise ValueError(f"{interpreter} -I -S failed: {r.stderr.strip()[-300:]}")
+    return r.stdout.rstrip("\n").split("\0")
+
+
+def site_paths(search_path: list[str], base: list[str], safe_path: bool) -> list[str]:
+    """The entries of search_path beyond the standard library (base), in order, without the
+    directory that `python -m` puts first (the caller's working directory)."""
+    entries = search_path if safe_path else search_path[1:]
+    found: list[str] = []
+    for entry in entries:
+        entry = os.path.abspath(entry) if entry else entry
+        if entry and entry not in base and entry not in found:
+            found.append(entry)
+    return found
+
+
+def check_importable(interpreter: str, paths: list[str]) -> None:
+    """Refuse paths under which `interpreter -I -S` would not load this very ocirun package: an
+    install that needs `site` to run code (a setuptools editable install in its default mode
+    adds an import hook from a .pth file, not a path)."""
+    import subprocess
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = f"import sys; sys.path += {paths!r}; import ocirun.cli; print(ocirun.__file__)"
+    r = subprocess.run([interpreter, "-I", "-S", "-c", code], capture_output=True, text=True)
+    found = r.stdout.strip()
+    if r.returncode != 0 or os.path.dirname(os.path.abspath(found)) != here:
+        why = r.stderr.strip().splitlines()[-1] if r.returncode != 0 and r.stderr.strip() else f"found {found!r}"
+        raise ValueError(f"without `site`, {interpreter} does not load the ocirun of {here} ({why}); an "
+                         "editable install must be made with --config-settings editable_mode=compat")
+
+
+def launcher_source(interpreter: str, paths: list[str]) -> str:
+    if any(c.isspace() for c in interpreter) or len(f"#!{interpreter} -IS") > SHEBANG_MAX:
+        raise ValueError(f"{interpreter!r} cannot be named on a #! line (whitespace, or longer than "
+                         f"{SHEBANG_MAX} bytes)")
+    return TEMPLATE.format(interpreter=interpreter, paths=paths, entry=ENTRY)
+
+
+def write_launcher(path: str, source: str) -> None:
+    """Replace path (an ocirun script, or nothing yet) with source, keeping its mode."""
+    try:
+        with open(path, errors="replace") as f:
+            if ENTRY not in f.read():
+                raise ValueError(f"{path} is not an ocirun script: left alone")
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o755
+    real = os.path.realpath(path)  # write beside the file a symlink names, not over the link
+    tmp = f"{real}.launcher-{os.getpid()}"
+    try:
+        with open(tmp, "x") as f:
+            f.write(source)
+        os.chmod(tmp, mode)
+        os.replace(tmp, real)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 1 or (argv and argv[0].startswith("-")):
+        print("usage: python -m ocirun.launcher [PATH]   (PATH: the ocirun script to rewrite; "
+              "default: ocirun beside this interpreter)", file=sys.stderr)
+        return 2
+    interpreter = sys.executable
+    if not interpreter:
+        print("ocirun.launcher: this interpreter does not know its own path (sys.executable)", file=sys.stderr)
+        return 1
+    path = argv[0] if argv else os.path.join(os.path.dirname(interpreter), "ocirun")
+    try:
+        paths = site_paths(sys.path, isolated_base_path(interpreter), bool(sys.flags.safe_path))
+        check_importable(interpreter, paths)
+        write_launcher(path, launcher_source(interpreter, paths))
+    except (OSError, ValueError) as e:
+        print(f"ocirun.launcher: {e}", file=sys.stderr)
+        return 1
+    print(f"{path}: #!{interpreter} -IS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
