@@ -72,47 +72,79 @@ def site_paths(search_path: list[str], base: list[str], safe_path: bool) -> list
 
 
 def check_importable(interpreter: str, paths: list[str]) -> None:
-    """Refuse paths under which `interpreter -I -S` would not load this very ocirun package: an
-    install that needs `site` to run code (a setuptools editable install in its default mode
-    adds an import hook from a .pth file, not a path)."""
+    """Refuse paths under which `interpreter -I -S` would not load the ocirun package that
+    `interpreter` loads as usual (with `site` and PYTHONPATH, without the working directory:
+    `python -m` run in a checkout would otherwise take the checkout's for the install's).
+    E.g. a setuptools editable install in its default mode adds an import hook from a .pth
+    file, not a path: without `site` nothing finds the package."""
     import subprocess
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = f"import sys; sys.path += {paths!r}; import ocirun.cli; print(ocirun.__file__)"
+    show = "import ocirun; print(ocirun.__file__)"
+    usual = subprocess.run([interpreter, "-P", "-c", show], capture_output=True, text=True)
+    if usual.returncode != 0:
+        raise ValueError(f"{interpreter} does not load ocirun at all: install it first")
+    expected = os.path.dirname(os.path.abspath(usual.stdout.strip()))
+    code = f"import sys; sys.path += {paths!r}; import ocirun.cli; {show}"
     r = subprocess.run([interpreter, "-I", "-S", "-c", code], capture_output=True, text=True)
-    found = r.stdout.strip()
-    if r.returncode != 0 or os.path.dirname(os.path.abspath(found)) != here:
-        why = r.stderr.strip().splitlines()[-1] if r.returncode != 0 and r.stderr.strip() else f"found {found!r}"
-        raise ValueError(f"without `site`, {interpreter} does not load the ocirun of {here} ({why}); an "
+    if r.returncode != 0:
+        why = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else f"exit status {r.returncode}"
+        raise ValueError(f"without `site`, {interpreter} cannot load the ocirun of {expected} ({why}); an "
                          "editable install must be made with --config-settings editable_mode=compat")
+    found = os.path.dirname(os.path.abspath(r.stdout.strip()))
+    if found != expected:
+        raise ValueError(f"without `site`, {interpreter} loads the ocirun of {found}, not the one of {expected}")
 
 
 def launcher_source(interpreter: str, paths: list[str]) -> str:
-    if any(c.isspace() for c in interpreter) or len(f"#!{interpreter} -IS") > SHEBANG_MAX:
+    if any(c.isspace() for c in interpreter) or len(os.fsencode(f"#!{interpreter} -IS")) > SHEBANG_MAX:
         raise ValueError(f"{interpreter!r} cannot be named on a #! line (whitespace, or longer than "
                          f"{SHEBANG_MAX} bytes)")
     return TEMPLATE.format(interpreter=interpreter, paths=paths, entry=ENTRY)
 
 
-def write_launcher(path: str, source: str) -> None:
-    """Replace path (an ocirun script, or nothing yet) with source, keeping its mode."""
+def check_script(path: str, interpreter: str) -> None:
+    """Refuse to rewrite a file that is not an ocirun script, or the script of another install
+    (its #! names an interpreter in another directory: the step would tie that command to this
+    interpreter and this install's modules)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    if ENTRY not in text:
+        raise ValueError(f"{path} is not an ocirun script: left alone")
+    words = text.split("\n", 1)[0][2:].split() if text.startswith("#!") else []
+    runs = words[0] if words else ""
     try:
-        with open(path, errors="replace") as f:
-            if ENTRY not in f.read():
-                raise ValueError(f"{path} is not an ocirun script: left alone")
-        mode = os.stat(path).st_mode & 0o7777
+        same = bool(runs) and os.path.samefile(os.path.dirname(runs), os.path.dirname(interpreter))
+    except OSError:
+        same = False
+    if not same:
+        raise ValueError(f"{path} runs {runs or 'no interpreter'!r}, not one beside {interpreter}: run the "
+                         "step with the interpreter of that install; left alone")
+
+
+def write_launcher(path: str, source: str, interpreter: str, must_exist: bool = False) -> None:
+    """Replace path (an ocirun script of this interpreter's install; or, unless must_exist,
+    nothing yet) with source, keeping its mode and, for root, its owner."""
+    st: os.stat_result | None
+    try:
+        check_script(path, interpreter)
+        st = os.stat(path)
     except FileNotFoundError:
-        mode = 0o755
+        if must_exist:
+            raise ValueError(f"no ocirun script at {path}: name the script to rewrite") from None
+        st = None
     real = os.path.realpath(path)  # write beside the file a symlink names, not over the link
     tmp = f"{real}.launcher-{os.getpid()}"
-    try:
-        with open(tmp, "x") as f:
+    with open(tmp, "x", encoding="utf-8") as f:  # "x": never over a file someone else left there
+        try:
             f.write(source)
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    except BaseException:
-        if os.path.lexists(tmp):
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), st.st_mode & 0o7777 if st else 0o755)
+            if st is not None and os.geteuid() == 0:
+                os.fchown(f.fileno(), st.st_uid, st.st_gid)
+            os.replace(tmp, real)
+        except BaseException:
             os.unlink(tmp)
-        raise
+            raise
 
 
 def main(argv: list[str]) -> int:
@@ -128,7 +160,8 @@ def main(argv: list[str]) -> int:
     try:
         paths = site_paths(sys.path, isolated_base_path(interpreter), bool(sys.flags.safe_path))
         check_importable(interpreter, paths)
-        write_launcher(path, launcher_source(interpreter, paths))
+        # Without PATH only an existing script is rewritten (never a new file in /usr/bin).
+        write_launcher(path, launcher_source(interpreter, paths), interpreter, must_exist=not argv)
     except (OSError, ValueError) as e:
         print(f"ocirun.launcher: {e}", file=sys.stderr)
         return 1

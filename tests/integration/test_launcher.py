@@ -63,7 +63,8 @@ def test_a_symlinked_install_is_rewritten_through_the_link(tmp_path):
     """/usr/local/bin/ocirun -> /opt/ocirun/bin/ocirun: the link stays, the file it names changes."""
     real = tmp_path / "opt" / "ocirun"
     real.parent.mkdir()
-    real.write_text(f"#!/usr/bin/python3\n{ENTRY}\n\nrun_and_exit()\n")
+    pip_wrote = os.path.join(os.path.dirname(sys.executable), "python3")  # pip's #! names python3
+    real.write_text(f"#!{pip_wrote}\n{ENTRY}\n\nrun_and_exit()\n")
     real.chmod(0o750)
     link = tmp_path / "ocirun"
     link.symlink_to(real)
@@ -81,9 +82,51 @@ def test_a_path_that_does_not_load_this_ocirun_is_refused(tmp_path):
     import hook that a .pth file installs, so without `site` nothing finds it.  The step says so
     and leaves the script as it was."""
     from ocirun.launcher import check_importable, isolated_base_path
-    with pytest.raises(ValueError, match="does not load the ocirun of .*editable_mode=compat"):
+    with pytest.raises(ValueError, match="cannot load the ocirun of .*editable_mode=compat"):
         check_importable(sys.executable, [])
     check_importable(sys.executable, site_paths(sys.path, isolated_base_path(sys.executable), False))
+    # ...and through the command (-S: no site, so no path but the checkout -m puts first), the
+    # script stays as it was
+    script = tmp_path / "ocirun"
+    text = f"#!{sys.executable}\n{ENTRY}\n\nrun_and_exit()\n"
+    script.write_text(text)
+    r = subprocess.run([sys.executable, "-S", "-m", "ocirun.launcher", str(script)], capture_output=True,
+                       text=True, cwd=helpers.REPO, timeout=60)
+    assert r.returncode == 1 and "cannot load the ocirun of" in r.stderr, r
+    assert script.read_text() == text
+
+
+def test_run_in_the_checkout_judges_the_install_not_the_checkout(tmp_path):
+    """`python -m` puts the working directory first: run from the checkout, the step compares
+    with what the interpreter loads without it (here the same checkout: a compat install)."""
+    script = tmp_path / "ocirun"
+    r = subprocess.run([sys.executable, "-m", "ocirun.launcher", str(script)], capture_output=True,
+                       text=True, cwd=helpers.REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert script.read_text().startswith(f"#!{sys.executable} -IS\n")
+
+
+def test_another_install_s_script_or_a_missing_default_is_left_alone(tmp_path):
+    other = tmp_path / "ocirun"
+    text = f"#!/opt/elsewhere/bin/python3\n{ENTRY}\n\nrun_and_exit()\n"
+    other.write_text(text)
+    r = _write(other)
+    assert r.returncode == 1 and "runs '/opt/elsewhere/bin/python3', not one beside" in r.stderr, r.stderr
+    assert other.read_text() == text
+    from ocirun.launcher import write_launcher
+    with pytest.raises(ValueError, match="no ocirun script at"):
+        write_launcher(str(tmp_path / "absent"), "x", sys.executable, must_exist=True)
+    assert not (tmp_path / "absent").exists()
+
+
+def test_odd_paths_stay_data_in_the_script():
+    """The frozen path is Python source: quotes, newlines, backslashes, undecodable bytes stay data."""
+    import ast
+    from ocirun.launcher import launcher_source
+    odd = ["/a'b\"c", "/new\nline", "/back\\slash", "/x" + "'" * 3 + "y", "/bad\udcffbyte", "/\u00e9"]
+    tree = ast.parse(launcher_source(sys.executable, odd))
+    frozen = next(n for n in ast.walk(tree) if isinstance(n, ast.AugAssign))
+    assert ast.literal_eval(frozen.value) == odd
 
 
 def test_other_files_are_left_alone(tmp_path):

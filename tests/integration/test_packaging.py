@@ -146,16 +146,22 @@ def _check_installed(ocirun: Path, python: Path, tmp_path: Path, root: Path, com
     return [Path(p) for p in where]
 
 
-def _make_isolated(ocirun: Path, python: Path, tmp_path: Path, env: dict) -> None:
+def _make_isolated(ocirun: Path, python: Path, tmp_path: Path, env: dict, ocirun_root) -> None:
     """README's step after the install: `python -m ocirun.launcher` rewrites the command to
     start `python -IS` with the install's path frozen in; it then obeys no PYTHON* variable of
-    its caller (PYTHONPATH included, which the `--prefix` install needed to be found)."""
-    _run([python, "-m", "ocirun.launcher", ocirun], env=env, cwd=tmp_path)
+    its caller (PYTHONPATH included, which the `--prefix` install needed to be found).  Run, as
+    README's recipes do, in the checkout: `python -m` puts it first on the path, and the step
+    must still freeze the install's package, not the checkout's."""
+    _run([python, "-m", "ocirun.launcher", ocirun], env=env, cwd=helpers.REPO)
     assert ocirun.read_text().startswith(f"#!{python} -IS\n")
     hostile, stdin = helpers.hostile_python_environment(tmp_path)
     r = subprocess.run([ocirun, "--version"], env=hostile, input=stdin, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0 and r.stdout.startswith(f"ocirun version {__version__}\n") and "HIJACKED" not in r.stdout, r.stdout
+    bundle = helpers.make_bundle(tmp_path, ["echo", "isolated"], name="isolated-bundle")
+    r = subprocess.run([ocirun, "--root", ocirun_root, "run", "--bundle", bundle, f"iso-{secrets.token_hex(4)}"],
+                       env=hostile, input=stdin, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout == "isolated\n" and "HIJACKED" not in r.stderr, r
 
 
 def test_the_wheel_in_a_fresh_venv(built, tmp_path, ocirun_root):
@@ -171,7 +177,7 @@ def test_the_wheel_in_a_fresh_venv(built, tmp_path, ocirun_root):
                        env=_env(), capture_output=True, text=True)
     assert "No module named 'conformance'" in r.stderr
 
-    _make_isolated(venv / "bin" / "ocirun", venv / "bin" / "python", tmp_path, _env())
+    _make_isolated(venv / "bin" / "ocirun", venv / "bin" / "python", tmp_path, _env(), ocirun_root)
     assert _check_installed(venv / "bin" / "ocirun", venv / "bin" / "python", tmp_path, ocirun_root,
                             built[1], _env())[0] == package
 
@@ -195,7 +201,7 @@ def test_the_wheel_installed_system_wide(built, tmp_path, ocirun_root):
     assert package == init and schema_dir == site / "ocirun" / "spec" / "schema"
     assert sorted(os.listdir(site)) == ["ocirun", f"ocirun-{__version__}.dist-info"]
 
-    _make_isolated(ocirun, Path(helpers.SYSTEM_PYTHON), tmp_path, env)
+    _make_isolated(ocirun, Path(helpers.SYSTEM_PYTHON), tmp_path, env, ocirun_root)
     assert _check_installed(ocirun, Path(helpers.SYSTEM_PYTHON), tmp_path, ocirun_root, built[1],
                             env)[0] == init
 
