@@ -178,6 +178,7 @@ def test_masked_files_are_found_through_the_container_s_symlinks(tmp_path):
     pid = os.fork()
     if pid == 0:  # a stand-in for the container's init: a process whose root is the rootfs
         try:
+            os.close(w)  # else our own copy keeps the pipe open and the read below never ends
             os.chroot(root)
             os.write(ready_w, b"!")
             os.read(r, 1)
