@@ -165,8 +165,8 @@ def test_host_fds_closed_on_exec_before_the_process_runs(monkeypatch, program):
     assert k.first("close_range") < uid_change(k)
 
 
-def test_the_sealed_stub_is_the_exec_when_there_is_one(monkeypatch, program):
-    k = kernel_double.install(monkeypatch)
+def _exec_through_a_stub(k, program: str) -> int:
+    """drop_to_process, then execute through a stand-in for the sealed stub; its fd number."""
     proc = process(program)
     path, env = become.drop_to_process(proc, None, 0, 0, None)
     stub = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
@@ -175,6 +175,12 @@ def test_the_sealed_stub_is_the_exec_when_there_is_one(monkeypatch, program):
             become.execute(proc, path, env, None, stub)
     finally:
         os.close(stub)
+    return stub
+
+
+def test_the_sealed_stub_is_the_exec_when_there_is_one(monkeypatch, program):
+    k = kernel_double.install(monkeypatch)
+    _exec_through_a_stub(k, program)
     assert k.calls[-1][0] == "execveat"
     assert k.calls[-1][1][2] == ["\x01" + program, program, "arg"]
     assert k.names()[k.first("set_no_new_privs") + 1:] == ["execveat"]
@@ -183,14 +189,7 @@ def test_the_sealed_stub_is_the_exec_when_there_is_one(monkeypatch, program):
 def test_a_refused_execveat_falls_back_to_execve_of_the_stub(monkeypatch, program):
     k = kernel_double.install(monkeypatch)
     k.refuse_execveat = True
-    proc = process(program)
-    path, env = become.drop_to_process(proc, None, 0, 0, None)
-    stub = os.open("/dev/null", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with pytest.raises(Replaced):
-            become.execute(proc, path, env, None, stub)
-    finally:
-        os.close(stub)
+    stub = _exec_through_a_stub(k, program)
     assert k.names()[-2:] == ["execveat", "execve"]
     assert k.calls[-1][1] == (f"/proc/self/fd/{stub}", ["\x01" + program, program, "arg"])
 
