@@ -19,6 +19,7 @@ import os
 from . import criu
 from . import log as _log
 from .errors import OCIError, os_words
+from .rootfs.paths import MAX_LINKS
 from .record import Record
 from .state import Container
 
@@ -233,9 +234,6 @@ def external_mounts(cfg, pid: int) -> list[tuple[str, str]]:
     return out
 
 
-_MAX_LINKS = 40  # the kernel's MAXSYMLINKS
-
-
 def resolved_in_container(pid: int, path: str) -> str:
     """`path` with every symlink on it resolved as the init resolved it when it mounted there."""
     return resolved_under(f"/proc/{pid}/root", path)
@@ -261,7 +259,7 @@ def resolved_under(root: str, path: str) -> str:
             done.append(part)
             continue
         links += 1
-        if links > _MAX_LINKS:
+        if links > MAX_LINKS:
             return _clean(path)  # a loop: the init could not have mounted there either
         if target.startswith("/"):
             done = []

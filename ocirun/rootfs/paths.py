@@ -18,7 +18,7 @@ import os
 from .. import linux
 
 RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
-_MAX_LINKS = 40  # same limit as the kernel's MAXSYMLINKS
+MAX_LINKS = 40  # same limit as the kernel's MAXSYMLINKS
 
 
 def fd_path(fd: int) -> str:
@@ -50,7 +50,7 @@ def mkdir_all_in_root(root_fd: int, path: str, mode: int = 0o755) -> int:
     Raises OSError (ENOTDIR when a component is a file, ELOOP on symlink cycles).
     """
     parts = _parts(path)
-    for _ in range(_MAX_LINKS):
+    for _ in range(MAX_LINKS):
         # The longest prefix that already resolves (symlinks and all) inside the root.
         have = len(parts)
         while True:
@@ -127,7 +127,7 @@ def make_mount_target(root_fd: int, path: str, is_dir: bool) -> int:
     """
     if is_dir:
         return mkdir_all_in_root(root_fd, path)
-    for _ in range(_MAX_LINKS):
+    for _ in range(MAX_LINKS):
         try:
             return open_in_root(root_fd, path, os.O_PATH)
         except FileNotFoundError:
