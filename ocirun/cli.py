@@ -641,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
     if logger.debug_enabled:
         logger.debug(f"ocirun {__version__} {a.command}: root {a.root}, arguments {args!r}")
     try:
+        from .preload import preload
+        preload(a.command)
         return COMMANDS[a.command](a)
     except OCIError as e:
         if a.debug and e.__cause__ is not None:  # a bug the API turned into an OCIError

@@ -1,7 +1,8 @@
 """The commands engines run on every container import only what they need (issue 6: startup
 speed is a feature).  Black-box: the real entry script under `python -X importtime`, on a real
 container; a module that drags in `re`, `enum`, `json`, `socket`, `argparse` or `typing` (each a
-few ms) shows up here as a failure naming the command."""
+few ms) shows up here as a failure naming the command.  The same runs check ocirun/preload.py's
+lists against what each command really imports."""
 from __future__ import annotations
 
 import os
@@ -21,8 +22,9 @@ HEAVY = {"re", "enum", "json", "socket", "argparse", "typing", "jsonschema", "py
 
 
 def _imported(cmd: list[str], root: Path, tmp_path: Path) -> tuple[int, str, set[str]]:
-    """Exit status, stderr and imported module names of one command.  Output goes to files:
-    a created container's init inherits them, and would hold a pipe open."""
+    """Exit status, stderr and imported module names of one command (preload.py stands aside
+    under -X importtime: every import shows).  Output goes to files: a created container's init
+    inherits them, and would hold a pipe open."""
     script = ocirun_command()
     if len(script) != 1:
         pytest.skip("ocirun is not installed as a script (pip install -e .)")
@@ -44,21 +46,46 @@ def _heavy_on_the_default_path() -> set[str]:
     return HEAVY | ({"ctypes"} if importlib.util.find_spec("ocirun._syscalls") else set())
 
 
+def _finish_order(stderr: str) -> list[str]:
+    """Our pure-Python modules in the order their imports finished (importtime prints a line as
+    each import finishes), less those loaded before preload.py runs (the script, cli.py, itself)."""
+    import ocirun
+    package = Path(ocirun.__file__).parent
+    loaded_first = {"ocirun", "ocirun.jsonio", "ocirun.log", "ocirun.errors", "ocirun.cli", "ocirun.preload"}
+    out = []
+    for line in stderr.splitlines():
+        name = line.rsplit("|", 1)[1].strip() if line.startswith("import time:") else ""
+        if not name.startswith("ocirun.") or name in loaded_first:
+            continue
+        rel = name.removeprefix("ocirun.").replace(".", "/")
+        if (package / f"{rel}.py").exists() or (package / rel / "__init__.py").exists():
+            out.append(name.removeprefix("ocirun."))  # not C modules: the import system loads those
+    return out
+
+
 def test_the_engine_path_stays_light(tmp_path, ocirun_root):
+    from ocirun import preload
     heavy = _heavy_on_the_default_path()
     bundle = make_bundle(tmp_path, ["sleep", "100"])
     steps = [["create", "--bundle", str(bundle), "imp"], ["start", "imp"], ["state", "imp"],
              ["exec", "imp", "true"], ["kill", "imp", "KILL"], ["delete", "--force", "imp"],
              ["run", "--bundle", str(make_bundle(tmp_path, ["true"], name="b2")), "imp2"]]
+    drifted = {}
     try:
         for cmd in steps:
             rc, stderr, names = _imported(cmd, ocirun_root, tmp_path)
             assert rc == 0, (cmd, stderr[-2000:])
             assert names & heavy == set(), f"ocirun {cmd[0]} imported {sorted(names & heavy)}"
             assert "ocirun" in names  # the probe works: it sees our own imports
+            order = tuple(_finish_order(stderr))
+            if preload.COMMANDS.get(cmd[0]) != order:
+                drifted[cmd[0]] = order
     finally:
         for cid in ("imp", "imp2"):
             helpers.delete(ocirun_root, cid, check=False)
+    # A drifted list costs time, not behaviour (preload.py); keep them exact so it stays fast.
+    assert not drifted, ("ocirun/preload.py's COMMANDS no longer match what these commands import; "
+                         f"the lists to put there: {drifted!r}")
 
 
 def test_seccomp_keeps_the_path_light(tmp_path, ocirun_root):

@@ -1,0 +1,157 @@
+"""Load the modules an engine command is known to need straight from their byte-code caches.
+
+Why: besides reading and running a module, each `import` runs ~50-100 µs of the import system's
+own Python here (finders scanning sys.path, locks, specs, stat calls), and an engine command
+imports 8 to 40 of our modules: ~3 ms of `run`, `create` and `exec` (bench/RESULTS.md, "Issue
+19, fourth round").  `preload(command)` runs before the command (cli.main) and loads its list
+below the way the import system would — the same `__pycache__` file, checked against its source
+the same way, the same module attributes — without that machinery.  The lists are in the order
+the imports *finish*, so when a module's body runs, what it imports is already in sys.modules
+(the import statement's fast path).  The layout of the package stays what it is.
+
+It only ever goes faster or stops: at the first thing that is not plain — a cache file that is
+missing, stale (mtime or size), hash-based or from another Python, an `-O` or `-X importtime`
+interpreter, a pycache prefix, a module whose body raises — it undoes that module and returns,
+and the import system does the rest exactly as it would have (it also rewrites a stale cache).
+A stale list costs time, never behaviour: a module it lacks is imported as before, one it has
+too many is loaded early (our module bodies only define things).
+tests/integration/test_startup_imports.py runs each command for real and fails, printing the
+list to paste, when a list here no longer matches what the command imports.
+
+The container's processes never use it: it runs in the runtime's process, before any fork,
+pivot_root or setns (process/become.py, seal_imports).
+"""
+from __future__ import annotations
+
+import marshal
+import sys
+
+import _imp
+from posix import O_CLOEXEC, O_RDONLY, close, fstat, read, stat
+from posix import open as _open
+
+# What each command imports after ocirun.cli (which the `ocirun` script loads with ocirun,
+# jsonio, log and errors), in the order the imports finish; names below `ocirun.`.
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "create": ("api", "record", "state", "create", "process", "linux", "config", "namespaces", "cgroups",
+        "cgroups.fs", "cgroups.join", "kernel", "network", "sysctl", "mountinfo", "rootfs.paths",
+        "rootfs.mounts", "rootfs.devices", "rootfs.pivot", "rootfs", "capabilities", "exechelper", "limits",
+        "lsm", "user", "process.become", "process.channel", "process.context", "process.init",
+        "process.intermediate", "process.reaping", "process.parent", "schema", "_schema_compiled",
+        "rootfs.idmap", "rootless", "cgroups.freezer", "cgroups.v1", "cgroups.v2", "cgroups.detect",
+        "cgroups.paths", "cgroups.manager", "cgroups.devices"),
+    "start": ("api", "state", "start"),
+    "state": ("api", "state", "cgroups", "cgroups.freezer"),
+    "exec": ("api", "linux", "config", "record", "state", "exec_process", "foreground", "process",
+        "namespaces", "kernel", "capabilities", "exechelper", "limits", "lsm", "user", "process.become",
+        "process.channel", "process.joiner", "cgroups", "cgroups.fs", "cgroups.join", "process.reaping",
+        "process.exec_parent", "cgroups.freezer", "cgroups.v1", "cgroups.v2", "mountinfo", "cgroups.detect",
+        "cgroups.paths", "cgroups.manager", "pipes"),
+    "kill": ("api", "state", "kill", "cgroups", "cgroups.freezer"),
+    "delete": ("api", "state", "delete", "cgroups", "cgroups.freezer", "cgroups.fs", "cgroups.v1",
+        "cgroups.v2", "mountinfo", "cgroups.detect", "cgroups.paths", "cgroups.manager"),
+    "run": ("api", "record", "state", "create", "delete", "start", "foreground", "run", "linux", "config",
+        "pipes", "process", "namespaces", "cgroups", "cgroups.fs", "cgroups.join", "kernel", "network",
+        "sysctl", "mountinfo", "rootfs.paths", "rootfs.mounts", "rootfs.devices", "rootfs.pivot", "rootfs",
+        "capabilities", "exechelper", "limits", "lsm", "user", "process.become", "process.channel",
+        "process.context", "process.init", "process.intermediate", "process.reaping", "process.parent",
+        "schema", "_schema_compiled", "rootfs.idmap", "rootless", "cgroups.freezer", "cgroups.v1",
+        "cgroups.v2", "cgroups.detect", "cgroups.paths", "cgroups.manager", "cgroups.devices"),
+}
+
+_PACKAGE = __name__.rpartition(".")[0]  # "ocirun"
+_ROOT = __file__.rpartition("/")[0]  # the package's directory
+_bootstrap = sys.modules["_frozen_importlib"]  # the import system's own modules: always loaded
+_external = sys.modules["_frozen_importlib_external"]
+
+
+def preload(command: str) -> None:
+    """Load `command`'s modules; any that this cannot load are left to the import system."""
+    names = COMMANDS.get(command)
+    if not names or not _plain_interpreter():
+        return
+    for name in names:
+        full = f"{_PACKAGE}.{name}"
+        parent = sys.modules.get(full.rpartition(".")[0])
+        if full in sys.modules or parent is None:
+            # A submodule of a package not loaded yet is left to that package's body (it imports
+            # it, rootfs/__init__.py does): a package is never made here before its body runs.
+            continue
+        if not _load(full, name, parent):
+            return
+
+
+def _plain_interpreter() -> bool:
+    """Byte-code caches where the import system looks for them, and nobody watching imports."""
+    return (sys.flags.optimize == 0 and sys.pycache_prefix is None and not sys.flags.verbose
+            and "importtime" not in sys._xoptions)
+
+
+def _load(full: str, name: str, parent) -> bool:
+    rel = name.replace(".", "/")
+    source, is_package = f"{_ROOT}/{rel}.py", False
+    try:
+        st = stat(source)
+    except OSError:
+        source, is_package = f"{_ROOT}/{rel}/__init__.py", True
+        try:
+            st = stat(source)
+        except OSError:
+            return False
+    directory, _, base = source.rpartition("/")
+    cached = f"{directory}/__pycache__/{base[:-3]}.{sys.implementation.cache_tag}.pyc"
+    data = _read(cached)
+    if data is None or not _fresh(data, st):
+        return False
+    module = _new_module(full, source, cached, is_package)
+    child = full.rpartition(".")[2]
+    sys.modules[full] = module
+    try:
+        code = marshal.loads(memoryview(data)[16:])
+        _imp._fix_co_filename(code, source)  # type: ignore[attr-defined]  # as importlib does (a moved checkout)
+        exec(code, module.__dict__)
+    except BaseException:  # noqa: BLE001 — the import system will run it again and report it
+        sys.modules.pop(full, None)
+        return False
+    setattr(parent, child, module)  # as the import system does once a submodule is loaded
+    return True
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        fd = _open(path, O_RDONLY | O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return read(fd, fstat(fd).st_size)
+    except OSError:
+        return None
+    finally:
+        close(fd)
+
+
+def _fresh(data: bytes, source) -> bool:
+    """The checks of importlib's _validate_timestamp_pyc: this Python's magic number, a
+    timestamp-based cache (flags 0), the source's mtime and size."""
+    return (len(data) > 16 and data[:4] == _external.MAGIC_NUMBER and data[4:8] == b"\0\0\0\0"
+            and int.from_bytes(data[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(data[12:16], "little") == source.st_size & 0xFFFFFFFF)
+
+
+def _new_module(full: str, source: str, cached: str, is_package: bool):
+    """A module object with the attributes the import system gives a source module."""
+    loader = _external.SourceFileLoader(full, source)
+    spec = _bootstrap.ModuleSpec(full, loader, origin=source, is_package=is_package)
+    spec.cached = cached
+    spec.has_location = True
+    module = type(sys)(full)
+    module.__spec__ = spec
+    module.__loader__ = loader
+    module.__file__ = source
+    module.__cached__ = cached  # type: ignore[attr-defined]  # not in ModuleType's stub
+    if is_package:
+        module.__path__ = spec.submodule_search_locations = [source.rpartition("/")[0]]
+        module.__package__ = full
+    else:
+        module.__package__ = full.rpartition(".")[0]
+    return module

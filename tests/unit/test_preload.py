@@ -1,0 +1,105 @@
+"""ocirun/preload.py loads a command's modules from their byte-code caches, bypassing the import
+system, and leaves anything unusual to it.  Each case runs in a fresh interpreter over a copy of
+the package (so the caches and sources can be changed); tests/integration/test_startup_imports.py
+checks the lists themselves against real commands."""
+from __future__ import annotations
+
+import compileall
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ocirun
+
+# Runs in the child: records every module the import system is asked to find, preloads a
+# command, then prints what was loaded and how.
+PROBE = r"""
+import importlib, json, sys
+asked = []
+class Recorder:
+    def find_spec(self, name, path=None, target=None):
+        asked.append(name)
+        return None
+sys.path.insert(0, sys.argv[1])
+import ocirun.cli
+from ocirun import preload
+sys.meta_path.insert(0, Recorder())
+preload.preload(sys.argv[2])
+names = ["ocirun." + n for n in preload.COMMANDS[sys.argv[2]]]
+preloaded = [n for n in names if n in sys.modules]
+for n in names:  # what the command then imports
+    importlib.import_module(n)
+attrs = all(getattr(sys.modules[n.rpartition(".")[0]], n.rpartition(".")[2], None) is sys.modules[n]
+            for n in names)
+print(json.dumps({"asked": [a for a in asked if a.startswith("ocirun")], "preloaded": preloaded,
+                  "names": names, "attrs": attrs, "files": [sys.modules[n].__file__ for n in names]}))
+"""
+
+
+@pytest.fixture
+def package_copy(tmp_path: Path) -> Path:
+    """The ocirun package, byte-compiled, in a directory of its own."""
+    src = Path(ocirun.__file__).parent
+    dst = tmp_path / "ocirun"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.tmp"))
+    assert compileall.compile_dir(str(dst), quiet=1)
+    return tmp_path
+
+
+def _probe(where: Path, command: str, *flags: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    r = subprocess.run([sys.executable, *flags, "-c", PROBE, str(where), command], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_a_command_s_modules_load_without_the_import_system(package_copy):
+    out = _probe(package_copy, "run")
+    assert all(path.startswith(str(package_copy)) for path in out["files"])
+    assert out["attrs"], "each module is bound on its package, as `import a.b` leaves it"
+    # Only what preload leaves to the import system on purpose: submodules that their package's
+    # own body imports (rootfs/__init__.py) and C extension modules.
+    asked = set(out["asked"])
+    assert asked <= {"ocirun.rootfs.paths", "ocirun.rootfs.mounts", "ocirun.rootfs.devices",
+                     "ocirun.rootfs.pivot", "ocirun._syscalls"}, sorted(asked)
+    assert set(out["names"]) - set(out["preloaded"]) <= asked
+    assert len(asked) < len(out["names"]) // 4
+
+
+def test_a_stale_cache_stops_it_and_the_import_system_takes_over(package_copy):
+    state = package_copy / "ocirun" / "state.py"
+    state.write_text(state.read_text() + "\nEDITED_AFTER_COMPILE = True\n")  # its .pyc is now stale
+    out = _probe(package_copy, "start")  # api, state, start
+    assert out["preloaded"] == ["ocirun.api"]
+    assert "ocirun.state" in out["asked"], "the stale module went to the import system"
+    assert "ocirun.start" in out["asked"], "and so did everything after it"
+    check = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); import ocirun.cli;"
+         "from ocirun import preload; preload.preload('start'); import ocirun.state as s;"
+         "print(s.EDITED_AFTER_COMPILE)", str(package_copy)], capture_output=True, text=True, timeout=60)
+    assert check.stdout.strip() == "True", check.stderr[-2000:]
+
+
+def test_a_module_that_fails_is_undone_and_fails_again_where_it_is_imported(package_copy):
+    kill = package_copy / "ocirun" / "kill.py"
+    kill.write_text(kill.read_text() + "\nraise RuntimeError('broken on purpose')\n")
+    compileall.compile_file(str(kill), quiet=1)
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import ocirun.cli; from ocirun import preload;"
+            "preload.preload('kill'); print('ocirun.kill' in sys.modules, 'ocirun.state' in sys.modules);"
+            "import ocirun.kill")
+    r = subprocess.run([sys.executable, "-c", code, str(package_copy)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.stdout.split() == ["False", "True"]
+    assert "broken on purpose" in r.stderr  # the real import raises it, with its traceback
+
+
+def test_it_stands_aside_when_imports_are_watched(package_copy):
+    out = _probe(package_copy, "state", "-X", "importtime")
+    assert out["preloaded"] == []
+    assert set(out["asked"]) >= {"ocirun.api", "ocirun.state"}  # everything went the usual way
