@@ -5,21 +5,26 @@ own Python here (finders scanning sys.path, locks, specs, stat calls), and an en
 imports 8 to 40 of our modules: ~3 ms of `run`, `create` and `exec` (bench/RESULTS.md, "Issue
 19, fourth round").  `preload(command)` runs before the command (cli.main) and loads its list
 below the way the import system would — the same `__pycache__` file, checked against its source
-the same way, the same module attributes — without that machinery.  The lists are in the order
+the same way, the module made by the import system's own `module_from_spec` — without the rest
+of that machinery.  The lists are in the order
 the imports *finish*, so when a module's body runs, what it imports is already in sys.modules
 (the import statement's fast path).  The layout of the package stays what it is.
 
 It only ever goes faster or stops: at the first thing that is not plain — a cache file that is
-missing, stale (mtime or size), hash-based or from another Python, an `-O` or `-X importtime`
-interpreter, a pycache prefix, a module whose body raises — it undoes that module and returns,
-and the import system does the rest exactly as it would have (it also rewrites a stale cache).
+missing, stale (mtime or size), hash-based or from another Python, an `-O` interpreter, imports
+being timed (`-X importtime`, PYTHONPROFILEIMPORTTIME) or traced (`-v`), a pycache prefix, a
+module whose body raises — it undoes that module and returns, and the import system does the
+rest exactly as it would have (it also rewrites a stale cache).  Ctrl-C while a body runs is
+undone and raised, as `import` would.  What it does not do: ask finders someone added to
+sys.meta_path, or look for a compiled extension (`.so`) beside a listed `.py` (ours have none).
 A stale list costs time, never behaviour: a module it lacks is imported as before, one it has
 too many is loaded early (our module bodies only define things).
 tests/integration/test_startup_imports.py runs each command for real and fails, printing the
 list to paste, when a list here no longer matches what the command imports.
 
-The container's processes never use it: it runs in the runtime's process, before any fork,
-pivot_root or setns (process/become.py, seal_imports).
+It runs in the runtime's process, before any fork, pivot_root or setns; and it refuses to run
+once `become.seal_imports()` has sealed a process's imports (inside a container, paths name the
+container's files).
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ import marshal
 import sys
 
 import _imp
-from posix import O_CLOEXEC, O_RDONLY, close, fstat, read, stat
-from posix import open as _open
+import _io
+from posix import environ, stat
 
 # What each command imports after ocirun.cli (which the `ocirun` script loads with ocirun,
 # jsonio, log and errors), in the order the imports finish; names below `ocirun.`.
@@ -82,9 +87,12 @@ def preload(command: str) -> None:
 
 
 def _plain_interpreter() -> bool:
-    """Byte-code caches where the import system looks for them, and nobody watching imports."""
+    """Byte-code caches where the import system looks for them, nobody watching imports, and
+    imports not sealed (become.seal_imports empties sys.path_hooks once a process is inside a
+    container: nothing may be loaded from a path there, by the import system or by us)."""
     return (sys.flags.optimize == 0 and sys.pycache_prefix is None and not sys.flags.verbose
-            and "importtime" not in sys._xoptions)
+            and "importtime" not in sys._xoptions and bool(sys.path_hooks)
+            and (bool(sys.flags.ignore_environment) or b"PYTHONPROFILEIMPORTTIME" not in environ))
 
 
 def _load(full: str, name: str, parent) -> bool:
@@ -103,31 +111,35 @@ def _load(full: str, name: str, parent) -> bool:
     data = _read(cached)
     if data is None or not _fresh(data, st):
         return False
-    module = _new_module(full, source, cached, is_package)
-    child = full.rpartition(".")[2]
+    sys.audit("import", full, None, sys.path, sys.meta_path, sys.path_hooks)  # as `import` does
+    spec = _spec(full, source, cached, is_package)
+    module = _bootstrap.module_from_spec(spec)  # the attributes exactly as the import system sets them
     sys.modules[full] = module
+    spec._initializing = True
     try:
         code = marshal.loads(memoryview(data)[16:])
         _imp._fix_co_filename(code, source)  # type: ignore[attr-defined]  # as importlib does (a moved checkout)
         exec(code, module.__dict__)
-    except BaseException:  # noqa: BLE001 — the import system will run it again and report it
+    except Exception:  # noqa: BLE001 — the import system will run it again and report it
         sys.modules.pop(full, None)
         return False
-    setattr(parent, child, module)  # as the import system does once a submodule is loaded
+    except BaseException:  # Ctrl-C, SystemExit: undo, and stop the command as `import` would
+        sys.modules.pop(full, None)
+        raise
+    finally:
+        spec._initializing = False
+    setattr(parent, full.rpartition(".")[2], sys.modules[full])  # as the import system binds it
     return True
 
 
 def _read(path: str) -> bytes | None:
+    """The cache file, opened as the import system opens it (io.open_code: an embedder's hook
+    sees it)."""
     try:
-        fd = _open(path, O_RDONLY | O_CLOEXEC)
+        with _io.open_code(path) as f:
+            return f.read()
     except OSError:
         return None
-    try:
-        return read(fd, fstat(fd).st_size)
-    except OSError:
-        return None
-    finally:
-        close(fd)
 
 
 def _fresh(data: bytes, source) -> bool:
@@ -138,20 +150,12 @@ def _fresh(data: bytes, source) -> bool:
             and int.from_bytes(data[12:16], "little") == source.st_size & 0xFFFFFFFF)
 
 
-def _new_module(full: str, source: str, cached: str, is_package: bool):
-    """A module object with the attributes the import system gives a source module."""
+def _spec(full: str, source: str, cached: str, is_package: bool):
+    """The spec the import system's path finder would make for this source file."""
     loader = _external.SourceFileLoader(full, source)
     spec = _bootstrap.ModuleSpec(full, loader, origin=source, is_package=is_package)
     spec.cached = cached
     spec.has_location = True
-    module = type(sys)(full)
-    module.__spec__ = spec
-    module.__loader__ = loader
-    module.__file__ = source
-    module.__cached__ = cached  # type: ignore[attr-defined]  # not in ModuleType's stub
     if is_package:
-        module.__path__ = spec.submodule_search_locations = [source.rpartition("/")[0]]
-        module.__package__ = full
-    else:
-        module.__package__ = full.rpartition(".")[0]
-    return module
+        spec.submodule_search_locations = [source.rpartition("/")[0]]
+    return spec

@@ -7,6 +7,7 @@ from __future__ import annotations
 import compileall
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -103,3 +104,64 @@ def test_it_stands_aside_when_imports_are_watched(package_copy):
     out = _probe(package_copy, "state", "-X", "importtime")
     assert out["preloaded"] == []
     assert set(out["asked"]) >= {"ocirun.api", "ocirun.state"}  # everything went the usual way
+
+
+def _run(where: Path, code: str, *flags: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    head = "import sys; sys.path.insert(0, sys.argv[1]); import ocirun.cli; from ocirun import preload\n"
+    return subprocess.run([sys.executable, *flags, "-c", head + code, str(where)], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_source_touched_after_compiling_is_stale_by_its_mtime_alone(package_copy):
+    state = package_copy / "ocirun" / "state.py"
+    st = state.stat()
+    os.utime(state, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))  # same size, newer
+    assert _probe(package_copy, "start")["preloaded"] == ["ocirun.api"]
+
+
+def test_hash_based_caches_are_left_to_the_import_system(package_copy):
+    pkg = package_copy / "ocirun"
+    compileall.compile_file(str(pkg / "api.py"), quiet=1, force=True,
+                            invalidation_mode=compileall.py_compile.PycInvalidationMode.CHECKED_HASH)
+    assert _probe(package_copy, "start")["preloaded"] == []
+
+
+def test_a_moved_install_gets_its_new_paths(package_copy, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(package_copy / "ocirun", moved / "ocirun")  # caches compiled under the old path
+    r = _run(moved, "preload.preload('start'); import ocirun.start as s\n"
+                    "print(s.start.__code__.co_filename, s.__file__, s.__spec__.cached)")
+    assert r.returncode == 0, r.stderr[-2000:]
+    filename, file, cached = r.stdout.split()
+    assert filename == file == str(moved / "ocirun" / "start.py")
+    assert cached == str(moved / "ocirun" / "__pycache__" / f"start.{sys.implementation.cache_tag}.pyc")
+
+
+def test_a_module_looks_as_if_imported(package_copy):
+    show = ("m = sys.modules['ocirun.cgroups']; f = sys.modules['ocirun.cgroups.freezer']\n"
+            "print(sorted((k, repr(v)) for k, v in vars(m).items() if k.startswith('__') and k != '__builtins__'))\n"
+            "print(sorted((k, repr(v)) for k, v in vars(f).items() if k.startswith('__') and k != '__builtins__'))\n"
+            "print(m.__spec__.submodule_search_locations, f.__spec__.parent, f.__spec__.has_location)")
+    preloaded = _run(package_copy, "preload.preload('state'); import ocirun.cgroups.freezer\n" + show)
+    imported = _run(package_copy, "import ocirun.cgroups.freezer\n" + show)
+    assert preloaded.returncode == imported.returncode == 0, preloaded.stderr[-2000:] + imported.stderr[-2000:]
+    # reprs hold ids of loader objects: compare them with the addresses taken out
+    strip = re.compile(r" at 0x[0-9a-f]+")
+    assert strip.sub("", preloaded.stdout) == strip.sub("", imported.stdout)
+
+
+def test_nothing_is_loaded_once_imports_are_sealed(package_copy):
+    r = _run(package_copy, "from ocirun.process.become import seal_imports; seal_imports()\n"
+                           "preload.preload('state'); print('ocirun.state' in sys.modules)")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["False"]
+
+
+def test_ctrl_c_in_a_module_body_is_undone_and_raised(package_copy):
+    kill = package_copy / "ocirun" / "kill.py"
+    kill.write_text(kill.read_text() + "\nraise KeyboardInterrupt\n")
+    compileall.compile_file(str(kill), quiet=1)
+    r = _run(package_copy, "try:\n    preload.preload('kill')\nexcept KeyboardInterrupt:\n"
+                           "    print('raised', 'ocirun.kill' in sys.modules)")
+    assert r.stdout.split() == ["raised", "False"], r.stderr[-2000:]
