@@ -42,8 +42,10 @@ if sys.flags.no_site:
 try:
     {entry}
 except ImportError as e:
-    sys.exit(f"ocirun: cannot load the ocirun package ({{e}}): the install moved?  "
-             f"Rerun `{{sys.executable}} -m ocirun.launcher`")
+    # Only a missing ocirun means the frozen path is wrong; anything else is worded as it is.
+    sys.exit(f"ocirun: cannot load the ocirun package ({{e}})" + (
+        f": the install moved?  Rerun `{{sys.executable}} -m ocirun.launcher`"
+        if e.name in ("ocirun", "ocirun.cli") else ""))
 
 run_and_exit()
 '''

@@ -144,6 +144,24 @@ def test_an_interpreter_no_shebang_can_name_is_refused(interpreter):
         launcher_source(interpreter, [])
 
 
+def test_a_broken_dependency_is_not_called_a_moved_install(tmp_path):
+    """The hint to rerun the step is for a missing ocirun only: an ocirun that is there but
+    cannot load a module of its own says which, without the wrong advice."""
+    fake = tmp_path / "site"
+    (fake / "ocirun").mkdir(parents=True)
+    (fake / "ocirun" / "__init__.py").write_text("")
+    (fake / "ocirun" / "cli.py").write_text("import some_missing_dependency\n")
+    launcher = tmp_path / "ocirun"
+    assert _write(launcher).returncode == 0
+    text = launcher.read_text()
+    frozen = next(line for line in text.splitlines() if line.strip().startswith("sys.path += "))
+    launcher.write_text(text.replace(frozen, f"    sys.path[:0] = [{str(fake)!r}]"))
+    r = subprocess.run([launcher, "state", "x"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and r.stdout == "", r
+    assert r.stderr == ("ocirun: cannot load the ocirun package (No module named "
+                        "'some_missing_dependency')\n"), r.stderr
+
+
 def test_a_moved_install_says_so_in_one_line(tmp_path):
     launcher = tmp_path / "ocirun"
     assert _write(launcher).returncode == 0
