@@ -2,7 +2,7 @@
 
 Why: besides reading and running a module, each `import` runs ~50-100 µs of the import system's
 own Python here (finders scanning sys.path, locks, specs, stat calls), and an engine command
-imports 8 to 40 of our modules: ~3 ms of `run`, `create` and `exec` (bench/RESULTS.md, "Issue
+imports 3 to 48 of our modules: ~3 ms of `run`, `create` and `exec` (bench/RESULTS.md, "Issue
 19, fourth round").  `preload(command)` runs before the command (cli.main) and loads its list
 below the way the import system would — the same `__pycache__` file, checked against its source
 the same way, the module made by the import system's own `module_from_spec` — without the rest
@@ -14,13 +14,15 @@ It only ever goes faster or stops: at the first thing that is not plain — a ca
 missing, stale (mtime or size), hash-based or from another Python, an `-O` interpreter, imports
 being timed (`-X importtime`, PYTHONPROFILEIMPORTTIME) or traced (`-v`), a pycache prefix, a
 module whose body raises — it undoes that module and returns, and the import system does the
-rest exactly as it would have (it also rewrites a stale cache).  Ctrl-C while a body runs is
+rest exactly as it would have (it also rewrites a stale cache).  (With SOURCE_DATE_EPOCH set at
+install, py_compile writes hash-based caches: then preload does nothing.)  Ctrl-C while a body runs is
 undone and raised, as `import` would.  What it does not do: ask finders someone added to
 sys.meta_path, or look for a compiled extension (`.so`) beside a listed `.py` (ours have none).
 A stale list costs time, never behaviour: a module it lacks is imported as before, one it has
 too many is loaded early (our module bodies only define things).
 tests/integration/test_startup_imports.py runs each command for real and fails, printing the
-list to paste, when a list here no longer matches what the command imports.
+list to paste, when a list here no longer matches what the command imports (give or take the
+few modules only some hosts import).
 
 It runs in the runtime's process, before any fork, pivot_root or setns; and it refuses to run
 once `become.seal_imports()` has sealed a process's imports (inside a container, paths name the
@@ -35,9 +37,14 @@ import _imp
 import _io
 from posix import environ, stat
 
-# What each command imports after ocirun.cli (which the `ocirun` script loads with ocirun,
-# jsonio, log and errors), in the order the imports finish; names below `ocirun.`.
-COMMANDS: dict[str, tuple[str, ...]] = {
+# Loaded before preload() runs: by the `ocirun` script (cli.py and what it imports) and cli.main.
+LOADED_BEFORE = ("ocirun", "ocirun.jsonio", "ocirun.log", "ocirun.errors", "ocirun.cli", "ocirun.preload")
+
+# What each command imports after those, in the order the imports finish (names below
+# `ocirun.`), recorded on a hybrid-cgroup host.  rootfs.paths, .mounts, .devices and .pivot
+# finish before `rootfs` itself (its body imports them): preload() skips them, and the package's
+# body loads them through the import system.
+MODULES_BY_COMMAND: dict[str, tuple[str, ...]] = {
     "create": ("api", "record", "state", "create", "process", "linux", "config", "namespaces", "cgroups",
         "cgroups.fs", "cgroups.join", "kernel", "network", "sysctl", "mountinfo", "rootfs.paths",
         "rootfs.mounts", "rootfs.devices", "rootfs.pivot", "rootfs", "capabilities", "exechelper", "limits",
@@ -72,7 +79,7 @@ _external = sys.modules["_frozen_importlib_external"]
 
 def preload(command: str) -> None:
     """Load `command`'s modules; any that this cannot load are left to the import system."""
-    names = COMMANDS.get(command)
+    names = MODULES_BY_COMMAND.get(command)
     if not names or not _plain_interpreter():
         return
     for name in names:
@@ -82,7 +89,7 @@ def preload(command: str) -> None:
             # A submodule of a package not loaded yet is left to that package's body (it imports
             # it, rootfs/__init__.py does): a package is never made here before its body runs.
             continue
-        if not _load(full, name, parent):
+        if not _load(full, parent):
             return
 
 
@@ -95,13 +102,14 @@ def _plain_interpreter() -> bool:
             and (bool(sys.flags.ignore_environment) or b"PYTHONPROFILEIMPORTTIME" not in environ))
 
 
-def _load(full: str, name: str, parent) -> bool:
-    rel = name.replace(".", "/")
-    source, is_package = f"{_ROOT}/{rel}.py", False
+def _load(full: str, parent) -> bool:
+    rel = full[len(_PACKAGE) + 1:].replace(".", "/")
+    # A package before a module of the same name, as the import system's path finder looks.
+    source, is_package = f"{_ROOT}/{rel}/__init__.py", True
     try:
         st = stat(source)
     except OSError:
-        source, is_package = f"{_ROOT}/{rel}/__init__.py", True
+        source, is_package = f"{_ROOT}/{rel}.py", False
         try:
             st = stat(source)
         except OSError:
@@ -142,12 +150,12 @@ def _read(path: str) -> bytes | None:
         return None
 
 
-def _fresh(data: bytes, source) -> bool:
+def _fresh(data: bytes, source_stat) -> bool:
     """The checks of importlib's _validate_timestamp_pyc: this Python's magic number, a
     timestamp-based cache (flags 0), the source's mtime and size."""
     return (len(data) > 16 and data[:4] == _external.MAGIC_NUMBER and data[4:8] == b"\0\0\0\0"
-            and int.from_bytes(data[8:12], "little") == int(source.st_mtime) & 0xFFFFFFFF
-            and int.from_bytes(data[12:16], "little") == source.st_size & 0xFFFFFFFF)
+            and int.from_bytes(data[8:12], "little") == int(source_stat.st_mtime) & 0xFFFFFFFF
+            and int.from_bytes(data[12:16], "little") == source_stat.st_size & 0xFFFFFFFF)
 
 
 def _spec(full: str, source: str, cached: str, is_package: bool):

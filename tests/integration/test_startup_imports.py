@@ -48,14 +48,13 @@ def _heavy_on_the_default_path() -> set[str]:
 
 def _finish_order(stderr: str) -> list[str]:
     """Our pure-Python modules in the order their imports finished (importtime prints a line as
-    each import finishes), less those loaded before preload.py runs (the script, cli.py, itself)."""
-    import ocirun
-    package = Path(ocirun.__file__).parent
-    loaded_first = {"ocirun", "ocirun.jsonio", "ocirun.log", "ocirun.errors", "ocirun.cli", "ocirun.preload"}
+    each import finishes), less those loaded before preload.py runs."""
+    from ocirun import preload
+    package = Path(preload.__file__).parent
     out = []
     for line in stderr.splitlines():
         name = line.rsplit("|", 1)[1].strip() if line.startswith("import time:") else ""
-        if not name.startswith("ocirun.") or name in loaded_first:
+        if not name.startswith("ocirun.") or name in preload.LOADED_BEFORE:
             continue
         rel = name.removeprefix("ocirun.").replace(".", "/")
         if (package / f"{rel}.py").exists() or (package / rel / "__init__.py").exists():
@@ -78,13 +77,13 @@ def test_the_engine_path_stays_light(tmp_path, ocirun_root):
             assert names & heavy == set(), f"ocirun {cmd[0]} imported {sorted(names & heavy)}"
             assert "ocirun" in names  # the probe works: it sees our own imports
             order = tuple(_finish_order(stderr))
-            if not _list_matches(preload.COMMANDS.get(cmd[0], ()), order):
+            if not _list_matches(preload.MODULES_BY_COMMAND.get(cmd[0], ()), order):
                 drifted[cmd[0]] = order
     finally:
         for cid in ("imp", "imp2"):
             helpers.delete(ocirun_root, cid, check=False)
     # A drifted list costs time, not behaviour (preload.py); keep them exact so it stays fast.
-    assert not drifted, ("ocirun/preload.py's COMMANDS no longer match what these commands import; "
+    assert not drifted, ("ocirun/preload.py's MODULES_BY_COMMAND no longer match what these commands import; "
                          f"the lists to put there: {drifted!r}")
 
 
@@ -101,3 +100,37 @@ def _list_matches(listed: tuple[str, ...], imported: tuple[str, ...]) -> bool:
     common = set(listed) & set(imported)
     return (tuple(m for m in listed if m in common) == tuple(m for m in imported if m in common)
             and set(listed) ^ set(imported) <= HOST_DEPENDENT)
+
+
+def test_seccomp_keeps_the_path_light(tmp_path, ocirun_root):
+    """With a seccomp profile (every docker/podman container) `run` still imports no json/re —
+    once the compiled filter is cached: the first sight of a profile loads pyseccomp (~17 ms,
+    it pulls in subprocess and re) to compile it."""
+    from helpers import read_config, write_config
+    bundle = make_bundle(tmp_path, ["true"])
+    cfg = read_config(bundle)
+    cfg["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW",
+                               "syscalls": [{"names": ["kexec_load"], "action": "SCMP_ACT_ERRNO"}]}
+    write_config(bundle, cfg)
+    for _ in range(2):  # the first run fills the cache (if another test has not already)
+        rc, stderr, names = _imported(["run", "--bundle", str(bundle), "imps"], ocirun_root, tmp_path)
+        assert rc == 0, stderr[-2000:]
+    assert "ocirun.seccomp" in names
+    heavy = _heavy_on_the_default_path()
+    assert names & heavy == set(), sorted(names & heavy)
+
+
+def test_loading_a_systemd_driven_container_stays_light():
+    """exec, kill, pause, ps of a container made with --systemd-cgroup load its manager from the
+    state: that must not drag in re/enum (nor jeepney, which only create/update/delete need)."""
+    state = {"version": 1, "mode": "unified", "paths": {"": "/sys/fs/cgroup/system.slice/ocirun-x.scope"},
+             "mounts": {"": "/sys/fs/cgroup"}, "created": [], "shared": False, "driver": "systemd",
+             "unit": "ocirun-x.scope", "slice": "system.slice", "bus": "system"}
+    code = f"from ocirun.cgroups import load_manager; m = load_manager({state!r}); m.join_plan(); m.pids()"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    r = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr[-2000:]
+    names = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "ocirun.cgroups.systemd_manager" in names
+    assert names & (HEAVY | {"jeepney"}) == set(), sorted(names & (HEAVY | {"jeepney"}))

@@ -31,7 +31,7 @@ import ocirun.cli
 from ocirun import preload
 sys.meta_path.insert(0, Recorder())
 preload.preload(sys.argv[2])
-names = ["ocirun." + n for n in preload.COMMANDS[sys.argv[2]]]
+names = ["ocirun." + n for n in preload.MODULES_BY_COMMAND[sys.argv[2]]]
 preloaded = [n for n in names if n in sys.modules]
 for n in names:  # what the command then imports
     importlib.import_module(n)
@@ -165,3 +165,28 @@ def test_ctrl_c_in_a_module_body_is_undone_and_raised(package_copy):
     r = _run(package_copy, "try:\n    preload.preload('kill')\nexcept KeyboardInterrupt:\n"
                            "    print('raised', 'ocirun.kill' in sys.modules)")
     assert r.stdout.split() == ["raised", "False"], r.stderr[-2000:]
+
+
+def test_the_command_line_preloads_before_the_command_runs(package_copy, tmp_path):
+    """cli.main is what calls preload: a `state` (of a container that does not exist: the
+    modules load before that is found out) never asks the import system for state.py."""
+    code = ("asked = []\n"
+            "class Recorder:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        asked.append(name)\n"
+            "sys.meta_path.insert(0, Recorder())\n"
+            f"rc = ocirun.cli.main(['--root', {str(tmp_path / 'root')!r}, 'state', 'nosuch'])\n"
+            "print(rc, 'ocirun.state' in sys.modules, [a for a in asked if a.startswith('ocirun')])")
+    r = _run(package_copy, code)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["1", "True", "[]"], (r.stdout, r.stderr[-2000:])
+
+
+@pytest.mark.parametrize("flags, env", [(["-O"], {}), (["-v"], {}), ([], {"PYTHONPROFILEIMPORTTIME": "1"})])
+def test_it_stands_aside_for_other_interpreter_modes(package_copy, flags, env):
+    """-O reads other cache files; -v and PYTHONPROFILEIMPORTTIME watch every import."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")} | env
+    r = subprocess.run([sys.executable, *flags, "-c", PROBE, str(package_copy), "state"], env=full_env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.splitlines()[-1])["preloaded"] == []
