@@ -10,7 +10,7 @@ between the runtimes (A B A B ...) so that drift of the machine hits both alike;
 the table gives the median and the 10th-90th percentile spread and the ratio ocirun/runc of
 the medians.  Ratios, not absolute times, are the claim: this is a small, shared machine.
 
-Sections (issue 6):
+Sections (issue 6; sections 1-3 and 5 also give the CPU seconds of every process involved):
   1 run to exit              2 create + start + wait + delete     3 exec into a running container
   4 100 sequential runs      5 20 and 100 in parallel (wall time, and CPU seconds per lifecycle)
   6 list/state, 1,000 containers
@@ -147,6 +147,19 @@ class Stats:
             self.p10, self.p90 = deciles[0], deciles[-1]
         else:
             self.p10 = self.p90 = samples[0]
+
+
+def with_cpu(fn, cpu: list[float]):
+    """`fn` (returns wall seconds) that also appends the CPU seconds of the processes reaped
+    meanwhile (children_cpu): a row that drifts less than wall time on a shared host."""
+    def timed():
+        reap_orphans()
+        before = children_cpu()
+        wall = fn()
+        reap_orphans()  # a runtime's helper processes re-parented to us count too (as in parallel())
+        cpu.append(children_cpu() - before)
+        return wall
+    return timed
 
 
 def alternate(fns: dict[str, callable], runs: int) -> dict[str, Stats]:
@@ -494,25 +507,38 @@ def measure(work: str, runs: int, only: set[int], a) -> int:
     def each(fn):
         return {rt.name: (lambda rt=rt: fn(rt)) for rt in runtimes}
 
+    def each_with_cpu(fn, cpu):
+        return {rt.name: with_cpu(lambda rt=rt: fn(rt), cpu[rt.name]) for rt in runtimes}
+
+    def cpu_row(label, cpu):
+        table.add(label, {n: Stats(c) for n, c in cpu.items()})
+
     if 1 in only:
-        table.add("1. run /bin/true to exit", alternate(each(lambda rt: run_once(rt, bundle)), runs))
+        cpu = {rt.name: [] for rt in runtimes}
+        table.add("1. run /bin/true to exit", alternate(each_with_cpu(lambda rt: run_once(rt, bundle), cpu), runs))
+        cpu_row("1. ... CPU (user+sys, all processes)", cpu)
 
     if 2 in only:
         parts = {rt.name: {} for rt in runtimes}
-        stats = alternate(each(lambda rt: lifecycle_once(rt, bundle, work, parts[rt.name])), runs)
+        cpu = {rt.name: [] for rt in runtimes}
+        stats = alternate(each_with_cpu(lambda rt: lifecycle_once(rt, bundle, work, parts[rt.name]), cpu), runs)
         table.add("2. create+start+wait+delete", stats)
+        cpu_row("2. ... CPU (user+sys, all processes)", cpu)
         for step in ("create", "start", "delete"):
             table.add(f"2. ... {step} alone", {n: Stats(parts[n][step]) for n in names})
 
     if 3 in only:
         sleeper = variant(bundle, "sleeper", lambda c: c["process"].update(args=["sleep", "1000000"]))
         running = {rt.name: start_sleeper(rt, sleeper, work) for rt in runtimes}
+        cpu = {rt.name: [] for rt in runtimes}
         try:
-            stats = alternate(each(lambda rt: rt.call("exec", running[rt.name][0], "/bin/true")), runs)
+            stats = alternate(each_with_cpu(lambda rt: rt.call("exec", running[rt.name][0], "/bin/true"), cpu),
+                              runs)
         finally:
             for rt in runtimes:
                 stop_sleeper(rt, *running[rt.name])
         table.add("3. exec /bin/true into a running container", stats)
+        cpu_row("3. ... CPU (user+sys, all processes)", cpu)
 
     if 4 in only:
         count, rounds = (20, 1) if a.quick else (100, 3)
