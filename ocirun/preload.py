@@ -2,8 +2,8 @@
 
 Why: besides reading and running a module, each `import` runs ~50-100 µs of the import system's
 own Python here (finders scanning sys.path, locks, specs, stat calls), and an engine command
-imports 3 to 48 of our modules: ~3 ms of `run`, `create` and `exec` (bench/RESULTS.md, "Issue
-19, fourth round").  `preload(command)` runs before the command (cli.main) and loads its list
+imports 3 to 48 of our modules (measured: this saves ~4 ms of `run`, 1-3 ms of `exec`, ~1 ms of
+`create`; bench/RESULTS.md, "Issue 19, fourth round").  `preload(command)` runs before the command (cli.main) and loads its list
 below the way the import system would — the same `__pycache__` file, checked against its source
 the same way, the module made by the import system's own `module_from_spec` — without the rest
 of that machinery.  The lists are in the order
