@@ -130,10 +130,12 @@ def test_hash_based_caches_are_left_to_the_import_system(package_copy):
 def test_a_moved_install_gets_its_new_paths(package_copy, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(package_copy / "ocirun", moved / "ocirun")  # caches compiled under the old path
-    r = _run(moved, "preload.preload('start'); import ocirun.start as s\n"
+    r = _run(moved, "preload.preload('start'); print('ocirun.start' in sys.modules)\n"
+                    "import ocirun.start as s\n"
                     "print(s.start.__code__.co_filename, s.__file__, s.__spec__.cached)")
     assert r.returncode == 0, r.stderr[-2000:]
-    filename, file, cached = r.stdout.split()
+    preloaded, filename, file, cached = r.stdout.split()
+    assert preloaded == "True"  # preload made it, not the import system (which would fix the paths too)
     assert filename == file == str(moved / "ocirun" / "start.py")
     assert cached == str(moved / "ocirun" / "__pycache__" / f"start.{sys.implementation.cache_tag}.pyc")
 
@@ -143,9 +145,11 @@ def test_a_module_looks_as_if_imported(package_copy):
             "print(sorted((k, repr(v)) for k, v in vars(m).items() if k.startswith('__') and k != '__builtins__'))\n"
             "print(sorted((k, repr(v)) for k, v in vars(f).items() if k.startswith('__') and k != '__builtins__'))\n"
             "print(m.__spec__.submodule_search_locations, f.__spec__.parent, f.__spec__.has_location)")
-    preloaded = _run(package_copy, "preload.preload('state'); import ocirun.cgroups.freezer\n" + show)
-    imported = _run(package_copy, "import ocirun.cgroups.freezer\n" + show)
+    preloaded = _run(package_copy, "preload.preload('state'); print('ocirun.cgroups.freezer' in sys.modules)\n"
+                                   "import ocirun.cgroups.freezer\n" + show)
+    imported = _run(package_copy, "print(True); import ocirun.cgroups.freezer\n" + show)
     assert preloaded.returncode == imported.returncode == 0, preloaded.stderr[-2000:] + imported.stderr[-2000:]
+    assert preloaded.stdout.split("\n", 1)[0] == "True"  # preload made them: the comparison means something
     # reprs hold ids of loader objects: compare them with the addresses taken out
     strip = re.compile(r" at 0x[0-9a-f]+")
     assert strip.sub("", preloaded.stdout) == strip.sub("", imported.stdout)
