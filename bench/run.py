@@ -274,9 +274,9 @@ def parallel(rt: Runtime, bundle: str, work: str, count: int, messages: list[str
     cpu0 = children_cpu()
     t0 = time.perf_counter()
     procs = [rt.spawn("create", "--bundle", bundle, "--pid-file", pidfiles[cid], cid) for cid in ids]
-    created = [cid for cid, p in zip(ids, procs) if rt.finish(p, messages)]
+    created = [cid for cid, p in zip(ids, procs, strict=True) if rt.finish(p, messages)]
     procs = [rt.spawn("start", cid) for cid in created]
-    started = [cid for cid, p in zip(created, procs) if rt.finish(p, messages)]
+    started = [cid for cid, p in zip(created, procs, strict=True) if rt.finish(p, messages)]
     for cid in started:
         wait_exit(read_pid(pidfiles[cid]))
     procs = [rt.spawn("delete", cid) for cid in started]
