@@ -200,6 +200,22 @@ class Channel:
             raise OCIError(f"internal error: expected {mtype!r} from the container process, got {msg['type']!r}")
         return msg
 
+    def error_waiting(self) -> str | None:
+        """The text of an `error` message the other side already sent, without waiting (None if
+        nothing, or something else, is waiting).  For a runtime whose own step failed because
+        its child had died: the child's reason is the one worth reporting."""
+        try:
+            data = self.sock.recv(1 << 20, _socket.MSG_PEEK | _socket.MSG_DONTWAIT)
+        except OSError:  # nothing waiting (EAGAIN) or the socket is gone
+            return None
+        try:
+            msg = jsonio.loads(data) if data else None
+        except ValueError:
+            return None
+        if isinstance(msg, dict) and msg.get("type") == ERROR and isinstance(msg.get("msg"), str):
+            return msg["msg"]
+        return None
+
     def send_fd(self, mtype: str, fd: int, **fields) -> None:
         """One message carrying one open fd (SCM_RIGHTS)."""
         fields["type"] = mtype

@@ -159,7 +159,15 @@ def _converse_with_init(ctx: LaunchContext, ch: Channel, proc: Spawned, state_fo
     """From the init's birth to its `ready`: network devices, mount sources, hooks, state."""
     if ctx.cfg.linux.net_devices:
         from .. import network
-        proc.net_devices = network.move_devices(ctx.cfg, proc.init_pid, ctx.state_dir)
+        try:
+            proc.net_devices = network.move_devices(ctx.cfg, proc.init_pid, ctx.state_dir)
+        except OCIError:
+            # An init that failed before this (bringing up lo) has died and said why; its network
+            # namespace went with it, so the move failed too: its reason is the real one.
+            said = ch.error_waiting()
+            if said is not None:
+                raise OCIError(said) from None
+            raise
         ch.send(NETDEVS_DONE)
     waiting = "the container's init to finish its setup"
     extra: float | None = 0.0  # for the deadline

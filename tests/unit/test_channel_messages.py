@@ -51,3 +51,28 @@ def test_every_constant_is_a_documented_message():
     assert set(constants.values()) <= documented, sorted(set(constants.values()) - documented)
     # and the other way round: a message the docstrings describe has its constant
     assert documented <= set(constants.values()), sorted(documented - set(constants.values()))
+
+
+def test_error_waiting_reads_an_error_already_sent_without_taking_it():
+    ours, theirs = channel.Channel.pair()
+    try:
+        assert ours.error_waiting() is None  # nothing sent: no wait, no answer
+        theirs.send(channel.ERROR, msg="bring up lo in the container's network namespace: EPERM")
+        assert ours.error_waiting() == "bring up lo in the container's network namespace: EPERM"
+        # A peek: the message is still there for the conversation's own recv.
+        assert ours.recv()["type"] == channel.ERROR
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_error_waiting_ignores_other_messages_and_a_dead_peer():
+    ours, theirs = channel.Channel.pair()
+    try:
+        theirs.send(channel.READY)
+        assert ours.error_waiting() is None
+        assert ours.recv()["type"] == channel.READY
+        theirs.close()
+        assert ours.error_waiting() is None  # end-of-file: nothing said
+    finally:
+        ours.close()
