@@ -257,7 +257,8 @@ class Container:
         with `tty` and no `console_socket` its pty is relayed to the caller's terminal (main
         thread only).  The call blocks until the process exits.  While it waits this process is
         a child subreaper (given back after); with `forward_signals` it also relays the signals
-        it receives to the process and reaps every child, as `ocirun exec` (main thread only).
+        it receives to the process and reaps every child, as `ocirun exec` (main thread only);
+        without it, see `run` for the orphans of a container in the caller's pid namespace.
 
         OCIError "cannot exec in a stopped container", "... paused container" (unless
         `ignore_paused`), or why the process could not be started; ConfigError for a bad
@@ -343,7 +344,10 @@ def run(bundle: str | os.PathLike[str], id: str, *, root: str | os.PathLike[str]
     or a config with `process.terminal` relayed to the caller's terminal: main thread only).
     While it waits this process is a child subreaper (given back after); with `forward_signals`
     it also relays the signals it receives to the init and reaps every child, as `ocirun run`
-    (main thread only).  The other arguments are `Container.create`'s.  OCIError or ConfigError
+    (main thread only).  Without it only the init is reaped: processes of a container that
+    shares the caller's pid namespace and outlive their parents are re-parented to the caller
+    while it waits, and stay its zombies until it reaps them (give such a container a pid
+    namespace, or pass `forward_signals`).  The other arguments are `Container.create`'s.  OCIError or ConfigError
     if the container cannot be created or started (nothing is left behind then)."""
     with _ONE_ERROR_TYPE:
         from .run import run as run_container
