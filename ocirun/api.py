@@ -74,16 +74,24 @@ def _create_options(bundle: str | os.PathLike[str], console_socket: str | None, 
     from .create import CreateOptions
     return CreateOptions(bundle=os.fspath(bundle), console_socket=console_socket, pid_file=pid_file,
                          no_pivot=no_pivot, no_new_keyring=no_new_keyring,
-                         preserve_fds=_checked_preserve_fds(preserve_fds), systemd_cgroup=systemd_cgroup,
+                         preserve_fds=checked_preserve_fds(preserve_fds), systemd_cgroup=systemd_cgroup,
                          rootless=rootless)
 
 
-def _checked_preserve_fds(n: int) -> int:
-    """fds 3..3+n-1 are handed on: never negative, never more than this process may hold."""
+def checked_preserve_fds(n: int, flag: str = "preserve_fds") -> int:
+    """fds 3..3+n-1 are handed on: never negative, never more than this process may hold, and
+    each already open.  An fd missing from that range would be filled by one of our own as we
+    open them (the channel to the process, the exec stub) and reach the container: runc
+    refuses such a range too.  `flag`: how the caller named it, for the error."""
     most = os.sysconf("SC_OPEN_MAX") - 3
     if type(n) is not int or not 0 <= n <= most:
-        raise OCIError(f"preserve_fds {n!r}: must be an integer between 0 and {most} "
-                       "(the open-files limit less stdio)")
+        raise OCIError(f"{flag} {n!r}: must be between 0 and {most} (the open-files limit less stdio)")
+    for fd in range(3, 3 + n):
+        try:
+            os.fstat(fd)
+        except OSError:
+            raise OCIError(f"{flag} {n}: fd {fd} is not open (fds 3 to {2 + n} are handed to the "
+                           "container: each must be open)") from None
     return n
 
 
@@ -277,7 +285,7 @@ class Container:
                                env=list(env or []), cwd=cwd, user=user,
                                additional_gids=list(additional_gids or []), caps=list(caps or []),
                                no_new_privs=no_new_privs, apparmor=apparmor, process_label=process_label,
-                               preserve_fds=_checked_preserve_fds(preserve_fds), ignore_paused=ignore_paused,
+                               preserve_fds=checked_preserve_fds(preserve_fds), ignore_paused=ignore_paused,
                                cgroup=list(cgroup or []), forward_signals=forward_signals)
             return exec_in_container(self.root, self.id, opts)
 

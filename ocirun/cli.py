@@ -269,12 +269,10 @@ def build_parser(only: str | None = None):
 # ---------------------------------------------------------------------------- commands
 
 def _checked_preserve_fds(n: int) -> int:
-    """--preserve-fds N hands fds 3..3+N-1 on: no more than this process may hold (a huge N
-    once meant a loop over billions of fds), never negative (runc's flag is unsigned)."""
-    most = os.sysconf("SC_OPEN_MAX") - 3
-    if not 0 <= n <= most:
-        raise OCIError(f"--preserve-fds {n}: must be between 0 and {most} (the open-files limit less stdio)")
-    return n
+    """--preserve-fds N: the API's checks (a huge N once meant a loop over billions of fds; an
+    fd not open in the range would be filled by one of ours), in the flag's name."""
+    from .api import checked_preserve_fds
+    return checked_preserve_fds(n, "--preserve-fds")
 
 
 def _create_args(a) -> dict:

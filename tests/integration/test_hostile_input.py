@@ -307,6 +307,21 @@ def test_preserve_fds_out_of_range(ocirun_root, tmp_path, command, value):
     assert not os.listdir(ocirun_root)
 
 
+@pytest.mark.parametrize("command", ["create", "run", "exec"])
+def test_preserve_fds_must_all_be_open(ocirun_root, tmp_path, command):
+    """fds 3 and 4 not open in the caller (subprocess closes them): had ocirun gone on, its own
+    fds (the exec stub, the channel to an exec'd process) would have filled those numbers and
+    reached the container — a forgeable channel.  runc refuses such a range too."""
+    if command == "exec":
+        args = ["exec", "--preserve-fds", "2", "pf", "true"]
+    else:
+        args = [command, "--preserve-fds", "2", "-b", str(make_bundle(tmp_path, ["true"])), "pf"]
+    r = run_ocirun(*args, root=ocirun_root, timeout=20)
+    assert r.returncode == (255 if command == "exec" else 1), (r.returncode, r.stderr)
+    assert "--preserve-fds 2: fd 3 is not open" in r.stderr, r.stderr
+    assert not os.listdir(ocirun_root)
+
+
 def test_update_resources_refuse_nan(ocirun_root, tmp_path):
     r = run_ocirun("update", "-r", "-", "nosuch", root=ocirun_root, input='{"pids": {"limit": NaN}}')
     assert r.returncode == 1 and "NaN" in r.stderr and "Traceback" not in r.stderr, r.stderr
