@@ -250,12 +250,29 @@ def _private_root(root: str) -> None:
             os.chmod(root, DIR_MODE)
         return
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(root.rstrip("/")) or "/", exist_ok=True)  # parents: as `mkdir -p`
+        _make_private_parents(root)
         try:
             os.mkdir(root, DIR_MODE)
         except FileExistsError:
             return
     os.chmod(root, DIR_MODE)
+
+
+def _make_private_parents(root: str) -> None:
+    """The missing parents of `root`, as `mkdir -p` but each 0700 (runc's too): a parent the
+    umask left writable to others would let them swap the state root for one of their own,
+    whose state.json names any host pid for our `kill`."""
+    missing = []
+    parent = os.path.dirname(root.rstrip("/")) or "/"
+    while not os.path.lexists(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(directory, DIR_MODE)  # 0700 exactly: a umask of 0777 would leave even us out
 
 
 def stat_mode(mode: int) -> int:

@@ -108,8 +108,9 @@ def _freeze_v1(d: str, frozen: bool) -> None:
 
 @pytest.mark.parametrize("umask", [0o000, 0o022, 0o777])
 def test_state_is_private_whatever_the_umask(tmp_path, umask):
-    root = helpers.new_state_root()
-    os.rmdir(root)  # let ocirun create it
+    top = helpers.new_state_root()
+    os.rmdir(top)  # let ocirun create it, and its parents (runc makes them 0700 too)
+    root = top / "a" / "b"
     bundle = make_bundle(tmp_path, SLEEPER)
     try:
         with open(tmp_path / "err", "w+") as err:  # not a pipe: the container keeps it open
@@ -117,16 +118,17 @@ def test_state_is_private_whatever_the_umask(tmp_path, umask):
                                  "--root", str(root), "create", "-b", str(bundle), "p1"],
                                 stdin=subprocess.DEVNULL, stdout=err, stderr=err, timeout=30).returncode
         assert rc == 0, (tmp_path / "err").read_text()
-        modes = {p: stat.S_IMODE(os.lstat(root / p).st_mode) for p in ("", "p1", "p1/state.json", "p1/exec.fifo")}
-        assert modes == {"": 0o700, "p1": 0o700, "p1/state.json": 0o600, "p1/exec.fifo": 0o622}, \
-            {k: oct(v) for k, v in modes.items()}
+        modes = {p: stat.S_IMODE(os.lstat(top / p).st_mode)
+                 for p in ("", "a", "a/b", "a/b/p1", "a/b/p1/state.json", "a/b/p1/exec.fifo")}
+        assert modes == {"": 0o700, "a": 0o700, "a/b": 0o700, "a/b/p1": 0o700, "a/b/p1/state.json": 0o600,
+                         "a/b/p1/exec.fifo": 0o622}, {k: oct(v) for k, v in modes.items()}
         assert all(stat.S_IMODE(os.lstat(root / "p1" / n).st_mode) & 0o077 == 0
                    for n in os.listdir(root / "p1") if n != "exec.fifo")
         ok("start", "p1", root=root)
         ok("delete", "--force", "p1", root=root)
     finally:
         helpers.delete(root, "p1", check=False)
-        subprocess.run(["rm", "-rf", str(root)])
+        subprocess.run(["rm", "-rf", str(top)])
 
 
 def test_old_0711_root_is_tightened(tmp_path, ocirun_root):
