@@ -118,7 +118,17 @@ def _exec(root: str, cid: str, opts: ExecOptions) -> int:
                 os.close(fd)
     log.debug(f"exec in {cid}: process {pid} runs {proc.args!r}")
     if opts.pid_file:
-        write_pid_file(opts.pid_file, pid)
+        try:
+            write_pid_file(opts.pid_file, pid)
+        except BaseException:
+            # The caller is told the exec failed and never learns the pid: the process must not
+            # live on (runc kills it too), nor our relays of its stdio.
+            _kill_started(pid, in_foreground=not opts.detach)
+            if own_console is not None:
+                own_console.close()
+            if ctx.stdio_pipes is not None:
+                ctx.stdio_pipes.close()
+            raise
     if opts.detach:
         return pid
     from .foreground import SignalRelay, install_resize, wait_for, wait_for_child
@@ -137,6 +147,20 @@ def _exec(root: str, cid: str, opts: ExecOptions) -> int:
     exit_status = wait_for(pid) if opts.forward_signals else wait_for_child(pid)
     log.debug(f"exec in {cid}: process {pid} exited, status {exit_status}")
     return exit_status
+
+
+def _kill_started(pid: int, in_foreground: bool) -> None:
+    """SIGKILL the exec'd process; in the foreground it is our child (we are its subreaper and
+    the joiner was reaped): reap it, with a deadline."""
+    import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
+
+    from .process.reaping import KILL_WAIT_S, wait_exit
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if in_foreground:
+        wait_exit(pid, KILL_WAIT_S)
 
 
 def parse_cgroup_flags(values) -> dict[str, str]:

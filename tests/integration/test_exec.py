@@ -269,6 +269,21 @@ def test_detach_with_pid_file_leaves_the_process_to_the_subreaper(box, tmp_path)
     assert container_pids(root, "box") == [init]
 
 
+@pytest.mark.parametrize("detach", [True, False])
+def test_a_pid_file_that_cannot_be_written_leaves_no_process(box, tmp_path, detach):
+    """exec fails (255) when --pid-file cannot be written, so the process it started must not
+    live on unknown to its caller (runc kills it too)."""
+    root, init = box
+    flags = ["--detach"] if detach else []
+    r = run_ocirun("exec", *flags, "--pid-file", tmp_path / "missing" / "x.pid", "box", "sleep", "4243",
+                   root=root, timeout=30)
+    assert r.returncode == 255 and "pid" in r.stderr, (r.returncode, r.stderr)
+    deadline = time.monotonic() + 10  # detached, the process is the init's to reap after the kill
+    while container_pids(root, "box") != [init] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert container_pids(root, "box") == [init]
+
+
 # ============================================================================ --process FILE
 
 def _own_hard_limit(kind: str) -> int:
