@@ -222,6 +222,11 @@ class StateDir:
             return None
 
     def remove(self) -> None:
+        if os.path.islink(self.path):
+            # Never ours (we make directories): remove the link, nothing it points to (runc too).
+            os.unlink(self.path)
+            self.unlock()
+            return
         for name in os.listdir(self.path) if os.path.isdir(self.path) else ():
             path = os.path.join(self.path, name)
             try:

@@ -162,6 +162,22 @@ def test_another_user_cannot_read_state_or_open_the_fifo(tmp_path, ocirun_root, 
         helpers.delete(runc_root, "u1", run=run_runc, check=False)
 
 
+def test_delete_force_of_a_symlinked_entry_removes_only_the_link(tmp_path, ocirun_root, runc_root):
+    """A container directory is never a symlink of ours: `delete --force` removes the link and
+    nothing it points to (it once emptied the target directory; runc removes only the link)."""
+    decoy = tmp_path / "decoy"
+    decoy.mkdir()
+    (decoy / "keep").write_text("precious")
+    (decoy / "state.json").write_text("{}")
+    for run, root in ((run_ocirun, ocirun_root), (run_runc, runc_root)):
+        os.symlink(decoy, os.path.join(root, "sl1"))
+        r = run("delete", "--force", "sl1", root=root, timeout=30)
+        assert r.returncode == 0, (run, r.stderr)
+        assert not os.path.lexists(os.path.join(root, "sl1")), run
+        assert sorted(os.listdir(decoy)) == ["keep", "state.json"], run
+    assert (decoy / "keep").read_text() == "precious"
+
+
 @pytest.mark.parametrize("kind", ["user", "userns"])
 def test_non_root_init_still_opens_the_fifo(tmp_path, ocirun_root, kind):
     over = {"process": {"user": {"uid": 1000, "gid": 1000}}}
