@@ -66,6 +66,8 @@ class Manager:
         # Rootless: no device filter (loading eBPF needs privilege the caller lacks; and a user
         # namespace can make no device nodes: the container has only the host's, bind-mounted).
         self.rootless = False
+        # A pids limit of 1 waits until the intermediate is gone (after_intermediate).
+        self.pids_limit_pending = False
 
     # ------------------------------------------------------------------ lookups
 
@@ -188,7 +190,13 @@ class Manager:
         if isinstance(res.get("cpu"), dict):
             self._impl("cpu").apply_cpu(res["cpu"], self._dir_for)
         if isinstance(res.get("pids"), dict):
-            self._impl("pids").apply_pids(res["pids"], self._dir_for)
+            if not update and res["pids"].get("limit") == 1:
+                # The intermediate and the init it forks are both in the cgroup for a moment:
+                # a limit of one would refuse the init's birth.  Written once the intermediate
+                # is gone (runc writes its limits at that point too).
+                self.pids_limit_pending = True
+            else:
+                self._impl("pids").apply_pids(res["pids"], self._dir_for)
         if res.get("blockIO"):
             self._impl("blockIO").apply_block_io(res["blockIO"], self._dir_for, warn)
         if res.get("hugepageLimits"):
@@ -256,6 +264,12 @@ class Manager:
         if self.mode == "legacy" or UNIFIED_KEY not in self.paths:
             raise ConfigError("linux.resources.unified", "cannot be used on a cgroup v1 host")
         v2.apply_unified(unified, self.paths[UNIFIED_KEY])
+
+    def after_intermediate(self) -> None:
+        """`create`'s intermediate process has exited: only the init is in the cgroup now."""
+        if self.pids_limit_pending:
+            self.pids_limit_pending = False
+            self._impl("pids").apply_pids(self.resources["pids"], self._dir_for)
 
     def add_pid(self, pid: int, sub: dict[str, str] | None = None) -> None:
         """Move `pid` into the container's cgroup in every hierarchy — or, for `exec --cgroup`,

@@ -106,6 +106,8 @@ def spawn_init(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -
                 join.finish_in_parent(pid)
             to_intermediate.send(GO)
             _converse_with_intermediate(ctx, to_intermediate, proc)
+            if cgroup is not None:
+                cgroup.after_intermediate()
         finally:
             to_intermediate.close()
         _converse_with_init(ctx, to_init, proc, state_for_hooks, run_runtime_hooks)

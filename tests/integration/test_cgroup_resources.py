@@ -180,6 +180,21 @@ def test_pids_limit_stops_a_fork_loop(ocirun_root, tmp_path):
         delete(ocirun_root, "p1")
 
 
+def test_a_pids_limit_of_one_lets_the_container_start(ocirun_root, tmp_path):
+    """The intermediate and the init are both in the cgroup for a moment: a limit of 1 written
+    before them refused the init's fork (EAGAIN); runc starts such a container."""
+    bundle = helpers.make_bundle(tmp_path, ["sleep", "100"], name="one",
+                                 linux={"resources": {"pids": {"limit": 1}}})
+    r = helpers.run_ocirun("run", "-d", "-b", bundle, "one", root=ocirun_root, timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        m = manager(ocirun_root, "one")
+        assert int(read(f"{m.path('pids')}/pids.max" if MODE != "unified" else f"{m.paths['']}/pids.max")) == 1
+        assert len(m.pids()) == 1
+    finally:
+        delete(ocirun_root, "one")
+
+
 def cpu_seconds(m) -> float:
     from ocirun.cgroups import stats
     return stats.cpu_stats(m)["usage"].get("total", 0) / 1e9
