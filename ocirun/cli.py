@@ -346,6 +346,9 @@ def cmd_resume(a) -> int:
     return 0
 
 
+PS_TIMEOUT_S = 30.0  # ps(1) reads /proc: seconds on the busiest host, never forever
+
+
 def cmd_ps(a) -> int:
     from .api import Container
     pids = Container(a.id, a.root).processes()
@@ -354,7 +357,17 @@ def cmd_ps(a) -> int:
         return 0
     import subprocess
     ps_args = a.ps_args[1:] if a.ps_args[:1] == ["--"] else a.ps_args
-    out = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True).stdout.splitlines()
+    shown = " ".join(ps_args or ["-ef"])
+    try:
+        ps = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True, timeout=PS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise OCIError(f"ps {shown}: no answer after {PS_TIMEOUT_S:g}s") from None
+    except OSError as e:
+        raise OCIError(f"ps: {os_words(e)}") from None
+    if ps.returncode != 0:  # a bad option of ps's own: its complaint, and a failure (runc too)
+        said = next((line.strip() for line in ps.stderr.splitlines() if line.strip()), "")
+        raise OCIError(f"ps {shown}: exit status {ps.returncode}" + (f": {said}" if said else ""))
+    out = ps.stdout.splitlines()
     if not out:
         return 0
     header, rows = out[0], out[1:]
@@ -630,6 +643,10 @@ def main(argv: list[str] | None = None) -> int:
     if not a.command:
         build_parser().print_help()
         return 0
+    unusable = logger.unusable_file()
+    if unusable:  # where an engine would look for our errors: say so where a person looks
+        _log.Logger().error(unusable)
+        return 1
     a.root = a.root or os.environ.get("OCIRUN_ROOT")
     if not a.root:
         from .rootless import default_root

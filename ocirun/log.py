@@ -25,8 +25,6 @@ class Logger:
         self.path = path or None
         self.fmt = fmt
         self.debug_enabled = debug
-        if self.path and debug:
-            self._append(self.path, "")  # as runc: with --debug the file exists even when all goes well
 
     def _stamp(self) -> str:
         t = time.time()
@@ -49,14 +47,30 @@ class Logger:
 
     def _append(self, path: str, text: str) -> None:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_FILE_MODE)
-            try:
-                if text:
-                    os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+            self._write(path, text)
         except OSError:
             pass  # a broken log file must not hide the real error
+
+    @staticmethod
+    def _write(path: str, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_FILE_MODE)
+        try:
+            if text:
+                os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    def unusable_file(self) -> str | None:
+        """Why the --log file cannot be opened for appending (it is created if missing), or
+        None.  runc refuses to run without its log: an engine reads our errors there."""
+        if not self.path:
+            return None
+        try:
+            self._write(self.path, "")
+        except OSError as e:
+            from .errors import os_words
+            return f"open {self.path}: {os_words(e)}"
+        return None
 
     def debug(self, msg: str) -> None:
         self.log("debug", msg)

@@ -138,6 +138,22 @@ def test_ps_options_after_the_id_go_to_ps_as_with_runc(ocirun_root, runc_root, t
         assert words[:2] == ["PID", "COMMAND"] and words[3:] == ["sleep"], (name, words)
 
 
+@pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
+def test_ps_fails_when_ps_refuses_its_options_as_runc_does(ocirun_root, runc_root, tmp_path):
+    """A bad option of ps's own once printed nothing and exited 0."""
+    bundle = make_bundle(tmp_path, SLEEPER)
+    for run, root in ((run_ocirun, ocirun_root), (helpers.run_runc, runc_root)):
+        assert run("run", "-d", "-b", str(bundle), "psbad", root=root).returncode == 0
+        try:
+            r = run("ps", "psbad", "-o", "nosuchfield", root=root)
+            assert r.returncode == 1 and r.stdout == "", (run.__name__, r.returncode, r.stdout, r.stderr)
+            assert "nosuchfield" in r.stderr or "unknown" in r.stderr.lower(), (run.__name__, r.stderr)
+        finally:
+            helpers.delete(root, "psbad", run=run, check=False)
+    r = run_ocirun("ps", "psbad", "--bogus", root=ocirun_root)  # deleted: the container is missing first
+    assert r.returncode == 1 and r.stderr.strip() == "container does not exist: psbad", r.stderr
+
+
 # ============================================================================ --debug and --log
 
 def test_debug_writes_debug_lines_and_creates_the_log_file_private(ocirun_root, tmp_path):
@@ -160,6 +176,21 @@ def test_debug_writes_debug_lines_and_creates_the_log_file_private(ocirun_root, 
     assert r.stderr.strip().splitlines()[-1] == "container does not exist: nosuch", r.stderr
     r = run_ocirun("state", "nosuch", root=ocirun_root)
     assert "level=debug" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
+def test_a_log_file_that_cannot_be_opened_is_an_error_as_with_runc(tmp_path, ocirun_root, runc_root):
+    """An engine reads our errors from --log: a path that cannot be written was once ignored
+    (and the command went on).  runc refuses to run; so do we, saying why on stderr."""
+    missing = tmp_path / "no" / "such" / "log.json"
+    for run, root in ((run_ocirun, ocirun_root), (helpers.run_runc, runc_root)):
+        r = run("--log", str(missing), "--log-format", "json", "list", root=root)
+        assert r.returncode == 1 and r.stdout == "", (run.__name__, r.returncode, r.stdout, r.stderr)
+    r = run_ocirun("--log", str(missing), "list", root=ocirun_root)
+    assert r.stderr.strip() == f"open {missing}: no such file or directory", r.stderr
+    log = tmp_path / "made.json"  # created when missing, as runc does, also without --debug
+    ok("--log", str(log), "list", root=ocirun_root)
+    assert log.exists() and oct(os.stat(log).st_mode & 0o777) == "0o600"
 
 
 # ============================================================================ spec
