@@ -19,16 +19,24 @@ _FORWARDED = sorted({getattr(signal, n) for n in dir(signal) if n.startswith("SI
                     - _NOT_FORWARDED)
 
 
+# Termination signals: a second one before the container's process runs gives up on it.
+_TERMINATION = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
 class SignalRelay:
     """Forwards every signal `run` (or `exec`) receives to the container's process (like runc).
 
     Installed before `create`; signals that arrive before the init runs the container's process
-    are held and delivered right after `start`, as runc's buffered signal channel does.
+    are held and delivered right after `start`, as runc's buffered signal channel does.  But a
+    second termination signal (TERM, INT, HUP) before then raises KeyboardInterrupt: `create`
+    unwinds and the container is removed.  Without that, a createContainer hook without a
+    timeout that never ends held `run` until a SIGKILL, which leaves the container behind.
     """
 
     def __init__(self) -> None:
         self.pid = 0
         self.pending: list[int] = []
+        self.giving_up = False
         for sig in _FORWARDED:
             try:
                 signal.signal(sig, self._on_signal)
@@ -38,6 +46,11 @@ class SignalRelay:
     def _on_signal(self, sig, _frame) -> None:
         if self.pid:
             self._forward(sig)
+        elif self.giving_up:
+            return  # the unwinding must not be interrupted in its turn
+        elif sig in _TERMINATION and any(s in _TERMINATION for s in self.pending):
+            self.giving_up = True
+            raise KeyboardInterrupt
         elif len(self.pending) < 64:
             self.pending.append(sig)
 

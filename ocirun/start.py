@@ -30,6 +30,10 @@ def _release_init(sd: StateDir, st: ContainerState) -> None:
     container's process runs (or the init died on the way — the process exit tells that later).
     If it fails in between (startContainer hooks) it writes its error and exits.
 
+    The container's lock is given back once the init is released: what follows (startContainer
+    hooks, then the poststart hooks) may take as long as hooks without a timeout like, and
+    `kill` or `delete --force` must still act meanwhile.
+
     Only root can open the fifo (its directory is 0700), but what we read is still checked
     against the init itself, so that another writer can neither hold `start` forever (it stops
     once the init no longer has the fifo open: execve closed it) nor speak for the init (text
@@ -51,6 +55,7 @@ def _release_init(sd: StateDir, st: ContainerState) -> None:
             if data and not released and b"0" in data:
                 released = True
                 os.unlink(sd.fifo_path)  # from now on the container is "running"
+                sd.unlock()  # see below
                 data = data.replace(b"0", b"", 1)
             said += data if released else b""
             if eof and released:
@@ -59,6 +64,7 @@ def _release_init(sd: StateDir, st: ContainerState) -> None:
                 if not released and b"0" in _read_rest(fd):
                     os.unlink(sd.fifo_path)  # it wrote "0", ran and exited between our looks
                     released = True
+                    sd.unlock()
                 said += _read_rest(fd) if released else b""
                 if not released:
                     raise OCIError("cannot start a container that has stopped")

@@ -131,11 +131,13 @@ class StateDir:
 
     # ------------------------------------------------------------------ locking
     def lock(self) -> None:
-        """Take the directory's flock; FileNotFoundError if it is gone (also while we waited)."""
+        """Take the directory's flock; FileNotFoundError if it is gone (also while we waited).
+        OCIError once another command has held it past the step deadline: `create` holds it
+        while hooks without a timeout run, and nothing may wait on another process forever."""
         while self._lock_fd is None:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+                _flock_with_deadline(fd, os.path.basename(self.path))
                 # The holder we waited for may have removed the directory (delete), and a new
                 # create may have made another one of the same name: our lock must be on it.
                 if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
@@ -241,6 +243,28 @@ class StateDir:
         except FileNotFoundError:
             pass
         self.unlock()
+
+
+def _flock_with_deadline(fd: int, cid: str) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return  # the usual case: nobody holds it
+    except BlockingIOError:
+        pass
+    from .process.channel import step_timeout  # only when contended: not on the short commands' path
+    limit = step_timeout()
+    deadline = time.monotonic() + limit
+    pause = 0.001
+    while True:
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise OCIError(f"container {cid} is busy: another ocirun command has held it for "
+                               f"{limit:g}s (a hook without a timeout?)") from None
 
 
 def _private_root(root: str) -> None:
