@@ -540,7 +540,7 @@ CREATED, RUNNING, PAUSED, STOPPED = "created", "running", "paused", "stopped"
 # `exec --ignore-paused` lift their refusals (see can_delete, can_exec).
 _REFUSED = {
     "start": {RUNNING: "cannot start an already running container",
-              PAUSED: "cannot start an already running container",
+              PAUSED: "cannot start a container in the paused state",
               STOPPED: "cannot start a container that has stopped"},
     # runtime.md (Delete): deleting a container that is not stopped MUST fail — a created one
     # included (runc 1.1 kills and removes it; engines use --force or kill first).
@@ -548,7 +548,9 @@ _REFUSED = {
     "kill": {STOPPED: "container not running"},
     "exec": {STOPPED: "cannot exec in a stopped container",
              PAUSED: "cannot exec in a paused container (use --ignore-paused)"},
-    "pause": {s: "container not running" for s in (CREATED, PAUSED, STOPPED)},
+    # A created container may be paused (runc too): its init is frozen on the exec fifo, and
+    # `resume` gives it back as created.
+    "pause": {s: "container not running" for s in (PAUSED, STOPPED)},
     "resume": {s: "container not paused" for s in (CREATED, RUNNING, STOPPED)},
     "update": {STOPPED: "container {id} is not running: cannot update a stopped container"},
     "events": {STOPPED: "container with id {id} is not running"},
@@ -606,10 +608,10 @@ def refusal(op: str, status: str, cid: str) -> OCIError:
 def status_of(sd: StateDir, st: ContainerState) -> str:
     if not st.pid or not pid_alive(st.pid, st.start_time):
         return STOPPED
+    if _cgroup_paused(st.cgroup):  # first: a created container may be paused too (runc)
+        return PAUSED
     if sd.has_fifo():
         return CREATED
-    if _cgroup_paused(st.cgroup):
-        return PAUSED
     return RUNNING
 
 

@@ -99,6 +99,26 @@ def test_start_twice_and_start_stopped(ocirun_root, tmp_path):
     ok("delete", "c1", root=ocirun_root)
 
 
+@pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
+def test_a_created_container_can_be_paused_as_with_runc(ocirun_root, runc_root, tmp_path):
+    """runc pauses a created container (its init frozen on the exec fifo); `resume` gives it
+    back created, and `start` of the paused one is refused in runc's words."""
+    bundle = make_bundle(tmp_path, SLEEPER)
+    for run, root in ((run_ocirun, ocirun_root), (helpers.run_runc, runc_root)):
+        ok("create", "-b", bundle, "pc", root=root, run=run)
+        try:
+            ok("pause", "pc", root=root, run=run)
+            assert state_of(root, "pc", run=run)["status"] == "paused", run.__name__
+            one_line_error(run("start", "pc", root=root), "cannot start a container in the paused state")
+            one_line_error(run("pause", "pc", root=root), "container not running")
+            ok("resume", "pc", root=root, run=run)
+            assert state_of(root, "pc", run=run)["status"] == "created", run.__name__
+            ok("start", "pc", root=root, run=run)
+            assert state_of(root, "pc", run=run)["status"] == "running", run.__name__
+        finally:
+            helpers.delete(root, "pc", run=run, check=False)
+
+
 def test_delete_created_container_needs_force(ocirun_root, tmp_path):
     # runtime.md Delete: deleting a container that is not stopped MUST fail — a created one too
     # (runc 1.1 kills and removes it); --force kills its init and removes it.

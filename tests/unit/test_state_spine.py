@@ -81,19 +81,20 @@ def test_transitions():
     assert allowed(S.can_delete, force=True) == set(ALL) and S.can_delete("unknown", force=True)
     assert allowed(S.can_exec) == {S.CREATED, S.RUNNING}
     assert allowed(S.can_exec, ignore_paused=True) == {S.CREATED, S.RUNNING, S.PAUSED}
-    assert allowed(S.can_pause) == {S.RUNNING}
+    assert allowed(S.can_pause) == {S.CREATED, S.RUNNING}
     assert allowed(S.can_resume) == {S.PAUSED}
     assert allowed(S.can_update) == allowed(S.can_watch) == {S.CREATED, S.RUNNING, S.PAUSED}
 
 
 def test_refusals_use_runcs_words():
     words = {(op, s): str(S.refusal(op, s, "c1")) for op, table in S._REFUSED.items() for s in table}
-    assert words[("start", S.RUNNING)] == words[("start", S.PAUSED)] == "cannot start an already running container"
+    assert words[("start", S.RUNNING)] == "cannot start an already running container"
+    assert words[("start", S.PAUSED)] == "cannot start a container in the paused state"
     assert words[("start", S.STOPPED)] == "cannot start a container that has stopped"
     assert words[("delete", S.RUNNING)] == "cannot delete container c1 that is not stopped: running"
     assert words[("kill", S.STOPPED)] == "container not running"
     assert words[("exec", S.PAUSED)] == "cannot exec in a paused container (use --ignore-paused)"
-    assert words[("pause", S.CREATED)] == "container not running"
+    assert words[("pause", S.PAUSED)] == "container not running"
     assert words[("resume", S.RUNNING)] == "container not paused"
     assert words[("update", S.STOPPED)] == "container c1 is not running: cannot update a stopped container"
     assert words[("events", S.STOPPED)] == "container with id c1 is not running"
