@@ -13,8 +13,11 @@ SIGNALS = {name[3:]: int(getattr(signal, name)) for name in dir(signal)
 
 
 def parse_signal(text: str) -> int:
-    """`KILL`, `SIGKILL`, `9`, `sigkill` — runc accepts all of them; `0` only probes (as kill(2))."""
+    """`KILL`, `SIGKILL`, `9`, `sigkill` — runc accepts all of them; `0` only probes (as kill(2));
+    an empty one is SIGTERM, as runc's default."""
     t = text.strip()
+    if not t:
+        return int(signal.SIGTERM)
     if t.isdigit():
         n = int(t)
         if 0 <= n < 65:
@@ -25,7 +28,9 @@ def parse_signal(text: str) -> int:
         if name in SIGNALS:
             return SIGNALS[name]
         if name.startswith("RTMIN+") and name[6:].isdigit():
-            return int(signal.SIGRTMIN) + int(name[6:])
+            n = int(signal.SIGRTMIN) + int(name[6:])
+            if n <= int(signal.SIGRTMAX):  # above it kill(2) would refuse it late (EINVAL)
+                return n
     raise OCIError(f"unknown signal {text!r}")
 
 
