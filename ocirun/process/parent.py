@@ -113,12 +113,28 @@ def spawn_init(ctx: LaunchContext, cgroup, state_for_hooks, run_runtime_hooks) -
         _converse_with_init(ctx, to_init, proc, state_for_hooks, run_runtime_hooks)
     except ChildDied:
         _abandon(proc, to_init)
-        raise OCIError("container init exited before it was ready") from None
+        raise OCIError(_why_it_died_unready(ctx, cgroup)) from None
     except BaseException:
         _abandon(proc, to_init)
         raise
     proc.release_devices(failed=False)
     return proc.init_pid, to_init
+
+
+def _why_it_died_unready(ctx: LaunchContext, cgroup) -> str:
+    """A child that died without a word: the OOM killer is the likely cause worth naming (a
+    memory limit too small for the setup itself); else only that it died."""
+    if cgroup is not None:
+        from ..cgroups.stats import oom_kills
+        try:
+            killed = oom_kills(cgroup) > 0
+        except (OSError, ValueError):
+            killed = False
+        if killed:
+            limit = (ctx.cfg.linux.resources.get("memory") or {}).get("limit")
+            return ("container init was killed by the OOM killer before it was ready: "
+                    f"linux.resources.memory.limit {limit} is too small")
+    return "container init exited before it was ready"
 
 
 def _abandon(proc: Spawned, to_init: Channel) -> None:

@@ -168,6 +168,16 @@ def test_memory_limit_oom_kills_in_a_container(ocirun_root, tmp_path):
     assert r.stdout.strip() == "status=137", (r.stdout, r.stderr)
 
 
+def test_a_memory_limit_too_small_for_the_setup_is_named(ocirun_root, tmp_path):
+    """The init OOM-killed before it was ready once said only that it "exited"."""
+    bundle = helpers.make_bundle(tmp_path, ["true"], name="tiny", linux={"resources": {"memory": {"limit": 4096}}})
+    r = helpers.run_ocirun("run", "-b", bundle, "tiny", root=ocirun_root, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip() == ("container init was killed by the OOM killer before it was ready: "
+                                "linux.resources.memory.limit 4096 is too small"), r.stderr
+    assert not (ocirun_root / "tiny").exists()
+
+
 def test_pids_limit_stops_a_fork_loop(ocirun_root, tmp_path):
     # busybox sh gives up on a failed `cmd &`, so each sleeper is started by a short-lived subshell
     m = start_detached(tmp_path, ocirun_root, "for i in $(seq 30); do (sleep 100 &); done 2>/dev/null; sleep 100",
