@@ -8,6 +8,7 @@ cannot make us create nodes on the host.  /dev/console belongs to the console mo
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -15,7 +16,7 @@ from .. import kernel, linux
 from ..config import Device
 from ..errors import OCIError, os_error
 from .mounts import open_real_dev_null
-from .paths import fd_path, make_mount_target, mkdir_all_in_root, split_parent
+from .paths import MAX_LINKS, fd_path, make_mount_target, mkdir_all_in_root, split_parent
 
 DEFAULT_DEVICES = (
     Device("/dev/null", "c", 1, 3, 0o666, 0, 0),
@@ -100,21 +101,40 @@ def _create_device(root_fd: int, dev: Device, in_userns: bool) -> None:
     if in_userns:
         _bind_host_node(root_fd, dev)
         return
-    parent, name = split_parent(dev.path)
-    dir_fd = mkdir_all_in_root(root_fd, parent)
-    try:
-        mode = (dev.file_mode if dev.file_mode is not None else 0o666) & 0o7777
-        rdev = os.makedev(dev.major, dev.minor) if dev.type != "p" else 0
+    path = dev.path
+    for _ in range(MAX_LINKS):
+        parent, name = split_parent(path)
+        dir_fd = mkdir_all_in_root(root_fd, parent)
         try:
-            kernel.KERNEL.mknod(name, mode | _TYPE_BITS[dev.type], rdev, dir_fd)
-        except FileExistsError:
-            return  # like runc: what the image or a mount already put there stays
-        except PermissionError:
-            _bind_host_node(root_fd, dev)  # mknod not allowed (e.g. restricted by a LSM)
+            target = _make_node(root_fd, dir_fd, name, dev)
+        finally:
+            os.close(dir_fd)
+        if target is None:
             return
-        kernel.KERNEL.chown(name, dev.uid or 0, dev.gid or 0, dir_fd)
-    finally:
-        os.close(dir_fd)
+        # The image's entry is a symlink: the node goes where it points, inside the root (the
+        # parent is resolved in the root again, so `..` and absolute links stay in it), as
+        # runc's SecureJoin puts it.  Left alone, /dev/null was missing from such an image.
+        path = target if target.startswith("/") else f"{parent}/{target}"
+    raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), dev.path)
+
+
+def _make_node(root_fd: int, dir_fd: int, name: str, dev: Device) -> str | None:
+    """mknod `name` under `dir_fd`; None when done (made, or something not a symlink is there
+    already), else the symlink's target to follow."""
+    mode = (dev.file_mode if dev.file_mode is not None else 0o666) & 0o7777
+    rdev = os.makedev(dev.major, dev.minor) if dev.type != "p" else 0
+    try:
+        kernel.KERNEL.mknod(name, mode | _TYPE_BITS[dev.type], rdev, dir_fd)
+    except FileExistsError:
+        try:
+            return os.readlink(name, dir_fd=dir_fd)
+        except OSError:  # EINVAL: not a symlink
+            return None  # like runc: what the image or a mount already put there stays
+    except PermissionError:
+        _bind_host_node(root_fd, dev)  # mknod not allowed (e.g. restricted by a LSM)
+        return None
+    kernel.KERNEL.chown(name, dev.uid or 0, dev.gid or 0, dir_fd)
+    return None
 
 
 def _bind_host_node(root_fd: int, dev: Device) -> None:

@@ -323,6 +323,25 @@ def test_dev_symlink_to_host_stays_inside(world):
     assert {"null", "zero", "ptmx", "fd", "pts", "shm"} <= set(created)
 
 
+def test_device_entries_that_are_symlinks_out_get_their_node_inside(world):
+    """No /dev mount and an image whose /dev/null and /dev/zero are symlinks, absolute and
+    `..`-relative, pointing at host paths: the nodes are made where the links point *inside*
+    the root (runc's SecureJoin does the same); they were skipped, leaving no /dev/null."""
+    dev = world["root"] + "/dev"
+    os.mkdir(dev)
+    os.symlink(world["sentinel"] + "/d-null", dev + "/null")
+    os.symlink("../../../../../../.." + world["sentinel"] + "/d-zero", dev + "/zero")
+    cfg = make_cfg(world, [])
+
+    def child():
+        prepare_rootfs(cfg, False)
+        inside = world["root"] + world["sentinel"]
+        return {name: ftype(f"{inside}/{name}") for name in sorted(os.listdir(inside))}
+
+    made = result_of(run_isolated(child))
+    assert made == {"d-null": "c1:3:0o666", "d-zero": "c1:5:0o666"}, made
+
+
 def test_userns_devices_are_bind_mounts(world):
     cfg = make_cfg(world, STD_MOUNTS[1:2])  # just the /dev tmpfs
 
