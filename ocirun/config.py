@@ -361,7 +361,7 @@ def parse_process(d: dict, path: str = "process", need_args=True) -> Process:
     if oom is not None and not -1000 <= oom <= 1000:
         raise ConfigError(f"{path}.oomScoreAdj", f"{oom} is out of range (-1000..1000)")
     for i, e in enumerate(_str_list(d, "env", path)):
-        if "=" not in e:
+        if "=" not in e or e.startswith("="):  # a name is needed (runc refuses "=x" too)
             raise ConfigError(f"{path}.env[{i}]", f"{e!r} is not of the form KEY=value")
     return Process(
         args=args,

@@ -180,6 +180,8 @@ def parse_cgroup_flags(values) -> dict[str, str]:
 def _given_process(doc: object) -> Process:
     if not isinstance(doc, dict):
         raise ConfigError("process", "must be a JSON object")
+    if not doc.get("cwd"):  # REQUIRED by the spec; runc refuses an exec without it too
+        raise ConfigError("process.cwd", "is required (an absolute path)")
     return parse_process(doc)
 
 

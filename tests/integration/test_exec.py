@@ -328,6 +328,27 @@ def test_engine_exec_process_files(box, tmp_path, engine):
     assert "sleep 1000" in lines[2] and lines[2].split()[0] == "1", r.stdout  # ps: the container's PID 1
 
 
+@pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
+def test_a_process_file_without_cwd_and_an_env_without_a_name_are_refused(box, tmp_path, runc_root):
+    """process.cwd is REQUIRED (runc refuses an exec --process without it; it ran in /), and an
+    env entry needs a name before its '=' (runc refuses "=x"; it reached the process)."""
+    path = tmp_path / "process.json"
+    path.write_text(json.dumps({"args": ["true"], "user": {"uid": 0, "gid": 0}}))
+    r = exec_in(box, "--process", path, "box")
+    assert r.returncode == 255 and r.stderr.strip() == "exec failed: process.cwd: is required (an absolute path)", \
+        r.stderr
+    r = exec_in(box, "--env", "=x", "box", "true")
+    assert r.returncode == 255 and "process.env[" in r.stderr and "'=x' is not of the form KEY=value" in r.stderr, \
+        r.stderr
+    bundle = make_bundle(tmp_path, ["sleep", "1000"], name="rb")
+    ok("run", "-d", "-b", bundle, "rx", root=runc_root, run=helpers.run_runc)
+    try:
+        assert helpers.run_runc("exec", "--process", path, "rx", root=runc_root).returncode != 0
+        assert helpers.run_runc("exec", "--env", "=x", "rx", "true", root=runc_root).returncode != 0
+    finally:
+        helpers.delete(runc_root, "rx", run=helpers.run_runc, check=False)
+
+
 # ============================================================================ seccomp
 
 def test_container_seccomp_profile_applies_to_exec(tmp_path, ocirun_root):
