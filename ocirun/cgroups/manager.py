@@ -275,10 +275,10 @@ class Manager:
         """Move `pid` into the container's cgroup in every hierarchy — or, for `exec --cgroup`,
         into an existing sub-cgroup of it: `sub` maps a hierarchy key ("*" for all) to a path
         relative to the container's cgroup."""
+        rels = self._sub_paths(sub)
         for key, leaf in self.paths.items():
-            rel = (sub or {}).get(key, (sub or {}).get("*", ""))
-            if rel:
-                leaf = _sub_cgroup(leaf, rel)
+            if rels.get(key):
+                leaf = _sub_cgroup(leaf, rels[key])
             try:
                 fs.write(f"{leaf}/cgroup.procs", str(pid))
             except OSError as e:
@@ -309,15 +309,37 @@ class Manager:
         grace period); `sub` as for add_pid."""
         from .join import Join
         v1_dirs, v2_dir = [], None
+        rels = self._sub_paths(sub)
         for key, leaf in self.paths.items():
-            rel = (sub or {}).get(key, (sub or {}).get("*", ""))
-            if rel:
-                leaf = _sub_cgroup(leaf, rel)
+            if rels.get(key):
+                leaf = _sub_cgroup(leaf, rels[key])
             if key == UNIFIED_KEY:
                 v2_dir = leaf
             else:
                 v1_dirs.append(leaf)
         return Join(v1_dirs, v2_dir)
+
+    def _sub_paths(self, sub: dict[str, str] | None) -> dict[str, str]:
+        """`exec --cgroup`'s {controller, "*" (all) or "" (cgroup2): path} as {hierarchy key:
+        path}.  A v1 controller names the hierarchy it is mounted in (cpu → "cpu,cpuacct");
+        on a pure v2 host every name means the one tree.  A controller the container has no
+        hierarchy for is refused (runc too): it was ignored, and the process ran elsewhere."""
+        if not sub:
+            return {}
+        out = dict.fromkeys(self.paths, sub.get("*", ""))
+        sub_given: set[str] = set()
+        for name, rel in sub.items():
+            if name == "*":
+                continue
+            keys = [k for k in self.paths if self.mode == "unified" or k == name or name in k.split(",")]
+            if not keys:
+                raise OCIError(f"--cgroup {name}:{rel}: the container has no cgroup for controller {name!r}")
+            for key in keys:
+                if self.mode == "unified" and key in sub_given and out[key] != rel:
+                    raise OCIError(f"--cgroup: {out[key]!r} and {rel!r} for one cgroup v2 tree: give one path")
+                out[key] = rel
+                sub_given.add(key)
+        return out
 
     def pids(self) -> list[int]:
         """Every pid in the container's cgroup tree, in any hierarchy (sorted, no duplicates)."""
@@ -542,8 +564,10 @@ def _under_any(p: str, mounts) -> bool:
 def _sub_cgroup(leaf: str, rel: str) -> str:
     """An existing cgroup below `leaf`; never a path that climbs out of it."""
     parts = [p for p in rel.split("/") if p not in ("", ".")]
-    if not parts or ".." in parts:
+    if ".." in parts:
         raise OCIError(f"--cgroup {rel!r}: must name a sub-cgroup inside the container's cgroup")
+    if not parts:
+        return leaf  # "/": the container's cgroup itself (runc takes it so too)
     path = os.path.join(leaf, *parts)
     if not os.path.isdir(path):
         raise OCIError(f"--cgroup {rel!r}: sub-cgroup {path} does not exist")

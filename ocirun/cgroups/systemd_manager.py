@@ -156,7 +156,7 @@ class SystemdManager(Manager):
         cannot: moving a process needs write access where its old and new cgroups meet, which
         for a user is above their delegated subtree; systemd (≥ 238) does it for them, as runc
         asks it to."""
-        rel = (sub or {}).get(UNIFIED_KEY) or (sub or {}).get("*") or ""
+        rel = self._sub_paths(sub).get(UNIFIED_KEY, "")
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise OCIError(f"--cgroup {rel!r}: must name a sub-cgroup inside the container's cgroup")

@@ -60,8 +60,23 @@ def test_exec_into_a_sub_cgroup_of_one_controller(running, ocirun_root):
     assert all(path == "/" for ctrl, path in seen.items() if ctrl != "memory"), seen
 
 
-@pytest.mark.parametrize("value, words", [("nosuch", "does not exist"), ("../..", "inside the container's cgroup")])
+@pytest.mark.parametrize("value, words", [("nosuch", "does not exist"), ("../..", "inside the container's cgroup"),
+                                          ("nosuch:/sub", "no cgroup for controller 'nosuch'")])
 def test_bad_sub_cgroup_is_refused(running, ocirun_root, value, words):
     r = run_ocirun("exec", "--cgroup", value, "ec", "true", root=ocirun_root)
     assert r.returncode == 255 and words in r.stderr, r.stderr  # exec failed (runc's status)
     assert "Traceback" not in r.stderr
+
+
+def test_a_controller_names_its_hierarchy_and_slash_is_the_cgroup_itself(running, ocirun_root):
+    """`cpu` is the hierarchy cpu is mounted in (cpu,cpuacct on v1: it was ignored), and `/`
+    the container's own cgroup (it was refused; runc takes both)."""
+    r = run_ocirun("exec", "--cgroup", "cpu:sub", "--cgroup", "pids:/", "ec", "cat", "/proc/self/cgroup",
+                   root=ocirun_root)
+    if running.mode == "unified":  # one tree: two paths for it cannot both hold
+        assert r.returncode == 255 and "give one path" in r.stderr, r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    seen = _cgroups_of(r.stdout)
+    cpu = [path for ctrl, path in seen.items() if "cpu" in ctrl.split(",")]
+    assert cpu == ["/sub"] and all(p == "/" for c, p in seen.items() if "cpu" not in c.split(",")), seen
