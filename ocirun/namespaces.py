@@ -84,21 +84,27 @@ def new_namespace_flags(cfg: Config) -> int:
     return flags
 
 
-def join_user_namespace(fds: dict[str, int]) -> None:
+def join_user_namespace(fds: dict[str, int], cfg: Config | None = None) -> None:
+    """`cfg`: the config the fds were opened from (create), so that an error names the field."""
     if "user" in fds:
-        try:
-            linux.setns(fds["user"], linux.CLONE_NEWUSER)
-        except OSError as e:
-            raise OCIError(f"join user namespace: {os_words(e)}") from None
+        _join(fds, "user", cfg)
 
 
-def join_namespaces(fds: dict[str, int]) -> None:
+def join_namespaces(fds: dict[str, int], cfg: Config | None = None) -> None:
     for t in JOIN_ORDER:
         if t in fds:
-            try:
-                linux.setns(fds[t], NAMESPACE_TYPES[t])
-            except OSError as e:
-                raise OCIError(f"join {t} namespace: {os_words(e)}") from None
+            _join(fds, t, cfg)
+
+
+def _join(fds: dict[str, int], ns_type: str, cfg: Config | None) -> None:
+    try:
+        linux.setns(fds[ns_type], NAMESPACE_TYPES[ns_type])
+    except OSError as e:
+        for i, ns in enumerate(cfg.linux.namespaces if cfg is not None else ()):
+            if ns.type == ns_type and ns.path:
+                raise ConfigError(f"linux.namespaces[{i}].path",
+                                  f"join {ns_type} namespace {ns.path}: {os_words(e)}") from None
+        raise OCIError(f"join {ns_type} namespace: {os_words(e)}") from None
 
 
 def unshare(flags: int) -> None:

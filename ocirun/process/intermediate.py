@@ -41,14 +41,14 @@ def main(ctx: LaunchContext, ch: Channel, init_ch: Channel, join=None) -> None:
 
 def _enter_namespaces(ctx: LaunchContext, ch: Channel) -> None:
     cfg = ctx.cfg
-    namespaces.join_user_namespace(ctx.ns_fds)
+    namespaces.join_user_namespace(ctx.ns_fds, cfg)
     if ctx.new_userns:
         namespaces.unshare(namespaces.NAMESPACE_TYPES["user"])
         ch.send(USERNS)
         ch.expect(USERNS_DONE)
     if ctx.in_userns:
         namespaces.become_root_in_userns()
-    namespaces.join_namespaces(ctx.ns_fds)
+    namespaces.join_namespaces(ctx.ns_fds, cfg)
     flags = namespaces.new_namespace_flags(cfg)
     namespaces.unshare(flags)
     if flags & CLONE_NEWTIME:

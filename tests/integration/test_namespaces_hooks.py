@@ -80,6 +80,21 @@ def test_user_namespace_maps_ids(ocirun_root, tmp_path):
     assert out[4:7] == ["0", "200000", "65536"]
 
 
+def test_a_namespace_that_cannot_be_joined_names_the_field(ocirun_root, tmp_path):
+    """setns(2) refuses our own user namespace (EINVAL): the error once named neither the field
+    nor the path."""
+    bundle = make_bundle(tmp_path, ["true"])
+    cfg = read_config(bundle)
+    cfg["linux"]["namespaces"].append({"type": "user", "path": "/proc/self/ns/user"})
+    write_config(bundle, cfg)
+    i = len(cfg["linux"]["namespaces"]) - 1
+    r = run_ocirun("run", "--bundle", str(bundle), "uj", root=ocirun_root)
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"linux.namespaces[{i}].path: join user namespace /proc/self/ns/user: invalid argument", \
+        r.stderr
+    assert not (ocirun_root / "uj").exists()
+
+
 def test_time_namespace_offsets(ocirun_root, tmp_path):
     offset = 1000000  # seconds added to CLOCK_BOOTTIME inside
     bundle = make_bundle(tmp_path, ["cat", "/proc/uptime"])
