@@ -84,6 +84,11 @@ class SystemdManager(Manager):
                             + self._device_properties(res)
                             + systemd.annotation_properties(self.annotations))
         self.resources = res  # the CPU quota as systemd rounds it (systemd.resource_properties)
+        if (res.get("pids") or {}).get("limit") == 1:
+            # The scope starts around the intermediate, which then forks the init: TasksMax=1
+            # would refuse that fork.  Two until the intermediate is gone (after_intermediate).
+            self._unit_props = [("TasksMax", ("t", 2)) if name == "TasksMax" else (name, value)
+                                for name, value in self._unit_props]
 
     def apply_resources(self, update: bool = False) -> list[str]:
         if not self.started:
@@ -137,6 +142,12 @@ class SystemdManager(Manager):
         v2.apply_devices(policy_for(rules), self._dir_for, replace=self._fresh is False)
 
     _fresh = False
+
+    def after_intermediate(self) -> None:
+        pending = self.pids_limit_pending
+        super().after_intermediate()  # pids.max
+        if pending:
+            self._bus().set_properties(self.unit.name, [("TasksMax", ("t", 1))])  # kept by daemon-reload
 
     def join_plan(self, sub: dict[str, str] | None = None):
         if not self.started:

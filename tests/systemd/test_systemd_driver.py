@@ -206,6 +206,23 @@ def test_a_second_container_with_the_same_unit_is_refused(ocirun_root, tmp_path)
     assert_nothing_left(ocirun_root, cid)
 
 
+def test_a_pids_limit_of_one_lets_the_container_start(ocirun_root, tmp_path):
+    """The scope starts around the intermediate, which forks the init: TasksMax=1 from the start
+    refused that fork.  It is 2 until the intermediate is gone, then 1 (unit and file)."""
+    cid = new_id("one")
+    bundle = helpers.make_bundle(tmp_path, ["sleep", "1000"], linux={"cgroupsPath": f"system.slice:ocirun-test:{cid}",
+                                                                    "resources": {"pids": {"limit": 1}}})
+    run = functools.partial(_systemd_run, helpers.run_ocirun)
+    helpers.ok("run", "-d", "-b", bundle, cid, root=ocirun_root, run=run)
+    try:
+        scope = f"ocirun-test-{cid}.scope"
+        assert unit_props(scope, "TasksMax") == {"TasksMax": "1"}
+        assert read(f"{CG}/system.slice/{scope}/pids.max") == "1"
+    finally:
+        helpers.delete(ocirun_root, cid, check=False, timeout=TIMEOUT)
+    assert_nothing_left(ocirun_root, cid)
+
+
 @pytest.mark.parametrize("path,needle", [
     ("bad--name.slice:p:{cid}", "invalid slice name"),
     ("/machine/{cid}", "slice:prefix:name"),
