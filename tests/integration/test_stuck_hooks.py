@@ -43,6 +43,15 @@ def _sleeps_of(seconds: str) -> list[int]:
     return found
 
 
+def _kill_sleeps(seconds: str) -> None:
+    """This test's own hook processes (their number is its own), should a failure leave any."""
+    for pid in _sleeps_of(seconds):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _popen(args: list[str], root, err_file) -> subprocess.Popen:
     # Files, not pipes: a container (or a hook) left holding a pipe would block the reader.
     with open(err_file, "wb") as err:
@@ -74,8 +83,7 @@ def test_kill_and_delete_act_while_start_runs_a_hook_without_timeout(ocirun_root
     finally:
         _stop(start)
         helpers.delete(ocirun_root, "sk1", check=False)
-        for pid in _sleeps_of(seconds):  # a poststart hook outlives a SIGKILLed `start`
-            os.kill(pid, signal.SIGKILL)
+        _kill_sleeps(seconds)  # a poststart hook outlives a SIGKILLed `start`
 
 
 def test_the_lock_wait_has_a_deadline(ocirun_root, tmp_path):
@@ -91,9 +99,14 @@ def test_the_lock_wait_has_a_deadline(ocirun_root, tmp_path):
                                     "(a hook without a timeout?)"), r.stderr
     finally:
         create.send_signal(signal.SIGTERM)  # `create` unwinds on SIGTERM and takes its hook along
-        create.wait(timeout=30)
-        helpers.delete(ocirun_root, "sk2", check=False)
-    assert not _sleeps_of(seconds)
+        try:
+            create.wait(timeout=30)
+        finally:
+            _stop(create)
+            helpers.delete(ocirun_root, "sk2", check=False)
+            left = _sleeps_of(seconds)
+            _kill_sleeps(seconds)
+    assert not left
 
 
 @pytest.mark.parametrize("kind", ["createRuntime", "createContainer"])
@@ -110,8 +123,9 @@ def test_a_second_termination_signal_gives_up_a_run_stuck_in_a_hook(ocirun_root,
         run.wait(timeout=20)
         err = (tmp_path / "err").read_text()
         assert run.returncode == 130 and err.strip() == "interrupted", (run.returncode, err)
+        assert not (ocirun_root / "sk3").exists()
+        helpers.wait_until(lambda: not _sleeps_of(seconds), 10, "the hook to be gone")
     finally:
         _stop(run)
         helpers.delete(ocirun_root, "sk3", check=False)
-    assert not (ocirun_root / "sk3").exists()
-    helpers.wait_until(lambda: not _sleeps_of(seconds), 10, "the hook to be gone")
+        _kill_sleeps(seconds)  # after a failure: a SIGKILLed `run` cannot take its hook along
