@@ -239,7 +239,12 @@ def connect_console_socket(path: str) -> int:
         if len(os.fsencode(path)) >= 108:  # sun_path limit: reach it through its directory
             dirfd = os.open(os.path.dirname(path) or ".", os.O_PATH | os.O_CLOEXEC)
             target = f"/proc/self/fd/{dirfd}/{os.path.basename(path)}"
+        # Non-blocking, as runc dials: a unix socket connects at once or not at all, and a
+        # listener whose backlog is full (one that never accepts) made a blocking connect wait
+        # forever.  Back to blocking for sending the pty's fd.
+        s.setblocking(False)
         s.connect(target)
+        s.setblocking(True)
     except OSError as e:
         s.close()
         raise OCIError(f"--console-socket {path}: {os_words(e)}") from None

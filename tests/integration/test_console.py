@@ -242,6 +242,38 @@ def test_connect_console_socket(tmp_path):
     assert str(ei.value) == f"--console-socket {tmp_path}/none.sock: no such file or directory"
 
 
+def test_a_console_socket_that_never_accepts_fails_create_at_once(ocirun_root, tmp_path):
+    """A listener whose backlog is full made a blocking connect wait forever (runc dials
+    without blocking and fails at once); the connected fd is blocking again for sending."""
+    path = tmp_path / "full.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(os.fspath(path))
+    srv.listen(0)
+    filler = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    filler.setblocking(False)
+    filler.connect(os.fspath(path))  # takes the one slot; nobody ever accepts
+    try:
+        bundle = helpers.make_bundle(tmp_path, ["true"], process={"terminal": True})
+        started = time.monotonic()
+        r = helpers.run_ocirun("create", "--console-socket", path, "-b", bundle, "cfull", root=ocirun_root,
+                               timeout=30)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.strip() == f"--console-socket {path}: resource temporarily unavailable", r.stderr
+        assert time.monotonic() - started < 15 and not (ocirun_root / "cfull").exists()
+    finally:
+        filler.close()
+        srv.close()
+    ok_srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    ok_srv.bind(os.fspath(tmp_path / "ok.sock"))
+    ok_srv.listen(1)
+    fd = console.connect_console_socket(os.fspath(tmp_path / "ok.sock"))
+    try:
+        assert os.get_blocking(fd)
+    finally:
+        os.close(fd)
+        ok_srv.close()
+
+
 def _short_bind(srv, path):
     dfd = os.open(path.parent, os.O_PATH)
     return f"/proc/self/fd/{dfd}/{path.name}"  # the fd stays open for the test's life
