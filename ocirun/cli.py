@@ -275,6 +275,18 @@ def _checked_preserve_fds(n: int) -> int:
     return checked_preserve_fds(n, "--preserve-fds")
 
 
+def _preserve_fds_refusal(a) -> str | None:
+    """Why the command's --preserve-fds cannot be honoured (None: fine, or no such flag)."""
+    n = getattr(a, "preserve_fds", None)
+    if not n:  # absent, or 0: nothing to check (and no module to load for it)
+        return None
+    try:
+        _checked_preserve_fds(n)
+    except OCIError as e:
+        return str(e)
+    return None
+
+
 def _create_args(a) -> dict:
     """The keyword arguments of api.Container.create (and api.run) from create's flags."""
     return {"console_socket": a.console_socket, "pid_file": a.pid_file, "no_pivot": a.no_pivot,
@@ -636,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as e:
             _log.configure(*_log_flags(args), False).error(str(e))
             return 1
+    # Before we open anything (the log): fds 3..3+N-1 must be the caller's, none of ours.
+    fds_refused = _preserve_fds_refusal(a)
     logger = _log.configure(a.log, a.log_format, a.debug)
     if a.version:
         _print_version()
@@ -643,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     if not a.command:
         build_parser().print_help()
         return 0
-    unusable = logger.unusable_file()
+    unusable = logger.open_file()
     if unusable:  # where an engine would look for our errors: say so where a person looks
         _log.Logger().error(unusable)
         return 1
@@ -655,6 +669,9 @@ def main(argv: list[str] | None = None) -> int:
     prefix = _FAILURE_PREFIX.get(a.command, "")
     if logger.debug_enabled:
         logger.debug(f"ocirun {__version__} {a.command}: root {a.root}, arguments {args!r}")
+    if fds_refused:
+        logger.error(prefix + fds_refused)
+        return failed
     try:
         from .preload import preload
         preload(a.command)

@@ -25,6 +25,8 @@ class Logger:
         self.path = path or None
         self.fmt = fmt
         self.debug_enabled = debug
+        self._fd = -1      # the --log file, held open by the process that opened it (open_file)
+        self._fd_pid = 0
 
     def _stamp(self) -> str:
         t = time.time()
@@ -47,7 +49,10 @@ class Logger:
 
     def _append(self, path: str, text: str) -> None:
         try:
-            self._write(path, text)
+            if self._fd >= 0 and os.getpid() == self._fd_pid:
+                os.write(self._fd, text.encode())
+            else:  # a forked child: the fd may be closed, or its number another file's by now
+                self._write(path, text)
         except OSError:
             pass  # a broken log file must not hide the real error
 
@@ -60,16 +65,20 @@ class Logger:
         finally:
             os.close(fd)
 
-    def unusable_file(self) -> str | None:
-        """Why the --log file cannot be opened for appending (it is created if missing), or
-        None.  runc refuses to run without its log: an engine reads our errors there."""
+    def open_file(self) -> str | None:
+        """Open the --log file (created if missing) and hold it for this process's lines; why
+        it cannot be opened, or None.  runc refuses to run without its log (an engine reads
+        our errors there) and holds it open too: a FIFO's reader sees one writer until we
+        exit, where an open per line gave it end-of-file after the first and hung the next
+        open for want of a reader."""
         if not self.path:
             return None
         try:
-            self._write(self.path, "")
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, _LOG_FILE_MODE)
         except OSError as e:
             from .errors import os_words
             return f"open {self.path}: {os_words(e)}"
+        self._fd_pid = os.getpid()
         return None
 
     def debug(self, msg: str) -> None:

@@ -2,7 +2,7 @@
 
 Why: besides reading and running a module, each `import` runs ~50-100 µs of the import system's
 own Python here (finders scanning sys.path, locks, specs, stat calls), and an engine command
-imports 3 to 48 of our modules (measured: this saves ~4 ms of `run`, 1-3 ms of `exec`, ~1 ms of
+imports 4 to 48 of our modules (measured: this saves ~4 ms of `run`, 1-3 ms of `exec`, ~1 ms of
 `create`; bench/RESULTS.md, "Issue 19, fourth round").  `preload(command)` runs before the command (cli.main) and loads its list
 below the way the import system would — the same `__pycache__` file, checked against its source
 the same way, the module made by the import system's own `module_from_spec` — without the rest
@@ -52,7 +52,7 @@ MODULES_BY_COMMAND: dict[str, tuple[str, ...]] = {
         "process.intermediate", "process.reaping", "process.parent", "schema", "_schema_compiled",
         "rootfs.idmap", "rootless", "cgroups.freezer", "cgroups.v1", "cgroups.v2", "cgroups.detect",
         "cgroups.paths", "cgroups.manager", "cgroups.devices"),
-    "start": ("api", "state", "start"),
+    "start": ("api", "state", "start", "cgroups", "cgroups.freezer"),
     "state": ("api", "state", "cgroups", "cgroups.freezer"),
     "exec": ("api", "linux", "config", "record", "state", "exec_process", "foreground", "process",
         "namespaces", "kernel", "capabilities", "exechelper", "limits", "lsm", "user", "process.become",

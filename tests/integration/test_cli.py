@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -191,6 +192,29 @@ def test_a_log_file_that_cannot_be_opened_is_an_error_as_with_runc(tmp_path, oci
     log = tmp_path / "made.json"  # created when missing, as runc does, also without --debug
     ok("--log", str(log), "list", root=ocirun_root)
     assert log.exists() and oct(os.stat(log).st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
+def test_a_log_fifo_gets_every_line_as_with_runc(tmp_path, ocirun_root, runc_root):
+    """--log opened once and held, as runc holds it: opened per line, a FIFO's reader saw
+    end-of-file after the first line and the next open waited forever for a reader."""
+    bundle = make_bundle(tmp_path, ["true"])
+    for run, root in ((run_ocirun, ocirun_root), (helpers.run_runc, runc_root)):
+        fifo = tmp_path / f"log-{run.__name__}"
+        os.mkfifo(fifo)
+        reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+        try:
+            r = run("--debug", "--log", str(fifo), "--log-format", "json", "run", "-b", str(bundle), "lf",
+                    root=root, timeout=30)
+            assert r.returncode == 0, (run.__name__, r.stderr)
+            out, _ = reader.communicate(timeout=30)
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+                reader.wait()
+            helpers.delete(root, "lf", run=run, check=False)
+        lines = [json.loads(line) for line in out.decode().splitlines()]
+        assert len(lines) >= 2 and all(line["level"] == "debug" for line in lines), (run.__name__, lines)
 
 
 # ============================================================================ spec

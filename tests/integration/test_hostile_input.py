@@ -312,13 +312,15 @@ def test_preserve_fds_must_all_be_open(ocirun_root, tmp_path, command):
     """fds 3 and 4 not open in the caller (subprocess closes them): had ocirun gone on, its own
     fds (the exec stub, the channel to an exec'd process) would have filled those numbers and
     reached the container — a forgeable channel.  runc refuses such a range too."""
+    log = tmp_path / "log"  # opened by ocirun, it must not be the fd 3 that makes the check pass
     if command == "exec":
-        args = ["exec", "--preserve-fds", "2", "pf", "true"]
+        args = ["--log", log, "exec", "--preserve-fds", "2", "pf", "true"]
     else:
-        args = [command, "--preserve-fds", "2", "-b", str(make_bundle(tmp_path, ["true"])), "pf"]
+        args = ["--log", log, command, "--preserve-fds", "2", "-b", str(make_bundle(tmp_path, ["true"])), "pf"]
     r = run_ocirun(*args, root=ocirun_root, timeout=20)
     assert r.returncode == (255 if command == "exec" else 1), (r.returncode, r.stderr)
     assert "--preserve-fds 2: fd 3 is not open" in r.stderr, r.stderr
+    assert "--preserve-fds 2: fd 3 is not open" in log.read_text()  # where an engine reads it
     assert not os.listdir(ocirun_root)
 
 
