@@ -9,6 +9,7 @@ container keeps running; a refused value fails the command and leaves earlier wr
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from . import jsonio
@@ -86,7 +87,7 @@ def read_resources(src: str) -> dict:
     """The `-r` argument: a file, or "-" for stdin; a JSON object (linux.resources)."""
     try:
         if src == "-":
-            text = sys.stdin.read()
+            text = _first_json_value(sys.stdin.fileno())
         else:
             with open(src) as f:
                 text = f.read()
@@ -99,6 +100,24 @@ def read_resources(src: str) -> dict:
     if not isinstance(doc, dict):
         raise OCIError("update: the resources must be a JSON object (linux.resources)")
     return doc
+
+
+def _first_json_value(fd: int) -> str:
+    """What `fd` sends, up to the end of its first complete JSON value: runc decodes one value
+    and goes on, where reading to end-of-file waited for as long as the sender kept it open.
+    (Text that never forms a value is read to end-of-file and refused there.)"""
+    import json
+    decoder = json.JSONDecoder()
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+        try:
+            text = data.decode()
+            _value, end = decoder.raw_decode(text, len(text) - len(text.lstrip()))
+        except ValueError:  # incomplete so far (or invalid: end-of-file will tell)
+            continue
+        return text[:end]
+    return data.decode(errors="replace")
 
 
 def update(root: str, cid: str, resources: dict) -> list[str]:

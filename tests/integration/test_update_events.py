@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import threading
+import time
 
 import pytest
 
@@ -64,9 +66,21 @@ def test_update_flags_and_stdin(ocirun_root, tmp_path, monkeypatch):
     assert parse_update_flags(ns) == {"memory": {"limit": 96 << 20, "swap": -1},
                                       "cpu": {"period": 100000, "quota": 20000, "cpus": "0"},
                                       "pids": {"limit": -1}}
-    monkeypatch.setattr("sys.stdin", io.StringIO('{"pids": {"limit": 7}}'))
-    ns.resources = "-"
-    assert parse_update_flags(ns) == {"pids": {"limit": 7}}
+    # One JSON value is read, and no more: the sender may keep stdin open (runc stops there too;
+    # reading to end-of-file waited as long as the sender did).
+    r, w = os.pipe()
+    os.write(w, b'  {"pids": {"limit": 7}}')
+    closer = threading.Timer(5, os.close, (w,))
+    closer.start()
+    try:
+        with os.fdopen(r) as stdin:
+            monkeypatch.setattr("sys.stdin", stdin)
+            ns.resources = "-"
+            began = time.monotonic()
+            assert parse_update_flags(ns) == {"pids": {"limit": 7}}
+            assert time.monotonic() - began < 3
+    finally:
+        closer.join()
     assert parse_bytes("memory", "1g") == 1 << 30
     with pytest.raises(OCIError, match="--memory"):
         parse_bytes("memory", "lots")
