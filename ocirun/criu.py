@@ -31,6 +31,9 @@ from .errors import OCIError, os_words
 # generous, and OCIRUN_CRIU_TIMEOUT=SECONDS changes it; but a CRIU that hangs must not hang us
 # (and the engine) for ever.
 REPLY_TIMEOUT_S = float(os.environ.get("OCIRUN_CRIU_TIMEOUT", "") or 3600)
+# A question about CRIU itself (its version, what the kernel offers) takes it milliseconds:
+# a CRIU that does not answer that is stuck, and a dump's hour is no deadline for it.
+QUERY_TIMEOUT_S = min(60.0, REPLY_TIMEOUT_S)
 EXIT_TIMEOUT_S = 30.0
 _MAX_MESSAGE = 10 * 4096  # runc's buffer: a response never comes near it
 
@@ -185,7 +188,7 @@ class Session:
     def pid(self) -> int:
         return self.proc.pid
 
-    def call(self, req_type: int, opts=None, on_notify=None, features=None):
+    def call(self, req_type: int, opts=None, on_notify=None, features=None, timeout: float = REPLY_TIMEOUT_S):
         """Send one request; answer CRIU's notifications with `on_notify(script, pid, fds)`;
         return the final response.  CriuError (quoting CRIU's log) on failure."""
         req = messages()["criu_req"](type=req_type)
@@ -195,7 +198,7 @@ class Session:
             req.features.CopyFrom(features)
         self._send(req)
         while True:
-            resp, fds = self._receive(req_type)
+            resp, fds = self._receive(req_type, timeout)
             if not resp.success:
                 self._close_fds(fds)
                 raise self._failure(req_type, resp)
@@ -215,13 +218,13 @@ class Session:
         except OSError as e:
             raise CriuError(f"criu: sending the request: {os_words(e)}{self._log_hint()}") from None
 
-    def _receive(self, req_type: int):
-        deadline = time.monotonic() + REPLY_TIMEOUT_S
+    def _receive(self, req_type: int, timeout: float):
+        deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CriuError(f"criu {_TYPE_NAMES.get(req_type, req_type)}: no answer within "
-                                f"{REPLY_TIMEOUT_S:.0f} s{self._log_hint()}")
+                                f"{timeout:.0f} s{self._log_hint()}")
             ready, _, _ = select.select([self.sock], [], [], left)
             if ready:
                 break
@@ -340,7 +343,7 @@ def _dotted(number: int) -> str:
 def _ask_version(binary: str) -> int:
     session = Session(binary)
     try:
-        resp = session.call(VERSION)
+        resp = session.call(VERSION, timeout=QUERY_TIMEOUT_S)
         session.finish(failure_expected=True)
     except BaseException:
         session.abort()
@@ -353,7 +356,7 @@ def check_features(binary: str, **wanted: bool) -> None:
     """Refuse, by name, a CRIU feature (mem_track, lazy_pages) that CRIU says this host lacks."""
     session = Session(binary)
     try:
-        resp = session.call(FEATURE_CHECK, features=messages()["criu_features"](**wanted))
+        resp = session.call(FEATURE_CHECK, features=messages()["criu_features"](**wanted), timeout=QUERY_TIMEOUT_S)
         session.finish(failure_expected=True)
     except BaseException:
         session.abort()

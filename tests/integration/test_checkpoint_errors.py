@@ -8,6 +8,7 @@ leave no state directory, cgroup or mount.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -43,6 +44,26 @@ def test_usage_mistakes(ocirun_root, tmp_path):
         helpers.delete(ocirun_root, "c1")
     one_line_error(run_ocirun("checkpoint", "--image-path", tmp_path / "i", "nope", root=ocirun_root),
                    "container does not exist: nope")
+
+
+def test_a_criu_that_never_answers_is_given_up_and_the_container_runs_on(ocirun_root, tmp_path):
+    """Every wait on CRIU has a deadline; a question about CRIU itself (its version) has a short
+    one (QUERY_TIMEOUT_S, at most 60 s: it took the dump's hour); here shortened further."""
+    from ocirun import criu
+    assert criu.QUERY_TIMEOUT_S <= 60
+    fake = tmp_path / "criu"
+    fake.write_text("#!/bin/sh\nexec sleep 1000\n")
+    fake.chmod(0o755)
+    bundle = helpers.make_bundle(tmp_path, LOOP)
+    ok("run", "-d", "-b", bundle, "c1", root=ocirun_root)
+    try:
+        env = dict(os.environ, OCIRUN_CRIU_TIMEOUT="2")
+        r = run_ocirun("--criu", fake, "checkpoint", "--image-path", tmp_path / "i", "c1", root=ocirun_root,
+                       env=env, timeout=60)
+        one_line_error(r, "no answer within 2 s")
+        assert json.loads(ok("state", "c1", root=ocirun_root).stdout)["status"] == "running"
+    finally:
+        helpers.delete(ocirun_root, "c1")
 
 
 def test_created_container_cannot_be_checkpointed(ocirun_root, tmp_path):
