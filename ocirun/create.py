@@ -57,6 +57,8 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     from .config import load_bundle  # here: start/state/kill/delete never parse a config
     cfg = load_bundle(opts.bundle, doc=opts.config_doc)
     check_before_fork(cfg)
+    if opts.console_socket and not (cfg.process is not None and cfg.process.terminal):
+        raise OCIError(NO_CONSOLE_FOR_SOCKET)
     # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
     from .rootless import in_user_namespace, is_rootless
     rootless = is_rootless(opts.rootless, opts.systemd_cgroup)
@@ -190,6 +192,11 @@ def initial_state(cid: str, cfg: Config, cgroup) -> ContainerState:
         cgroup=cgroup.to_state() if cgroup is not None else None,
         shared_pid_ns=not cfg.has_new_namespace("pid"),
         no_process=cfg.process is None)  # `start` must refuse it (runtime.md)
+
+
+# runc's words: a console socket is for a process with a terminal (runc also wants it detached;
+# we also take a foreground `run` or `exec` with one).
+NO_CONSOLE_FOR_SOCKET = "cannot use console socket if ocirun will not detach or allocate tty"
 
 
 def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:

@@ -77,6 +77,9 @@ def _exec(root: str, cid: str, opts: ExecOptions) -> int:
     sub_cgroup = parse_cgroup_flags(opts.cgroup)
     cfg = c.config()
     proc = build_process(opts, cfg)
+    if opts.console_socket and not proc.terminal:  # (in the foreground too: runc refuses that)
+        from .create import NO_CONSOLE_FOR_SOCKET
+        raise OCIError(NO_CONSOLE_FOR_SOCKET)
     from .lsm import check_available
     check_available(proc)
     lin = cfg.linux

@@ -274,6 +274,25 @@ def test_a_console_socket_that_never_accepts_fails_create_at_once(ocirun_root, t
         ok_srv.close()
 
 
+@pytest.mark.skipif(helpers.RUNC is None, reason="runc not installed")
+def test_a_console_socket_without_a_terminal_is_refused_as_with_runc(ocirun_root, runc_root, tmp_path):
+    """create connected to the socket anyway (and failed on a missing one, or sent nothing);
+    exec ignored it."""
+    bundle = helpers.make_bundle(tmp_path, ["sleep", "1000"])  # process.terminal false
+    words = "cannot use console socket if {} will not detach or allocate tty"
+    for run, root, name in ((helpers.run_ocirun, ocirun_root, "ocirun"), (helpers.run_runc, runc_root, "runc")):
+        r = run("create", "--console-socket", tmp_path / "none.sock", "-b", bundle, "cs", root=root)
+        assert r.returncode == 1 and words.format(name) in r.stderr, (name, r.stderr)
+        assert not os.path.exists(os.path.join(root, "cs"))
+    helpers.ok("run", "-d", "-b", bundle, "cs2", root=ocirun_root)
+    try:
+        r = helpers.run_ocirun("exec", "-d", "--console-socket", tmp_path / "none.sock", "cs2", "true",
+                               root=ocirun_root)
+        assert r.returncode == 255 and words.format("ocirun") in r.stderr, r.stderr
+    finally:
+        helpers.delete(ocirun_root, "cs2", check=False)
+
+
 def _short_bind(srv, path):
     dfd = os.open(path.parent, os.O_PATH)
     return f"/proc/self/fd/{dfd}/{path.name}"  # the fd stays open for the test's life
