@@ -292,7 +292,7 @@ def _make_private_parents(root: str) -> None:
     umask left writable to others would let them swap the state root for one of their own,
     whose state.json names any host pid for our `kill`."""
     missing = []
-    parent = os.path.dirname(root.rstrip("/")) or "/"
+    parent = os.path.dirname(os.path.abspath(root))  # a relative root: dirname ends at "" (forever)
     while not os.path.lexists(parent):
         missing.append(parent)
         parent = os.path.dirname(parent)

@@ -131,6 +131,18 @@ def test_state_is_private_whatever_the_umask(tmp_path, umask):
         subprocess.run(["rm", "-rf", str(top)])
 
 
+def test_a_relative_root_with_missing_parents(tmp_path):
+    """`--root rel/a/b` from a directory where `rel` is missing: the parents are made (0700);
+    looking for the first existing one once never ended (dirname of a relative path ends at "")."""
+    work = tmp_path / "work"
+    work.mkdir()
+    bundle = make_bundle(tmp_path, ["true"])
+    r = run_ocirun("run", "-b", str(bundle), "rel1", root="rel/a/b", cwd=work, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert [stat.S_IMODE(os.stat(work / p).st_mode) for p in ("rel", "rel/a", "rel/a/b")] == [0o700] * 3
+    assert os.listdir(work / "rel/a/b") == []
+
+
 def test_old_0711_root_is_tightened(tmp_path, ocirun_root):
     os.chmod(ocirun_root, 0o711)  # what earlier versions made
     bundle = make_bundle(tmp_path, ["true"])
