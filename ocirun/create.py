@@ -77,6 +77,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     try:
         if manager is not None:
             manager.check_not_frozen()  # refused before any mkdir: nothing of the cgroup to undo
+            manager.defer_single_pid_limit = True  # our intermediate is in the cgroup for a moment
             cgroup = manager
             cgroup.plan()  # what create() will make, recorded before it exists (a kill -9 may come)
         st = initial_state(cid, cfg, cgroup)

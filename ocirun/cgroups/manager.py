@@ -66,7 +66,9 @@ class Manager:
         # Rootless: no device filter (loading eBPF needs privilege the caller lacks; and a user
         # namespace can make no device nodes: the container has only the host's, bind-mounted).
         self.rootless = False
-        # A pids limit of 1 waits until the intermediate is gone (after_intermediate).
+        # `create` sets this: a pids limit of 1 then waits until its intermediate is gone
+        # (after_intermediate); `restore` and `update` write it at once.
+        self.defer_single_pid_limit = False
         self.pids_limit_pending = False
 
     # ------------------------------------------------------------------ lookups
@@ -190,7 +192,7 @@ class Manager:
         if isinstance(res.get("cpu"), dict):
             self._impl("cpu").apply_cpu(res["cpu"], self._dir_for)
         if isinstance(res.get("pids"), dict):
-            if not update and res["pids"].get("limit") == 1:
+            if not update and self.defer_single_pid_limit and res["pids"].get("limit") == 1:
                 # The intermediate and the init it forks are both in the cgroup for a moment:
                 # a limit of one would refuse the init's birth.  Written once the intermediate
                 # is gone (runc writes its limits at that point too).

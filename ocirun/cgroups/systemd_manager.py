@@ -84,7 +84,7 @@ class SystemdManager(Manager):
                             + self._device_properties(res)
                             + systemd.annotation_properties(self.annotations))
         self.resources = res  # the CPU quota as systemd rounds it (systemd.resource_properties)
-        if (res.get("pids") or {}).get("limit") == 1:
+        if self.defer_single_pid_limit and (res.get("pids") or {}).get("limit") == 1:
             # The scope starts around the intermediate, which then forks the init: TasksMax=1
             # would refuse that fork.  Two until the intermediate is gone (after_intermediate).
             self._unit_props = [("TasksMax", ("t", 2)) if name == "TasksMax" else (name, value)

@@ -223,6 +223,25 @@ def test_destroy_kills_leftovers_and_nested_cgroups(fresh_id):
 
 # ---------------------------------------------------------------- enforcement
 
+def test_a_single_pid_limit_waits_only_for_creates_intermediate(fresh_id):
+    """Only `create` (whose intermediate is in the cgroup beside the init for a moment) defers a
+    limit of 1 to after_intermediate(); anyone else (restore's adopt) gets it written at once."""
+    name, _started = fresh_id
+    m = manager_for(name, "/" + name, {"pids": {"limit": 1}})
+    m.create()
+    m.apply_resources()
+    assert limit_file(m, "pids", "pids.max", "pids.max") == "1"
+    m.destroy()
+    m = manager_for(name, "/" + name, {"pids": {"limit": 1}})
+    m.defer_single_pid_limit = True
+    m.create()
+    m.apply_resources()
+    assert limit_file(m, "pids", "pids.max", "pids.max") == "max"
+    m.after_intermediate()
+    assert limit_file(m, "pids", "pids.max", "pids.max") == "1"
+    m.destroy()
+
+
 def test_pids_limit_is_enforced(fresh_id):
     """pids.limit 5: a process in the cgroup trying to start 10 children gets only 4."""
     name, started = fresh_id
