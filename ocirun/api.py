@@ -78,19 +78,21 @@ def _create_options(bundle: str | os.PathLike[str], console_socket: str | None, 
                          rootless=rootless)
 
 
-def checked_preserve_fds(n: int, flag: str = "preserve_fds") -> int:
-    """fds 3..3+n-1 are handed on: never negative, never more than this process may hold, and
-    each already open.  An fd missing from that range would be filled by one of our own as we
-    open them (the channel to the process, the exec stub) and reach the container: runc
-    refuses such a range too.  `flag`: how the caller named it, for the error."""
+def checked_preserve_fds(n: int, flag: str = "preserve_fds", listen: int = 0) -> int:
+    """fds 3..3+n-1 (after `listen` fds of systemd's socket activation, for create) are handed
+    on: never negative, never more than this process may hold, and each already open.  An fd
+    missing from that range would be filled by one of our own as we open them (the channel to
+    the process, the exec stub, the --log file) and reach the container: runc refuses such a
+    range too.  `flag`: how the caller named it, for the error."""
     most = os.sysconf("SC_OPEN_MAX") - 3
     if type(n) is not int or not 0 <= n <= most:
         raise OCIError(f"{flag} {n!r}: must be between 0 and {most} (the open-files limit less stdio)")
-    for fd in range(3, 3 + n):
+    last = 2 + listen + n
+    for fd in range(3, last + 1) if n else ():
         try:
             os.fstat(fd)
         except OSError:
-            raise OCIError(f"{flag} {n}: fd {fd} is not open (fds 3 to {2 + n} are handed to the "
+            raise OCIError(f"{flag} {n}: fd {fd} is not open (fds 3 to {last} are handed to the "
                            "container: each must be open)") from None
     return n
 

@@ -280,8 +280,13 @@ def _preserve_fds_refusal(a) -> str | None:
     n = getattr(a, "preserve_fds", None)
     if not n:  # absent, or 0: nothing to check (and no module to load for it)
         return None
+    listen = 0
+    if a.command in ("create", "run") and "LISTEN_FDS" in os.environ:  # they come first (create.py)
+        from .create import systemd_listen_fds
+        listen = systemd_listen_fds()
+    from .api import checked_preserve_fds
     try:
-        _checked_preserve_fds(n)
+        checked_preserve_fds(n, "--preserve-fds", listen)
     except OCIError as e:
         return str(e)
     return None

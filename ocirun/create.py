@@ -32,6 +32,7 @@ class CreateOptions(Record):
     stdio_pipes: TerminalPipes | None
     systemd_cgroup: bool
     rootless: str
+    created_pid: int
     FIELDS = {
         "bundle": ".",
         "console_socket": None,
@@ -44,6 +45,7 @@ class CreateOptions(Record):
         "stdio_pipes": None,  # `run` in the foreground: pipes.TerminalPipes for the init's stdio
         "systemd_cgroup": False,  # --systemd-cgroup: the cgroup is a transient systemd scope
         "rootless": "auto",  # --rootless: auto | true | false (see is_rootless)
+        "created_pid": 0,  # set by create() once the container is complete (even if then interrupted)
     }
 
 
@@ -103,6 +105,7 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
             write_pid_file(opts.pid_file, pid)
         if no_cgroup_warning:
             _log.get().warn(no_cgroup_warning)  # once the container exists: an error stays one line
+        opts.created_pid = pid  # for a caller interrupted while we return (run.py)
         return pid
     except BaseException:
         _undo_create(sd, cgroup, pid, spawned)
@@ -213,11 +216,11 @@ def _open_launch_fds(ctx, sd: StateDir, opts: CreateOptions) -> None:
         ctx.console_fd = console.connect_console_socket(opts.console_socket)
     elif ctx.cfg.process is not None and ctx.cfg.process.terminal:
         raise OCIError("process.terminal is true: --console-socket is required")
-    ctx.listen_fds = _systemd_listen_fds()
+    ctx.listen_fds = systemd_listen_fds()
     ctx.preserve_fds = ctx.listen_fds + opts.preserve_fds
 
 
-def _systemd_listen_fds() -> int:
+def systemd_listen_fds() -> int:
     """How many fds from 3 on systemd socket activation gave *us* (sd_listen_fds(3), as runc).
 
     LISTEN_FDS counts only when LISTEN_PID is our own pid: the variables are inherited by

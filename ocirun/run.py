@@ -55,9 +55,11 @@ def _run(root: str, cid: str, opts: CreateOptions, detach: bool, keep: bool, for
     except BaseException:
         if opts.stdio_pipes is not None:
             opts.stdio_pipes.close()
+        if opts.created_pid:  # interrupted (a second TERM/INT) as create returned: it is ours
+            _cleanup(root, cid)
         raise
-    opts.console_fd = -1  # create() closed it
     try:
+        opts.console_fd = -1  # create() closed it
         master = _receive_master(console_peer) if console_peer else -1
         start.start(root, cid)
         if detach:

@@ -245,6 +245,9 @@ class StateDir:
         self.unlock()
 
 
+LOCK_WAIT_STEPS = 5
+
+
 def _flock_with_deadline(fd: int, cid: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -252,7 +255,9 @@ def _flock_with_deadline(fd: int, cid: str) -> None:
     except BlockingIOError:
         pass
     from .process.channel import step_timeout  # only when contended: not on the short commands' path
-    limit = step_timeout()
+    # The holder may legitimately take a while: `create` holds the lock through hooks and their
+    # own timeouts.  Five protocol steps (300 s by default) is room for those, and still an end.
+    limit = LOCK_WAIT_STEPS * step_timeout()
     deadline = time.monotonic() + limit
     pause = 0.001
     while True:

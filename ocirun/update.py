@@ -105,7 +105,7 @@ def read_resources(src: str) -> dict:
 def _first_json_value(fd: int) -> str:
     """What `fd` sends, up to the end of its first complete JSON value: runc decodes one value
     and goes on, where reading to end-of-file waited for as long as the sender kept it open.
-    (Text that never forms a value is read to end-of-file and refused there.)"""
+    (Text already wrong before its end is refused at once.)"""
     import json
     decoder = json.JSONDecoder()
     data = b""
@@ -114,10 +114,23 @@ def _first_json_value(fd: int) -> str:
         try:
             text = data.decode()
             _value, end = decoder.raw_decode(text, len(text) - len(text.lstrip()))
-        except ValueError:  # incomplete so far (or invalid: end-of-file will tell)
+        except json.JSONDecodeError as e:
+            if not _could_go_on(text, e):
+                return text  # wrong before its end: no more input can mend it (runc fails at once)
+            continue  # incomplete so far
+        except ValueError:  # UTF-8 cut between two reads
             continue
         return text[:end]
     return data.decode(errors="replace")
+
+
+def _could_go_on(text: str, err) -> bool:
+    """Whether more input could complete `text` where the decoder stopped: at its end, inside a
+    string, or in a literal or number cut between two reads ("tr", "-1.")."""
+    rest = text[err.pos:].rstrip()
+    return (not rest or err.msg.startswith("Unterminated string")
+            or any(word.startswith(rest) for word in ("true", "false", "null"))
+            or all(c in "-+.0123456789eE" for c in rest))
 
 
 def update(root: str, cid: str, resources: dict) -> list[str]:

@@ -333,7 +333,10 @@ class Manager:
         for name, rel in sub.items():
             if name == "*":
                 continue
-            keys = [k for k in self.paths if self.mode == "unified" or k == name or name in k.split(",")]
+            if self.mode == "unified":
+                keys = [UNIFIED_KEY] if name == UNIFIED_KEY or name in self._v2_controllers() else []
+            else:
+                keys = [k for k in self.paths if k == name or name in k.split(",")]
             if not keys:
                 raise OCIError(f"--cgroup {name}:{rel}: the container has no cgroup for controller {name!r}")
             for key in keys:
@@ -342,6 +345,13 @@ class Manager:
                 out[key] = rel
                 sub_given.add(key)
         return out
+
+    def _v2_controllers(self) -> list[str]:
+        """The controllers enabled in the container's cgroup (pure v2)."""
+        try:
+            return fs.read(f"{self.paths[UNIFIED_KEY]}/cgroup.controllers").split()
+        except (OSError, KeyError):
+            return []
 
     def pids(self) -> list[int]:
         """Every pid in the container's cgroup tree, in any hierarchy (sorted, no duplicates)."""

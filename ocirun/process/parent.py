@@ -132,8 +132,9 @@ def _why_it_died_unready(ctx: LaunchContext, cgroup) -> str:
             killed = False
         if killed:
             limit = (ctx.cfg.linux.resources.get("memory") or {}).get("limit")
-            return ("container init was killed by the OOM killer before it was ready: "
-                    f"linux.resources.memory.limit {limit} is too small")
+            why = (f"linux.resources.memory.limit {limit} is too small" if isinstance(limit, int) and limit > 0
+                   else "the memory limit of an enclosing cgroup, or the host's memory, is too small")
+            return f"container init was killed by the OOM killer before it was ready: {why}"
     return "container init exited before it was ready"
 
 

@@ -115,6 +115,8 @@ def _create_device(root_fd: int, dev: Device, in_userns: bool) -> None:
         # parent is resolved in the root again, so `..` and absolute links stay in it), as
         # runc's SecureJoin puts it.  Left alone, /dev/null was missing from such an image.
         path = target if target.startswith("/") else f"{parent}/{target}"
+        if path.rstrip("/").rpartition("/")[2] in ("", ".", ".."):
+            return  # a link to a directory (".."): something is there, as with EEXIST (runc)
     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), dev.path)
 
 

@@ -331,6 +331,7 @@ def test_device_entries_that_are_symlinks_out_get_their_node_inside(world):
     os.mkdir(dev)
     os.symlink(world["sentinel"] + "/d-null", dev + "/null")
     os.symlink("../../../../../../.." + world["sentinel"] + "/d-zero", dev + "/zero")
+    os.symlink("..", dev + "/full")  # a directory: left as it is (runc's mknod gets EEXIST)
     cfg = make_cfg(world, [])
 
     def child():

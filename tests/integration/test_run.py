@@ -269,13 +269,13 @@ def test_no_fd_leaks_after_create_start(ocirun_root, tmp_path):
     assert sorted(container_fds(log.read_text())) == [0, 1, 2], log.read_text()
 
 
-def _run_with_listen_fds(root, bundle, cid, listen_pid: str | None):
+def _run_with_listen_fds(root, bundle, cid, listen_pid: str | None, extra: tuple[str, ...] = (), rc: int = 0):
     """`ocirun run` with LISTEN_FDS=1, fd 3 a pipe, LISTEN_PID ocirun's own pid (None) or the
     given one.  A shell sets LISTEN_PID=$$ and execs ocirun, so the pid is ocirun's."""
     keep, ends, place = _pipe_at([3])
     link = _inode_link(ends[0])
     pid_value = "$$" if listen_pid is None else listen_pid
-    cmd = helpers.ocirun_command() + ["--root", str(root), "run", "-b", str(bundle), cid]
+    cmd = helpers.ocirun_command() + ["--root", str(root), "run", *extra, "-b", str(bundle), cid]
     env = dict(os.environ, PYTHONPATH=str(helpers.REPO))
     try:
         proc = subprocess.Popen(["/bin/sh", "-c", f'LISTEN_FDS=1 LISTEN_PID={pid_value} exec "$@"', "sh"] + cmd,
@@ -285,8 +285,8 @@ def _run_with_listen_fds(root, bundle, cid, listen_pid: str | None):
     finally:
         for fd in keep:
             os.close(fd)
-    assert proc.returncode == 0, err
-    return out.decode(), link
+    assert proc.returncode == rc, err
+    return (out.decode() if rc == 0 else err.decode()), link
 
 
 SHOW_LISTEN = ["sh", "-c", 'echo "env:$LISTEN_FDS:$LISTEN_PID"; exec ls -l /proc/self/fd']
@@ -306,6 +306,15 @@ def test_listen_fds_for_another_pid_are_not_passed(ocirun_root, tmp_path):
     text, _link = _run_with_listen_fds(ocirun_root, bundle, "f5", str(os.getpid()))
     assert "env::\n" in text, text
     assert sorted(container_fds(text)) == [0, 1, 2], text
+
+
+def test_preserved_fds_after_listen_fds_must_be_open(ocirun_root, tmp_path):
+    """The preserved fds come after systemd's: with LISTEN_FDS=1 and --preserve-fds 1 the
+    container gets 3 and 4, so 4 must be open too (else one of ours would fill it)."""
+    bundle = make_bundle(tmp_path, SHOW_LISTEN)
+    err, _link = _run_with_listen_fds(ocirun_root, bundle, "f6", None, ("--preserve-fds", "1"), rc=1)
+    assert "--preserve-fds 1: fd 4 is not open (fds 3 to 4" in err, err
+    assert not (ocirun_root / "f6").exists()
 
 
 # ============================================================================ concurrency

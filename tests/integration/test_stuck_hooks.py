@@ -87,15 +87,16 @@ def test_kill_and_delete_act_while_start_runs_a_hook_without_timeout(ocirun_root
 
 
 def test_the_lock_wait_has_a_deadline(ocirun_root, tmp_path):
-    """A command that cannot get the container's lock says so after OCIRUN_STEP_TIMEOUT."""
+    """A command that cannot get the container's lock says so after five protocol steps
+    (OCIRUN_STEP_TIMEOUT each)."""
     args, seconds = _hook_sleep()
     bundle = make_bundle(tmp_path, ["true"], hooks={"createRuntime": [{"path": "/bin/sleep", "args": args}]})
     create = _popen(["create", "-b", str(bundle), "sk2"], ocirun_root, tmp_path / "err")  # holds the lock in its hook
     try:
         helpers.wait_until(lambda: _sleeps_of(seconds), 20, "the createRuntime hook to run")
-        r = run_ocirun("kill", "sk2", "KILL", root=ocirun_root, env=dict(os.environ, OCIRUN_STEP_TIMEOUT="1"))
+        r = run_ocirun("kill", "sk2", "KILL", root=ocirun_root, env=dict(os.environ, OCIRUN_STEP_TIMEOUT="0.4"))
         assert r.returncode == 1, r.stderr
-        assert r.stderr.strip() == ("container sk2 is busy: another ocirun command has held it for 1s "
+        assert r.stderr.strip() == ("container sk2 is busy: another ocirun command has held it for 2s "
                                     "(a hook without a timeout?)"), r.stderr
     finally:
         create.send_signal(signal.SIGTERM)  # `create` unwinds on SIGTERM and takes its hook along

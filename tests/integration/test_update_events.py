@@ -86,6 +86,36 @@ def test_update_flags_and_stdin(ocirun_root, tmp_path, monkeypatch):
         parse_bytes("memory", "lots")
 
 
+def test_update_stdin_wrong_before_its_end_fails_at_once(ocirun_root, tmp_path):
+    """Input that no more text can mend is refused without waiting for the sender to close;
+    a value cut between two writes (a literal, a number) is waited for."""
+    from ocirun.update import read_resources
+    r, w = os.pipe()
+    os.write(w, b'{"pids": bogus')
+    closer = threading.Timer(5, os.close, (w,))
+    closer.start()
+    try:
+        with os.fdopen(r) as stdin, pytest.MonkeyPatch.context() as mp:
+            mp.setattr("sys.stdin", stdin)
+            began = time.monotonic()
+            with pytest.raises(OCIError, match="invalid JSON"):
+                read_resources("-")
+            assert time.monotonic() - began < 3
+    finally:
+        closer.join()
+    r, w = os.pipe()
+    writer = threading.Thread(target=lambda: (os.write(w, b'{"pids": {"limit": -'), time.sleep(0.2),
+                                              os.write(w, b'1}, "x": tr'), time.sleep(0.2), os.write(w, b"ue}")))
+    writer.start()
+    try:
+        with os.fdopen(r) as stdin, pytest.MonkeyPatch.context() as mp:
+            mp.setattr("sys.stdin", stdin)
+            assert read_resources("-") == {"pids": {"limit": -1}, "x": True}
+    finally:
+        writer.join()
+        os.close(w)
+
+
 def test_update_of_a_stopped_container_fails(ocirun_root, tmp_path):
     bundle = helpers.make_bundle(tmp_path, ["true"], name="s1")
     assert helpers.run_ocirun("run", "--keep", "-b", bundle, "s1", root=ocirun_root).returncode == 0
