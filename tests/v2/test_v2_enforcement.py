@@ -267,6 +267,16 @@ def test_processes_are_born_in_the_container_cgroup(ocirun_root, tmp_path):
         r = helpers.run_ocirun("exec", "born", "cat", "/proc/self/cgroup", root=ocirun_root, timeout=TIMEOUT)
         assert r.returncode == 0, r.stderr
         assert r.stdout.strip() == "0::/"  # the root of its cgroup namespace: the container's cgroup
+        # exec --cgroup on the one v2 tree: a controller enabled there names it; others are refused.
+        os.mkdir(f"{leaf}/sub")
+        r = helpers.run_ocirun("exec", "--cgroup", "pids:sub", "born", "cat", "/proc/self/cgroup",
+                               root=ocirun_root, timeout=TIMEOUT)
+        assert (r.returncode, r.stdout.strip()) == (0, "0::/sub"), r.stderr
+        r = helpers.run_ocirun("exec", "--cgroup", "nosuch:sub", "born", "true", root=ocirun_root, timeout=TIMEOUT)
+        assert r.returncode == 255 and "no cgroup for controller 'nosuch'" in r.stderr, r.stderr
+        r = helpers.run_ocirun("exec", "--cgroup", "pids:sub", "--cgroup", "memory:/", "born", "true",
+                               root=ocirun_root, timeout=TIMEOUT)
+        assert r.returncode == 255 and "give one path" in r.stderr, r.stderr
     finally:
         delete(ocirun_root, "born")
 
