@@ -268,15 +268,11 @@ def build_parser(only: str | None = None):
 
 # ---------------------------------------------------------------------------- commands
 
-def _checked_preserve_fds(n: int) -> int:
-    """--preserve-fds N: the API's checks (a huge N once meant a loop over billions of fds; an
-    fd not open in the range would be filled by one of ours), in the flag's name."""
-    from .api import checked_preserve_fds
-    return checked_preserve_fds(n, "--preserve-fds")
-
-
 def _preserve_fds_refusal(a) -> str | None:
-    """Why the command's --preserve-fds cannot be honoured (None: fine, or no such flag)."""
+    """Why the command's --preserve-fds cannot be honoured (None: fine, or no such flag).  The
+    API checks it again for its own callers; main() asks first, in the flag's name, before we
+    open anything of our own (a huge N once meant a loop over billions of fds; an fd not open
+    in the range would be filled by one of ours)."""
     n = getattr(a, "preserve_fds", None)
     if not n:  # absent, or 0: nothing to check (and no module to load for it)
         return None
@@ -295,7 +291,7 @@ def _preserve_fds_refusal(a) -> str | None:
 def _create_args(a) -> dict:
     """The keyword arguments of api.Container.create (and api.run) from create's flags."""
     return {"console_socket": a.console_socket, "pid_file": a.pid_file, "no_pivot": a.no_pivot,
-            "no_new_keyring": a.no_new_keyring, "preserve_fds": _checked_preserve_fds(a.preserve_fds),
+            "no_new_keyring": a.no_new_keyring, "preserve_fds": a.preserve_fds,
             "systemd_cgroup": a.systemd_cgroup, "rootless": a.rootless}
 
 
@@ -442,7 +438,7 @@ def cmd_exec(a) -> int:
         args, process_file=a.process_file, tty=a.tty, console_socket=a.console_socket, detach=a.detach,
         pid_file=a.pid_file, env=a.env, cwd=a.cwd, user=a.user, additional_gids=a.additional_gids,
         caps=a.cap, no_new_privs=a.no_new_privs, apparmor=a.apparmor, process_label=a.process_label,
-        preserve_fds=_checked_preserve_fds(a.preserve_fds), ignore_paused=a.ignore_paused, cgroup=a.cgroup,
+        preserve_fds=a.preserve_fds, ignore_paused=a.ignore_paused, cgroup=a.cgroup,
         forward_signals=True)
     return 0 if a.detach else status  # detached, exec() returns the process's pid
 
