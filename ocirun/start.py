@@ -55,7 +55,7 @@ def _release_init(sd: StateDir, st: ContainerState) -> None:
             if data and not released and b"0" in data:
                 released = True
                 os.unlink(sd.fifo_path)  # from now on the container is "running"
-                sd.unlock()  # see below
+                sd.unlock()  # the docstring says why
                 data = data.replace(b"0", b"", 1)
             said += data if released else b""
             if eof and released:

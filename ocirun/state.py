@@ -132,8 +132,8 @@ class StateDir:
     # ------------------------------------------------------------------ locking
     def lock(self) -> None:
         """Take the directory's flock; FileNotFoundError if it is gone (also while we waited).
-        OCIError once another command has held it past the step deadline: `create` holds it
-        while hooks without a timeout run, and nothing may wait on another process forever."""
+        OCIError once another command has held it for LOCK_WAIT_STEPS protocol steps: `create`
+        holds it through its hooks, and nothing may wait on another process forever."""
         while self._lock_fd is None:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
