@@ -3,9 +3,9 @@
 The input is a `linux.resources` object (docker and containerd send it on stdin with
 `-r -`) or runc's flags.  As in runc, 0 means "leave as is" for every number (docker sends
 zeros for what it does not change), -1 means unlimited for memory, swap and pids.  Only the
-sections present are written: devices are left alone unless the JSON carries them.  The
-container keeps running; a refused value fails the command and leaves earlier writes in place
-(as runc does).
+sections present are written; device rules never are (runc: an engine's update carries the
+create-time list, and a hook may have added rules since).  The container keeps running; a
+refused value fails the command and puts back what this update had already written.
 """
 from __future__ import annotations
 
@@ -142,4 +142,6 @@ def update(root: str, cid: str, resources: dict) -> list[str]:
         if m is None:
             raise OCIError(f"container {cid} has no cgroup to update")
         m.resources = resources
-        return m.apply_resources(update=True)
+        from .cgroups.fs import UndoOnError
+        with UndoOnError(m.warning):
+            return m.apply_resources(update=True)

@@ -14,11 +14,53 @@ from ..errors import ConfigError, OCIError, os_words
 
 def write(path: str, value: str) -> None:
     """One write(2) of `value`: cgroupfs parses each write as one request."""
+    if _undo is not None:
+        _undo.append((path, _old_value(path)))
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
+
+
+_undo: list[tuple[str, str | None]] | None = None  # set inside `UndoOnError`
+
+
+class UndoOnError:
+    """`with UndoOnError(warn):` — should the block raise, every file it wrote gets its old
+    contents back, newest first, so a refused `update` leaves the limits as they were (runc
+    re-applies the config it had; a refused cpuset after a new memory limit must not leave the
+    limit changed).  Only one-line contents can be written back as read (memory.max, cpu.max,
+    cpuset.cpus, pids.max ...); a file that reads as several lines (io.max, memory.oom_control)
+    or cannot be read keeps what the block wrote, and `warn` names it."""
+
+    def __init__(self, warn) -> None:
+        self.warn = warn
+
+    def __enter__(self) -> None:
+        global _undo
+        _undo = []
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        global _undo
+        written, _undo = _undo or [], None
+        if exc_type is None:
+            return
+        for path, old in reversed(written):
+            try:
+                if old is None:
+                    raise OSError(0, "its old contents could not be read back as one value")
+                write(path, old)
+            except OSError as e:
+                self.warn(f"cgroup: could not put back {path} after the failed update: {os_words(e)}")
+
+
+def _old_value(path: str) -> str | None:
+    try:
+        text = read(path)
+    except OSError:
+        return None
+    return None if "\n" in text else text
 
 
 def read(path: str) -> str:

@@ -168,18 +168,21 @@ class Manager:
                 pids.update(fs.procs(leaf))
         if pids:
             self.shared = True
-            self._warn(f"container's cgroup is not empty: {len(pids)} process(es) found")
+            self.warning(f"container's cgroup is not empty: {len(pids)} process(es) found")
 
     def apply_resources(self, update: bool = False) -> list[str]:
         """Write linux.resources; returns (and passes to `warn`) the fields left unapplied.
 
         On create (`update=False`) the device policy is always written: with no rules at all
         it is runc's (deny everything but the default devices).  On `update` only the sections
-        given are touched, and 0 means "leave as is" (what docker sends for unchanged values).
+        given are touched, and 0 means "leave as is" (what docker sends for unchanged values);
+        the device rules never are, as runc never does: containerd's CRI sends the create-time
+        list with every update, and rules added since by a hook (NVIDIA's, for a GPU) would be
+        dropped.
         """
         res = self.resources
         check_types(res)
-        warn = self._warn
+        warn = self.warning
         skipped = [f"linux.resources.{k}" for k, v in res.items()
                    if k not in FIELDS and k not in TOP_LEVEL and _meaningful(v)]
         for section, keys in FIELDS.items():
@@ -207,7 +210,7 @@ class Manager:
             self._impl("rdma").apply_rdma(res["rdma"], self._dir_for, warn)
         if res.get("network"):
             (v2 if self.mode == "unified" else v1).apply_network(res["network"], self._dir_for, warn)
-        if not update or "devices" in res:
+        if not update:
             self._apply_devices(res.get("devices"))
         if res.get("unified"):
             self._apply_unified(res["unified"])
@@ -215,7 +218,7 @@ class Manager:
             warn("cgroup: not applied (unknown fields): " + ", ".join(skipped))
         return skipped
 
-    def _warn(self, msg: str) -> None:
+    def warning(self, msg: str) -> None:
         if self.warn is not None:
             self.warn(msg)
         else:
@@ -248,7 +251,7 @@ class Manager:
                                   f"rejecting memory limit {limit} below the current usage {usage} "
                                   "(checkBeforeUpdate)")
         impl.apply_memory(mem, self._dir_for)
-        impl.apply_memory_extras(mem, self._dir_for, self._warn)
+        impl.apply_memory_extras(mem, self._dir_for, self.warning)
 
     def _apply_devices(self, rules) -> None:
         if self.rootless:
@@ -422,7 +425,7 @@ class Manager:
         for leaf in self.paths.values():
             for d in fs.subdirs_bottom_up(leaf) + [leaf]:
                 if not fs.rmdir(d):
-                    self._warn(f"cgroup {d} still holds processes that are not the container's: left in place")
+                    self.warning(f"cgroup {d} still holds processes that are not the container's: left in place")
                     break
 
     def _remove_created_ancestors(self) -> None:

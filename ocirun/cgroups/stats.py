@@ -161,9 +161,13 @@ def blkio_stats(m) -> dict:
     if d is None:
         return {}
     if not is_v2:
+        # CFQ's files, BFQ's, then the throttle policy's, which counts every request: the first
+        # group whose byte counts name a device (as runc; BFQ's exist but stay "Total 0" when
+        # the device's scheduler is another).
         for prefix in ("blkio.", "blkio.bfq.", "blkio.throttle."):
-            if os.path.exists(f"{d}/{prefix}io_service_bytes_recursive"):
-                out = {"ioServiceBytesRecursive": _v1_blkio_entries(f"{d}/{prefix}io_service_bytes_recursive"),
+            service_bytes = _v1_blkio_entries(f"{d}/{prefix}io_service_bytes_recursive")
+            if service_bytes:
+                out = {"ioServiceBytesRecursive": service_bytes,
                        "ioServicedRecursive": _v1_blkio_entries(f"{d}/{prefix}io_serviced_recursive")}
                 return {k: v for k, v in out.items() if v}
         return {}
@@ -205,16 +209,22 @@ def hugetlb_stats(m) -> dict:
     return out
 
 
+# runc's CPUSet fields after cpus and mems, in its order: not `omitempty`, so always present (0
+# where the file is missing, as on cgroup v2, which has none of them).
+_CPUSET_FLAGS = ("cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page",
+                 "memory_spread_slab", "memory_pressure", "sched_load_balance", "sched_relax_domain_level")
+
+
 def cpuset_stats(m) -> dict:
     d, _ = _dir(m, "cpuset")
-    if d is None:
-        return {}
-    out = {}
+    out: dict = {}
     for key, name in (("cpus", "cpuset.cpus.effective"), ("mems", "cpuset.mems.effective")):
-        text = _read(f"{d}/{name}") or _read(f"{d}/cpuset.{key}") or ""
+        text = (_read(f"{d}/{name}") or _read(f"{d}/cpuset.{key}") or "") if d else ""
         ids = _parse_list(text)
         if ids:
             out[key] = ids
+    for key in _CPUSET_FLAGS:
+        out[key] = _int(f"{d}/cpuset.{key}") if d else 0
     return out
 
 

@@ -99,9 +99,7 @@ class SystemdManager(Manager):
         # properties, so that a later daemon-reload keeps the new values.
         res = _copy_resources(self.resources)
         self._complete_cpu_quota(res)
-        props = systemd.resource_properties(res, self._bus().version())
-        if "devices" in res:
-            props += self._device_properties(res)
+        props = systemd.resource_properties(res, self._bus().version())  # no devices (Manager.apply_resources)
         self.resources = res
         skipped = super().apply_resources(update=True)
         self._bus().set_properties(self.unit.name, props)
@@ -137,8 +135,8 @@ class SystemdManager(Manager):
         from . import v2
         from .devices import policy_for
         # On a fresh scope systemd has just attached its own filter (the same policy, in its
-        # words): ours goes beside it.  On `update` ours replaces every filter there, and
-        # set_properties() then has systemd attach its new one.
+        # words): ours goes beside it.  Written again to a scope that already runs (never by
+        # `update`, which leaves devices alone), ours replaces every filter there.
         v2.apply_devices(policy_for(rules), self._dir_for, replace=self._fresh is False)
 
     _fresh = False
@@ -219,7 +217,7 @@ class SystemdManager(Manager):
         except OCIError as e:
             if os.path.isdir(self.dir):
                 raise
-            self._warn(f"systemd: {e}")  # the scope's cgroup is gone all the same
+            self.warning(f"systemd: {e}")  # the scope's cgroup is gone all the same
         super().destroy()
 
     def _kill_and_wait_empty(self) -> None:

@@ -116,6 +116,43 @@ def test_update_stdin_wrong_before_its_end_fails_at_once(ocirun_root, tmp_path):
         os.close(w)
 
 
+@pytest.mark.skipif(MODE == "unified", reason="reads the v1 devices controller's devices.list; "
+                    "the eBPF filter of a v2 host is not readable back as rules")
+def test_update_leaves_device_rules_alone(ocirun_root, tmp_path):
+    """containerd's CRI sends the create-time device list with every update: a rule added since
+    (NVIDIA's hook adds `c 195:* rwm` for a GPU) must survive it, as with runc, which never
+    touches devices on update."""
+    m = start(tmp_path, ocirun_root, "ud", cpu={"shares": 512})
+    try:
+        d = m.path("devices")
+        with open(f"{d}/devices.allow", "w") as f:
+            f.write("c 195:* rwm")
+        update(str(ocirun_root), "ud", {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": 300}})
+        assert limit(m, "cpu", "cpu.shares", "cpu.weight") == "300"
+        with open(f"{d}/devices.list") as f:
+            assert "c 195:* rwm" in f.read().splitlines()
+    finally:
+        delete(ocirun_root, "ud")
+
+
+def test_refused_update_puts_back_what_it_wrote(ocirun_root, tmp_path):
+    """A refused value (a cpuset the host lacks) fails the update after memory and cpu were
+    written: they get their old values back (runc re-applies its config), so the engine's
+    "update failed" is true of the cgroup too."""
+    m = start(tmp_path, ocirun_root, "uf", memory={"limit": 100 << 20}, cpu={"shares": 512}, pids={"limit": 20})
+    try:
+        before = [limit(m, "memory", "memory.limit_in_bytes", "memory.max"),
+                  limit(m, "cpu", "cpu.shares", "cpu.weight"), limit(m, "pids", "pids.max", "pids.max")]
+        missing_cpu = str(os.cpu_count() + 64)
+        with pytest.raises(OCIError, match="linux.resources.cpu.cpus"):
+            update(str(ocirun_root), "uf", {"memory": {"limit": 300 << 20}, "pids": {"limit": 55},
+                                            "cpu": {"shares": 700, "cpus": missing_cpu}})
+        assert [limit(m, "memory", "memory.limit_in_bytes", "memory.max"),
+                limit(m, "cpu", "cpu.shares", "cpu.weight"), limit(m, "pids", "pids.max", "pids.max")] == before
+    finally:
+        delete(ocirun_root, "uf")
+
+
 def test_update_of_a_stopped_container_fails(ocirun_root, tmp_path):
     bundle = helpers.make_bundle(tmp_path, ["true"], name="s1")
     assert helpers.run_ocirun("run", "--keep", "-b", bundle, "s1", root=ocirun_root).returncode == 0
@@ -139,8 +176,38 @@ def test_events_stats_has_runcs_shape(ocirun_root, tmp_path):
         assert data["memory"]["usage"]["limit"] == 64 << 20
         assert data["memory"]["usage"]["usage"] > 0
         assert data["cpu"]["usage"]["total"] > 0
+        # runc's CPUSet fields are not omitempty: all of them, always (0 where v2 lacks the file)
+        assert {"cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page",
+                "memory_spread_slab", "memory_pressure", "sched_load_balance",
+                "sched_relax_domain_level"} <= set(data["cpuset"])
+        if MODE != "unified":
+            assert data["cpuset"]["sched_load_balance"] == 1  # the v1 file's default, read
     finally:
         delete(ocirun_root, "e1")
+
+
+@pytest.mark.skipif(MODE == "unified", reason="v1 blkio files (the v2 io.stat path is another branch)")
+def test_events_stats_counts_direct_writes_in_blkio(ocirun_root, tmp_path):
+    """BFQ's blkio files exist on this kind of host but stay "Total 0" when the disk uses another
+    scheduler: the counts come from the first group that names a device (runc's order)."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    bundle = helpers.make_bundle(tmp_path, ["sh", "-c", "dd if=/dev/zero of=/tmp/f bs=64k count=32 oflag=direct"
+                                            " 2>/dev/null; sleep 100"], name="eb",
+                                 mounts=helpers.default_config()["mounts"] + [
+                                     {"destination": "/tmp", "type": "bind", "source": str(data_dir),
+                                      "options": ["rbind", "rw"]}])
+    assert helpers.run_ocirun("run", "-d", "-b", bundle, "eb", root=ocirun_root).returncode == 0
+    try:
+        helpers.wait_until(lambda: (data_dir / "f").exists() and (data_dir / "f").stat().st_size == 32 << 16,
+                           what="the container's direct writes")
+        out = io.StringIO()
+        assert ev.events(str(ocirun_root), "eb", stats_only=True, out=out) == 0
+        written = [e for e in json.loads(out.getvalue())["data"]["blkio"].get("ioServiceBytesRecursive", [])
+                   if e.get("op") == "Write"]
+        assert written and max(e.get("value", 0) for e in written) >= 32 << 16, written
+    finally:
+        delete(ocirun_root, "eb")
 
 
 def test_events_reports_an_oom_kill_and_ends_with_the_container(ocirun_root, tmp_path):
