@@ -157,8 +157,10 @@ class Container:
     @classmethod
     def list(cls, root: str | os.PathLike[str] | None = None) -> list[dict]:
         """The state of every container under `root`, sorted by id, each as `state()` returns
-        it (`ocirun list --format json`).  A container whose state file cannot be read is listed
-        with status "unknown" (and a warning on stderr).  An empty list if the root does not exist."""
+        it (`ocirun list --format json`) with "owner" the user who owns its state directory, as
+        runc's list.  A container whose state file is there but cannot be read is listed with
+        status "unknown" (and a warning on stderr); one this user may not read is left out with
+        the warning.  An empty list if the root does not exist."""
         with _ONE_ERROR_TYPE:
             from .query import list_all
             return list_all(default_root() if root is None else os.fspath(root))

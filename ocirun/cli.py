@@ -405,7 +405,7 @@ def cmd_list(a) -> int:
         _out(jsonio.dumps(items))
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
-        rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s.get("owner") or "root")
+        rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s.get("owner", ""))
                  for s in items]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:

@@ -680,14 +680,27 @@ def _json_path(parts: tuple) -> str:
 def load_bundle(bundle: str, validate: bool = True, doc: object = None) -> Config:
     """Read (unless the caller already did: `doc`), schema-check and parse `<bundle>/config.json`."""
     bundle = os.path.abspath(bundle)
-    if not os.path.isdir(bundle):
-        raise OCIError(f"bundle {bundle}: no such directory")
+    problem = _not_a_directory(bundle)
+    if problem:
+        raise OCIError(f"bundle {bundle}: {problem}")
     if doc is None:
         doc = read_json(os.path.join(bundle, "config.json"))
     if validate:
         from .schema import validate_config
         validate_config(doc)
     cfg = parse_config(doc, bundle)
-    if not os.path.isdir(cfg.root_path):
-        raise ConfigError("root.path", f"{cfg.root_path}: no such directory")
+    problem = _not_a_directory(cfg.root_path)
+    if problem:
+        raise ConfigError("root.path", f"{cfg.root_path}: {problem}")
     return cfg
+
+
+def _not_a_directory(path: str) -> str | None:
+    """Why `path` is not a directory we can use, in the kernel's words (a rootless user's
+    "permission denied" is not "no such directory"); None when it is one."""
+    try:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            return None
+    except OSError as e:
+        return os_words(e) if not isinstance(e, FileNotFoundError) else "no such directory"
+    return "not a directory"

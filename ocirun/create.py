@@ -64,6 +64,11 @@ def create(root: str, cid: str, opts: CreateOptions) -> int:
     # Paths only, checked before anything exists (a cgroupsPath through a control file, `..`).
     from .rootless import in_user_namespace, is_rootless
     rootless = is_rootless(opts.rootless, opts.systemd_cgroup)
+    if os.geteuid() != 0 and cfg.linux.namespace("user") is None:
+        # As runc: without one, the first privileged step fails with a bare EPERM.  (Root of a
+        # user namespace, as under rootless podman, is root here: it needs none of its own.)
+        raise ConfigError("linux.namespaces", f"a rootless container needs a user namespace (uid "
+                          f"{os.geteuid()} is not root): `ocirun spec --rootless` writes one")
     manager = cgroup_manager(cid, cfg, opts.systemd_cgroup, rootless)
     no_cgroup_warning = None
     # no eBPF device filter without privilege; root of a user namespace has none either

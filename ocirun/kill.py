@@ -41,14 +41,20 @@ def kill(root: str, cid: str, sig: int, all_procs: bool = False) -> None:
             if cg is not None:
                 cg.kill_all(sig)
                 return
+            c.require("kill")
+            for pid in c.processes():  # its pid namespace (a rootless container without a cgroup)
+                _signal(pid, sig, missing_ok=pid != c.state.pid)
+            return
         c.require("kill")
         _signal(c.state.pid, sig)
 
 
-def _signal(pid: int, sig: int) -> None:
+def _signal(pid: int, sig: int, missing_ok: bool = False) -> None:
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
+        if missing_ok:
+            return  # one of several, gone meanwhile
         raise OCIError("container not running") from None
     except OSError as e:
         raise os_error(f"kill {pid}", e) from None

@@ -7,21 +7,43 @@ import os
 
 from . import log as _log
 from .errors import OCIError
-from .state import STOPPED, Container, StateDir
+from .state import Container, StateDir
 
 
 def list_all(root: str) -> list[dict]:
     from .state import list_ids
     out = []
+    owners: dict[int, str] = {}
     for cid in list_ids(root):
         sd = StateDir(root, cid)
         try:
-            out.append(Container(sd, sd.read()).public_state())
+            row = Container(sd, sd.read()).public_state()
         except OCIError as e:
-            if os.path.exists(os.path.join(sd.path, "state.json")):  # else: deleted meanwhile
-                _log.get().warn(str(e))
-                out.append(_unknown_state(cid, sd))
+            if not os.path.lexists(sd.path):
+                continue  # deleted meanwhile
+            _log.get().warn(str(e))  # another user's container, say: named, as runc does
+            if not os.path.exists(os.path.join(sd.path, "state.json")):
+                continue
+            row = _unknown_state(cid, sd)
+        row["owner"] = _owner(sd.path, owners)
+        out.append(row)
     return out
+
+
+def _owner(path: str, names: dict[int, str]) -> str:
+    """Who owns the container's state directory, by name (`#uid` without one), as runc's list:
+    the user who made it (root's runtime makes root's)."""
+    try:
+        uid = os.lstat(path).st_uid
+    except OSError:
+        return ""
+    if uid not in names:
+        import pwd
+        try:
+            names[uid] = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            names[uid] = f"#{uid}"
+    return names[uid]
 
 
 def _unknown_state(cid: str, sd: StateDir) -> dict:
@@ -43,7 +65,4 @@ def _unknown_state(cid: str, sd: StateDir) -> dict:
 
 def processes(root: str, cid: str) -> list[int]:
     with Container.open(root, cid, lock=False) as c:
-        cg = c.cgroup()
-        if cg is not None:
-            return sorted(cg.pids())
-        return [c.state.pid] if c.status != STOPPED else []
+        return c.processes()

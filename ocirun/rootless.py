@@ -31,7 +31,7 @@ def is_rootless(flag: str, systemd: bool = False) -> bool:
         return True
     if flag in _FALSE:
         return False
-    if flag != "auto":
+    if flag and flag.lower() != "auto":  # runc: empty or any case of "auto" is auto
         raise OCIError(f"--rootless {flag!r}: want auto, true or false")
     if os.geteuid() != 0:
         return True

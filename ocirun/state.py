@@ -28,6 +28,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import time
 
 from . import jsonio
@@ -76,6 +77,24 @@ def pid_alive(pid: int, start_time: int | None) -> bool:
         return False
     st = proc_start_time(pid)
     return st is not None and (start_time is None or st == start_time)
+
+
+def pid_namespace_members(init: int) -> list[int]:
+    """Every process in the pid namespace whose pid 1 is host pid `init`, found by its
+    /proc/PID/ns/pid link (the owner of a user namespace may read its processes' links)."""
+    try:
+        ns = os.readlink(f"/proc/{init}/ns/pid")
+    except OSError:
+        return []
+    members = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                    members.append(int(name))
+            except OSError:
+                continue  # exited meanwhile
+    return sorted(members)
 
 
 def utc_now() -> str:
@@ -533,7 +552,17 @@ def list_ids(root: str) -> list[str]:
         names = os.listdir(root)
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if os.path.isfile(os.path.join(root, n, STATE_FILE)))
+    return sorted(n for n in names if _may_be_a_container(os.path.join(root, n, STATE_FILE)))
+
+
+def _may_be_a_container(state_file: str) -> bool:
+    """A state file, or one we may not look at (another user's container: `list` says so)."""
+    try:
+        return stat.S_ISREG(os.stat(state_file).st_mode)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------ status and its transitions
@@ -687,6 +716,21 @@ class Container:
             self._cgroup = load_cgroup(self.state.cgroup)
             self._cgroup_loaded = True
         return self._cgroup
+
+    def processes(self) -> list[int]:
+        """The container's processes (host pids): its cgroup's; without a cgroup (rootless, no
+        delegated one) those in its own pid namespace; [] once stopped.  OCIError when neither
+        tells them from the host's (a container in the host's pid namespace without a cgroup:
+        runc's `kill --all` and `ps` fail there too)."""
+        cg = self.cgroup()
+        if cg is not None:
+            return sorted(cg.pids())
+        if self.status == STOPPED:
+            return []
+        if self.state.shared_pid_ns:
+            raise OCIError(f"container {self.id} has no cgroup and no pid namespace of its own: "
+                           "its processes cannot be told from the others")
+        return pid_namespace_members(self.state.pid)
 
     def config(self):
         """The typed config (config.Config) the container was created from: the document

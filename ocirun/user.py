@@ -27,9 +27,15 @@ def switch_user(user, keep_caps: bool = True) -> None:
     k = kernel.KERNEL
     if keep_caps:
         _keepcaps(True)
-    if k.may_setgroups():
-        # Nobody asked for groups a user namespace with setgroups "deny" cannot have: runc then
-        # silently leaves them alone.
+    if not k.may_setgroups():
+        # A user namespace whose setgroups is "deny" (a rootless container that maps only its
+        # user's own gid): the groups we inherited stay, as with runc; groups asked for cannot be
+        # had, and runc refuses them too rather than run the process without them.
+        if user.additional_gids:
+            raise OCIError(f"process.user.additionalGids: cannot set {_gid_list(user.additional_gids)}: "
+                           "this user namespace denies setgroups (a rootless container mapping one gid; "
+                           "ranges from /etc/subgid through newgidmap allow groups)")
+    else:
         try:
             k.setgroups(user.additional_gids)
         except OSError as e:
@@ -39,11 +45,11 @@ def switch_user(user, keep_caps: bool = True) -> None:
     try:
         k.setresgid(user.gid, user.gid, user.gid)
     except OSError as e:
-        raise _err("process.user.gid", f"setgid {user.gid}", e) from None
+        raise _id_err("process.user.gid", f"setgid {user.gid}", e) from None
     try:
         k.setresuid(user.uid, user.uid, user.uid)
     except OSError as e:
-        raise _err("process.user.uid", f"setuid {user.uid}", e) from None
+        raise _id_err("process.user.uid", f"setuid {user.uid}", e) from None
     if keep_caps:
         _keepcaps(False)
 
@@ -114,3 +120,12 @@ def fix_stdio_permissions(uid: int) -> None:
 
 def _err(field: str, what: str, e: OSError) -> OCIError:
     return OCIError(f"{field}: {what}: {os_words(e)}")
+
+
+def _id_err(field: str, what: str, e: OSError) -> OCIError:
+    """setresuid/setresgid: EINVAL means only one thing, an id the user namespace does not map."""
+    if e.errno == errno.EINVAL:
+        kind = "uid" if field.endswith("uid") else "gid"
+        return OCIError(f"{field}: {what}: that {kind} is not mapped in the container's user namespace "
+                        f"(linux.{kind}Mappings)")
+    return _err(field, what, e)

@@ -16,6 +16,7 @@ import errno
 import os
 
 from .. import linux
+from ..errors import os_words
 
 RESOLVE = linux.RESOLVE_IN_ROOT | linux.RESOLVE_NO_MAGICLINKS
 MAX_LINKS = 40  # same limit as the kernel's MAXSYMLINKS
@@ -91,6 +92,9 @@ def _create_missing(fd: int, root_fd: int, parts: list[str], have: int, mode: in
                                              "/" + "/".join(parts[:i + 1])) from None
                 base = [] if target.startswith("/") else parts[:i]
                 return base + _parts(target) + parts[i + 1:]
+            except OSError as e:  # the same kind of error, saying which directory could not be made
+                where = "/" + "/".join(parts[:i + 1])
+                raise OSError(e.errno, f"mkdir {where}: {os_words(e)}") from None
             nfd = linux.openat2(fd, name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW, 0,
                                 linux.RESOLVE_NO_SYMLINKS | linux.RESOLVE_BENEATH)
             os.close(fd)

@@ -229,3 +229,95 @@ def test_a_root_owned_host_file_stays_read_only_to_the_containers_root(user, tmp
     assert "ermission denied" in r.stdout + r.stderr or "not permitted" in r.stdout + r.stderr
     st = os.stat(target)
     assert target.read_text() == "root's\n" and (st.st_uid, st.st_mode & 0o777) == (0, 0o644)
+
+
+def test_groups_a_one_gid_mapping_cannot_have_are_refused_as_runc_does(user):
+    """With only the user's own gid mapped, setgroups is denied: runc refuses additionalGids
+    ("cannot set any additional groups in a rootless container") rather than run without them."""
+    bundle = user.bundle("g1", ["id", "-G"], {"process": {"user": {"additionalGids": [5]}}})
+    r = user.run(user.ocirun, "run", "-b", bundle, "groups")
+    helpers.one_line_error(r, "process.user.additionalGids", "denies setgroups")
+    assert os.listdir(user.xdg / "ocirun") == []
+    if helpers.RUNC:
+        assert user.run(helpers.RUNC, "run", "-b", bundle, "groups-runc").returncode != 0
+    bundle = user.bundle("g2", ["sleep", "1000"])
+    assert user.run(user.ocirun, "run", "-d", "-b", bundle, "groups2").returncode == 0
+    r = user.run(user.ocirun, "exec", "--additional-gids", "5", "groups2", "true")
+    helpers.one_line_error(r, "process.user.additionalGids", "denies setgroups", status=255,
+                           prefix="exec failed: ")
+
+
+def test_kill_all_without_a_cgroup_reaches_the_whole_pid_namespace(user):
+    """No delegated cgroup to list the processes by: `kill --all` and `ps` use the container's
+    pid namespace (it used to signal the init alone and say it had signalled all)."""
+    bundle = user.bundle("k1", ["sh", "-c", "trap '' TERM; sleep 1000"])
+    run, ocirun = user.run, user.ocirun
+    assert run(ocirun, "run", "-d", "-b", bundle, "killall").returncode == 0
+    assert run(ocirun, "exec", "-d", "killall", "sleep", "777").returncode == 0
+
+    def exec_sleep() -> list[int]:
+        pids = json.loads(run(ocirun, "ps", "--format", "json", "killall").stdout)
+        return [p for p in pids if Path(f"/proc/{p}/cmdline").read_bytes().startswith(b"sleep\x00777")]
+    pid = helpers.wait_until(exec_sleep, 10, "ps to list the exec'd process")[0]
+    r = run(ocirun, "kill", "--all", "killall", "TERM")
+    assert r.returncode == 0, r.stderr
+    helpers.wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10, "the exec'd sleep to end")
+    assert json.loads(run(ocirun, "state", "killall").stdout)["status"] == "running"  # its init ignores TERM
+
+
+def test_a_rootless_config_without_a_user_namespace_says_so(user):
+    bundle = user.bundle("n1", ["true"])
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["linux"]["namespaces"] = [ns for ns in doc["linux"]["namespaces"] if ns["type"] != "user"]
+    del doc["linux"]["uidMappings"], doc["linux"]["gidMappings"]
+    (bundle / "config.json").write_text(json.dumps(doc))
+    r = user.run(user.ocirun, "run", "-b", bundle, "nouserns")
+    helpers.one_line_error(r, "linux.namespaces", "needs a user namespace")
+    assert not (user.xdg / "ocirun").exists() or os.listdir(user.xdg / "ocirun") == []
+
+
+def test_an_unreadable_rootfs_and_an_unmapped_uid_are_named(user):
+    private = user.top / "private"
+    (private / "rootfs").mkdir(parents=True)
+    os.chmod(private, 0o700)  # root's: the user cannot look inside
+    bundle = user.bundle("p1", ["true"], {"root": {"path": str(private / "rootfs")}})
+    r = user.run(user.ocirun, "run", "-b", bundle, "unreadable")
+    helpers.one_line_error(r, "root.path", "permission denied")
+    bundle = user.bundle("p2", ["true"], {"process": {"user": {"uid": 0, "gid": 1000}}})
+    r = user.run(user.ocirun, "run", "-b", bundle, "unmapped")
+    helpers.one_line_error(r, "process.user.gid", "not mapped in the container's user namespace")
+    # a mount point the container's root may not make in root's rootfs: the mkdir is named
+    bundle = user.bundle("p3", ["true"])
+    doc = json.loads((bundle / "config.json").read_text())
+    doc["mounts"].append({"destination": "/no-such-dir/sub", "type": "tmpfs", "source": "tmpfs"})
+    (bundle / "config.json").write_text(json.dumps(doc))
+    r = user.run(user.ocirun, "run", "-b", bundle, "nomkdir")
+    helpers.one_line_error(r, "mounts[", "mkdir /no-such-dir: permission denied")
+    assert os.listdir(user.xdg / "ocirun") == []
+
+
+def test_list_names_each_containers_owner_and_the_ones_it_cannot_read(user, ocirun_root, tmp_path):
+    """runc's list: OWNER is who owns the state directory; another user's container it may
+    not read is left out with a line on stderr."""
+    bundle = user.bundle("l1", ["sleep", "1000"])
+    assert user.run(user.ocirun, "run", "-d", "-b", bundle, "listed").returncode == 0
+    r = user.run(user.ocirun, "list", "--format", "json")
+    assert [(c["id"], c["owner"]) for c in json.loads(r.stdout)] == [("listed", "nobody")], r.stdout
+    r = helpers.ok("--root", user.xdg / "ocirun", "list")
+    assert r.stdout.splitlines()[1].split()[-1] == "nobody", r.stdout
+    helpers.ok("run", "-d", "-b", helpers.make_bundle(tmp_path, ["sleep", "1000"]), "roots-listed", root=ocirun_root)
+    os.chmod(ocirun_root, 0o755)  # the test's own root: only the state dir's 0700 keeps the user out
+    try:
+        r = user.run(user.ocirun, "--root", ocirun_root, "list", "--format", "json")
+        assert r.returncode == 0 and json.loads(r.stdout) == [], (r.stdout, r.stderr)
+        assert "roots-listed" in r.stderr and "ermission denied" in r.stderr, r.stderr
+        assert json.loads(helpers.ok("list", "--format", "json", root=ocirun_root).stdout)[0]["owner"] == "root"
+    finally:
+        helpers.delete(ocirun_root, "roots-listed", check=False)
+
+
+@pytest.mark.parametrize("value", ["AUTO", "Auto", ""])
+def test_rootless_auto_in_any_case_or_empty_is_auto(user, value):
+    bundle = user.bundle("a1", ["true"])
+    r = user.run(user.ocirun, f"--rootless={value}", "run", "-b", bundle, "auto")
+    assert r.returncode == 0, r.stderr
