@@ -48,8 +48,11 @@ def delete(root: str, cid: str, force: bool = False) -> None:
             network.return_devices(sd.path, st.pid if status != STOPPED else 0)
         if status != STOPPED or st.shared_pid_ns:
             if cg is not None and status == PAUSED:
-                cg.kill_all(signal.SIGKILL)
-                cg.thaw()
+                _forced(force, lambda: cg.kill_all(signal.SIGKILL))
+                # The frozen processes die once thawed.  systemd stops a scope whose processes
+                # all got SIGKILL and removes its cgroup: then nothing is left to thaw.
+                if cg.state() == "paused":
+                    _forced(force, cg.thaw)
             _forced(force, lambda: kill_and_wait(st.pid, st.start_time))
         if cg is not None:
             _forced(force, cg.destroy)

@@ -46,19 +46,42 @@ def systemd_running() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
+PRIVATE_SOCKET = "/run/systemd/private"  # the system instance's direct socket (root only)
+CONNECT_ERRORS = (OSError, RuntimeError, ValueError, StopIteration)
+
+
+def _why(e: BaseException, timeout: float) -> str:
+    if isinstance(e, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(e, StopIteration):
+        return "no unix: address in it"
+    return str(e) or type(e).__name__
+
+
 class Systemd:
     """A connection to one systemd instance's manager."""
 
     def __init__(self, bus: str = "system", timeout: float = CALL_TIMEOUT_S) -> None:
-        """`timeout` bounds the connection and Hello (`ocirun check` waits less than the driver)."""
+        """`timeout` bounds the connection and Hello (`ocirun check` waits less than the driver).
+
+        root falls back to systemd's own socket when the system bus does not answer (no
+        dbus-daemon, or one restarting), as runc does: a direct connection to the manager,
+        without the bus daemon in between (no Hello, no match rules to register)."""
         self.bus = bus
         self.address = where = _bus_address(bus)
+        self.direct = False
         try:
             self.conn = _connect(where, timeout)
-        except (OSError, RuntimeError, ValueError, StopIteration) as e:
-            why = (f"no answer within {timeout:g} s" if isinstance(e, TimeoutError)
-                   else "no unix: address in it" if isinstance(e, StopIteration) else str(e) or type(e).__name__)
-            raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): {why}") from None
+        except CONNECT_ERRORS as e:
+            why = _why(e, timeout)
+            if not (bus == "system" and os.geteuid() == 0 and os.path.exists(PRIVATE_SOCKET)):
+                raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): {why}") from None
+            try:
+                self.conn = _connect(f"unix:path={PRIVATE_SOCKET}", timeout, hello=False)
+            except CONNECT_ERRORS as e2:
+                raise OCIError(f"systemd cgroup driver: cannot connect to the {bus} bus ({where}): {why}; "
+                               f"nor to systemd's own socket {PRIVATE_SOCKET}: {_why(e2, timeout)}") from None
+            self.address, self.direct = f"unix:path={PRIVATE_SOCKET}", True
         self._version: int | None = None
         self._subscribed = False
 
@@ -166,7 +189,8 @@ class Systemd:
         rule = MatchRule(type="signal", interface=MANAGER, member="JobRemoved", path=SYSTEMD_PATH)
         with self.conn.filter(rule, bufsize=1024) as queue:
             if not self._subscribed:
-                self._send_to_bus(message_bus.AddMatch(rule))
+                if not self.direct:  # a direct connection gets the manager's signals unasked
+                    self._send_to_bus(message_bus.AddMatch(rule))
                 self.call("Subscribe")  # systemd sends its signals only to subscribers
                 self._subscribed = True
             job = self.call(member, signature, body)[0]
@@ -221,9 +245,10 @@ def host_uid() -> int:
     return uid
 
 
-def _connect(address: str, timeout: float = CALL_TIMEOUT_S):
-    """An authenticated connection that has said Hello, each step with a deadline (jeepney's
-    own constructor waits for the Hello reply without one)."""
+def _connect(address: str, timeout: float = CALL_TIMEOUT_S, hello: bool = True):
+    """An authenticated connection that has said Hello (to a bus daemon; `hello=False` for a
+    direct connection to systemd), each step with a deadline (jeepney's own constructor waits
+    for the Hello reply without one)."""
     from jeepney import MessageType
     from jeepney.bus_messages import message_bus
     from jeepney.io.blocking import DBusConnection, DBusConnectionBase
@@ -233,6 +258,9 @@ def _connect(address: str, timeout: float = CALL_TIMEOUT_S):
         def __init__(self, sock) -> None:
             DBusConnectionBase.__init__(self, sock)  # not DBusConnection's: its Hello has no deadline
             self._filters = MessageFilters()
+            if not hello:
+                self.unique_name = None
+                return
             reply = self.send_and_get_reply(message_bus.Hello(), timeout=timeout)
             if reply.header.message_type == MessageType.error:
                 raise OSError(f"Hello refused: {reply.body[0] if reply.body else ''}")

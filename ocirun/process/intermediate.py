@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from .. import namespaces
+from ..errors import OCIError
 from ..linux import CLONE_NEWTIME
 from .channel import GO, INIT_PID, USERNS, USERNS_DONE, Channel, report_error_and_exit
 from .context import LaunchContext
@@ -27,7 +28,7 @@ def main(ctx: LaunchContext, ch: Channel, init_ch: Channel, join=None) -> None:
         from ..rootfs import mounts
         mounts.remember_own_cgroup2()  # a new cgroup namespace hides it (the userns cgroup fallback)
         _enter_namespaces(ctx, ch)
-        pid = os.fork()
+        pid = _fork_init()
         if pid == 0:
             ch.close()  # the intermediate's conversation is not the init's
             from . import init
@@ -37,6 +38,15 @@ def main(ctx: LaunchContext, ch: Channel, init_ch: Channel, join=None) -> None:
         os._exit(0)
     except BaseException as e:  # noqa: BLE001 — every failure goes to the parent as one line
         report_error_and_exit(ch, e)
+
+
+def _fork_init() -> int:
+    try:
+        return os.fork()
+    except BlockingIOError:  # EAGAIN: we are in the container's cgroup already, under its limits
+        raise OCIError("forking the container's init: resource temporarily unavailable (its cgroup "
+                       "allows no more processes: a pids.max too low, such as linux.resources.unified "
+                       "\"pids.max\": \"0\", or the user's process limit)") from None
 
 
 def _enter_namespaces(ctx: LaunchContext, ch: Channel) -> None:

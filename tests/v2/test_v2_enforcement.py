@@ -74,6 +74,13 @@ def test_pids_max_and_update(ocirun_root, tmp_path):
         delete(ocirun_root, "p1")
 
 
+def test_a_pids_max_with_no_room_for_the_init_is_named(ocirun_root, tmp_path):
+    """The init's fork inside the cgroup gets EAGAIN: the error said only the kernel's words."""
+    r = run(tmp_path, ocirun_root, "true", cid="p0", resources={"unified": {"pids.max": "0"}})
+    helpers.one_line_error(r, "forking the container's init", "pids.max")
+    assert not (ocirun_root / "p0").exists()
+
+
 def test_cpu_max_throttles_a_busy_loop(ocirun_root, tmp_path):
     m = start(tmp_path, ocirun_root, "while :; do :; done", "cpu1",
               linux={"resources": {"cpu": {"quota": 10000, "period": 100000}}})
