@@ -70,6 +70,7 @@ class CheckpointOptions(Record):
 
 def checkpoint(root: str, cid: str, opts: CheckpointOptions) -> None:
     binary = criu.criu_binary(opts.criu_path)
+    criu.reply_timeout()  # a bad OCIRUN_CRIU_TIMEOUT is refused before anything is made
     criu.warn_if_unprivileged()
     cg_mode = criu.cgroup_mode(opts.manage_cgroups_mode)
     with Container.open(root, cid) as c:

@@ -30,11 +30,35 @@ from .errors import OCIError, os_words
 # (and with --lazy-pages answers only once the other side has taken every page), so this is
 # generous, and OCIRUN_CRIU_TIMEOUT=SECONDS changes it; but a CRIU that hangs must not hang us
 # (and the engine) for ever.
-REPLY_TIMEOUT_S = float(os.environ.get("OCIRUN_CRIU_TIMEOUT", "") or 3600)
+DEFAULT_REPLY_TIMEOUT_S = 3600.0
 # A question about CRIU itself (its version, what the kernel offers) takes it milliseconds:
 # a CRIU that does not answer that is stuck, and a dump's hour is no deadline for it.
-QUERY_TIMEOUT_S = min(60.0, REPLY_TIMEOUT_S)
+QUERY_TIMEOUT_MAX_S = 60.0
+
+
+def reply_timeout() -> float:
+    """OCIRUN_CRIU_TIMEOUT (seconds, positive and finite), else an hour."""
+    text = os.environ.get("OCIRUN_CRIU_TIMEOUT", "")
+    if not text:
+        return DEFAULT_REPLY_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 1e9:  # nan, inf, 0, negative: no usable deadline
+        raise OCIError(f"OCIRUN_CRIU_TIMEOUT={text!r}: want a number of seconds, such as 600")
+    return value
+
+
+def query_timeout() -> float:
+    return min(QUERY_TIMEOUT_MAX_S, reply_timeout())
+
+
 EXIT_TIMEOUT_S = 30.0
+# After a failure on our side, how long CRIU gets to notice that we hung up and undo its own
+# work (its cgroup yard, mounted in our mount namespace) before it is killed.
+ABORT_GRACE_S = 5.0
+POLL_S = 1.0  # how often a wait for an answer also looks whether CRIU itself still runs
 _MAX_MESSAGE = 10 * 4096  # runc's buffer: a response never comes near it
 
 # criu_req_type
@@ -170,8 +194,11 @@ class Session:
     """One `criu swrk` process and the socket we talk to it on."""
 
     def __init__(self, binary: str, *, stdio: tuple = (None, None, None), pass_fds: tuple[int, ...] = (),
-                 log_dir: str | None = None, log_file: str | None = None) -> None:
+                 log_dir: str | None = None, log_file: str | None = None, yard_dirs: tuple[str, ...] = ()) -> None:
+        """`yard_dirs`: where CRIU may make its cgroup yard (its images and work directories),
+        for `abort` to clear should CRIU have to be killed."""
         self.log_path = os.path.join(log_dir, log_file) if log_dir and log_file else None
+        self.yard_dirs = yard_dirs
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.sock = ours
         try:
@@ -182,15 +209,18 @@ class Session:
             ours.close()
             raise OCIError(f"start {binary} swrk: {os_words(e)}") from None
         finally:
-            theirs.close()  # CRIU's end: if CRIU dies, our reads see end-of-file, not a hang
+            theirs.close()  # CRIU's end (the processes CRIU forks may keep a copy: see _receive)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def call(self, req_type: int, opts=None, on_notify=None, features=None, timeout: float = REPLY_TIMEOUT_S):
+    def call(self, req_type: int, opts=None, on_notify=None, features=None, timeout: float | None = None):
         """Send one request; answer CRIU's notifications with `on_notify(script, pid, fds)`;
-        return the final response.  CriuError (quoting CRIU's log) on failure."""
+        return the final response (waiting `timeout`, else `reply_timeout()`, for each message).
+        CriuError (quoting CRIU's log) on failure."""
+        if timeout is None:
+            timeout = reply_timeout()
         req = messages()["criu_req"](type=req_type)
         if opts is not None:
             req.opts.CopyFrom(opts)
@@ -219,15 +249,21 @@ class Session:
             raise CriuError(f"criu: sending the request: {os_words(e)}{self._log_hint()}") from None
 
     def _receive(self, req_type: int, timeout: float):
+        """The next message.  A CRIU that died does not always close the socket (the tasks it
+        forked during a restore inherited its end), so the wait also watches CRIU itself."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CriuError(f"criu {_TYPE_NAMES.get(req_type, req_type)}: no answer within "
                                 f"{timeout:.0f} s{self._log_hint()}")
-            ready, _, _ = select.select([self.sock], [], [], left)
+            ready, _, _ = select.select([self.sock], [], [], min(left, POLL_S))
             if ready:
                 break
+            if self.proc.poll() is not None and not select.select([self.sock], [], [], 0)[0]:
+                raise CriuError(f"criu {_TYPE_NAMES.get(req_type, req_type)} failed: criu exited "
+                                f"(status {self.proc.returncode}) without an answer"
+                                f"{self._log_error()}{self._log_hint()}")
         fds: list[int] = []
         try:
             data, ancdata, _flags, _addr = self.sock.recvmsg(_MAX_MESSAGE, socket.CMSG_SPACE(4 * 16))
@@ -260,7 +296,10 @@ class Session:
         what = _TYPE_NAMES.get(resp.type, _TYPE_NAMES.get(req_type, str(req_type)))
         detail = (resp.cr_errmsg or "").strip() or (os.strerror(resp.cr_errno) if resp.cr_errno else "")
         said = f": {detail}" if detail else ""
-        return CriuError(f"criu {what} failed{said}{self._log_error()}{self._log_hint()}")
+        logged = self._log_error()
+        if detail and detail in logged:
+            logged = ""  # CRIU's message is often its log's last error line: once is enough
+        return CriuError(f"criu {what} failed{said}{logged}{self._log_hint()}")
 
     def _log_error(self) -> str:
         """CRIU's own words: the last error line of its log."""
@@ -300,17 +339,48 @@ class Session:
             raise CriuError(f"criu exited with status {status}{self._log_error()}{self._log_hint()}")
 
     def abort(self) -> None:
-        """Kill CRIU (after a failure on our side) and reap it."""
+        """Stop CRIU after a failure on our side.  Hung up on, CRIU fails by itself and takes
+        down what it mounted in our mount namespace (as runc lets it); one that does not end
+        within ABORT_GRACE_S is killed, and the mounts it would have undone are detached here."""
         try:
             self.sock.close()
         except OSError:
             pass
-        if self.proc.poll() is None:
-            self.proc.kill()
         try:
-            self.proc.wait(timeout=EXIT_TIMEOUT_S)
+            self.proc.wait(timeout=ABORT_GRACE_S)
         except subprocess.TimeoutExpired:
-            pass
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                pass
+        detach_yards(self.yard_dirs)
+
+
+YARD_PREFIX = ".criu.cgyard."  # CRIU's mkdtemp() name for its cgroup yard, in its working directory
+
+
+def detach_yards(dirs: tuple[str, ...]) -> None:
+    """Detach and remove the cgroup yards (a tmpfs with cgroup hierarchies on it) that a killed
+    CRIU left in `dirs`: nobody else unmounts them, and the hierarchies in them keep the image
+    directory from being removed."""
+    if not dirs:
+        return
+    from . import linux, mountinfo
+    tops = tuple(os.path.realpath(d) + "/" + YARD_PREFIX for d in dirs)
+    points = sorted({m.mountpoint for m in mountinfo.read() if m.mountpoint.startswith(tops)},
+                    key=lambda p: p.count("/"), reverse=True)
+    for point in points:
+        try:
+            linux.umount2(point, linux.MNT_DETACH)
+        except OSError:
+            continue
+    for point in points:
+        if os.path.basename(point).startswith(YARD_PREFIX):
+            try:
+                os.rmdir(point)
+            except OSError:
+                pass
 
 
 _versions: dict[tuple, int] = {}  # one question per binary (an upgraded one is asked again)
@@ -343,7 +413,7 @@ def _dotted(number: int) -> str:
 def _ask_version(binary: str) -> int:
     session = Session(binary)
     try:
-        resp = session.call(VERSION, timeout=QUERY_TIMEOUT_S)
+        resp = session.call(VERSION, timeout=query_timeout())
         session.finish(failure_expected=True)
     except BaseException:
         session.abort()
@@ -356,7 +426,7 @@ def check_features(binary: str, **wanted: bool) -> None:
     """Refuse, by name, a CRIU feature (mem_track, lazy_pages) that CRIU says this host lacks."""
     session = Session(binary)
     try:
-        resp = session.call(FEATURE_CHECK, features=messages()["criu_features"](**wanted), timeout=QUERY_TIMEOUT_S)
+        resp = session.call(FEATURE_CHECK, features=messages()["criu_features"](**wanted), timeout=query_timeout())
         session.finish(failure_expected=True)
     except BaseException:
         session.abort()

@@ -94,6 +94,7 @@ class _Restoring:
 
 def restore(root: str, cid: str, opts: RestoreOptions) -> int:
     binary = criu.criu_binary(opts.criu_path)
+    criu.reply_timeout()  # a bad OCIRUN_CRIU_TIMEOUT is refused before anything is made
     criu.warn_if_unprivileged()
     relay = None
     if not opts.detach:
@@ -173,7 +174,7 @@ def _restore(root: str, cid: str, opts: RestoreOptions, binary: str, r: _Restori
         if "pipe:" in name:
             o.inherit_fd.add(key=name, fd=fd)
     r.session = criu.Session(binary, stdio=stdio, pass_fds=tuple(inherited),
-                             log_dir=log_dir, log_file=RESTORE_LOG)
+                             log_dir=log_dir, log_file=RESTORE_LOG, yard_dirs=(image_dir, log_dir))
     if pipes:
         pipes.close_child_ends()
     manager.adopt(r.session.pid)

@@ -48,9 +48,9 @@ def test_usage_mistakes(ocirun_root, tmp_path):
 
 def test_a_criu_that_never_answers_is_given_up_and_the_container_runs_on(ocirun_root, tmp_path):
     """Every wait on CRIU has a deadline; a question about CRIU itself (its version) has a short
-    one (QUERY_TIMEOUT_S, at most 60 s: it took the dump's hour); here shortened further."""
+    one (query_timeout(), at most 60 s: it took the dump's hour); here shortened further."""
     from ocirun import criu
-    assert criu.QUERY_TIMEOUT_S <= 60
+    assert criu.query_timeout() <= 60
     fake = tmp_path / "criu"
     fake.write_text("#!/bin/sh\nexec sleep 1000\n")
     fake.chmod(0o755)
@@ -64,6 +64,68 @@ def test_a_criu_that_never_answers_is_given_up_and_the_container_runs_on(ocirun_
         assert json.loads(ok("state", "c1", root=ocirun_root).stdout)["status"] == "running"
     finally:
         helpers.delete(ocirun_root, "c1")
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "0"])
+def test_a_bad_criu_timeout_is_one_line_before_anything_is_made(ocirun_root, tmp_path, value):
+    bundle = helpers.make_bundle(tmp_path, LOOP)
+    ok("run", "-d", "-b", bundle, "c1", root=ocirun_root)
+    try:
+        env = dict(os.environ, OCIRUN_CRIU_TIMEOUT=value)
+        r = run_ocirun("--criu", "/bin/true", "checkpoint", "--image-path", tmp_path / "i", "c1",
+                       root=ocirun_root, env=env)
+        one_line_error(r, "OCIRUN_CRIU_TIMEOUT", "number of seconds")
+        assert not (tmp_path / "i").exists()
+        assert json.loads(ok("state", "c1", root=ocirun_root).stdout)["status"] == "running"
+        r = run_ocirun("--criu", "/bin/true", "restore", "-d", "--image-path", tmp_path / "i", "-b", bundle, "r1",
+                       root=ocirun_root, env=env)
+        one_line_error(r, "OCIRUN_CRIU_TIMEOUT")
+        assert not (ocirun_root / "r1").exists()
+    finally:
+        helpers.delete(ocirun_root, "c1")
+
+
+def test_a_criu_that_dies_is_noticed_though_its_children_hold_the_socket(ocirun_root, tmp_path):
+    """The tasks a restoring CRIU forks inherit its end of our socket: its death is no
+    end-of-file, and the wait went on to the reply deadline (an hour)."""
+    fake = tmp_path / "criu"
+    holder = tmp_path / "holder.pid"
+    fake.write_text(f"#!/bin/sh\nsleep 1000 & echo $! > {holder}\nexit 3\n")
+    fake.chmod(0o755)
+    bundle = helpers.make_bundle(tmp_path, LOOP)
+    ok("run", "-d", "-b", bundle, "c1", root=ocirun_root)
+    try:
+        env = dict(os.environ, OCIRUN_CRIU_TIMEOUT="50")
+        r = run_ocirun("--criu", fake, "checkpoint", "--image-path", tmp_path / "i", "c1", root=ocirun_root,
+                       env=env, timeout=40)
+        one_line_error(r, "criu exited (status 3) without an answer")
+        assert json.loads(ok("state", "c1", root=ocirun_root).stdout)["status"] == "running"
+    finally:
+        if holder.exists():
+            try:
+                os.kill(int(holder.read_text()), 9)
+            except ProcessLookupError:
+                pass
+        helpers.delete(ocirun_root, "c1")
+
+
+def test_the_cgroup_yard_a_killed_criu_left_is_detached(tmp_path):
+    """What `abort` clears when CRIU had to be killed: its yard (a tmpfs named by mkdtemp in its
+    working directory, hierarchies mounted on it) and nothing beside it."""
+    from ocirun import criu
+    yard, other = tmp_path / ".criu.cgyard.AbC123", tmp_path / "not-a-yard"
+    for d in (yard, other):
+        d.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "none", d], check=True)
+    (yard / "unified").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", yard / "unified"], check=True)
+    try:
+        criu.detach_yards((str(tmp_path),))
+        assert not yard.exists()
+        assert os.path.ismount(other)
+    finally:
+        for d in (yard / "unified", yard, other):
+            subprocess.run(["umount", "-l", d], capture_output=True)
 
 
 def test_created_container_cannot_be_checkpointed(ocirun_root, tmp_path):

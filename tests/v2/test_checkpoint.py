@@ -344,3 +344,40 @@ def test_through_the_python_api(ocirun_root, tmp_path):
     finally:
         first.close()
         helpers.delete(ocirun_root, "api1", check=False, timeout=TIMEOUT)
+
+
+def _criu_yards() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if "/.criu.cgyard." in line.split()[4]]
+
+
+def test_a_restore_undone_by_a_failing_hook_leaves_no_criu_mounts(ocirun_root, tmp_path):
+    """CRIU mounts its cgroup yard (a tmpfs, the cgroup2 tree on it) in our mount namespace; a
+    CRIU killed at once after our failure left both there, and the image directory could not be
+    removed.  Hung up on, CRIU undoes them itself, as runc lets it (runc 1.1.5 leaves nothing
+    mounted either, but its cgroup stays behind here: ocirun alone)."""
+    runtime = Runtime("ocirun", ocirun_root)
+    fail = {"path": "/bin/sh", "args": ["sh", "-c", "exit 3"]}
+    bundle, images, cid = counter_bundle(tmp_path, "b"), tmp_path / "images", "yard"
+    first = runtime.with_pipes("run", "-d", "-b", bundle, cid)
+    try:
+        first.numbers(1)
+        runtime.ok("checkpoint", "--image-path", images, cid)
+    finally:
+        first.close()
+        runtime.run("delete", "--force", cid, root=runtime.root, timeout=TIMEOUT)
+    failing = counter_bundle(tmp_path, "failing", hooks={"prestart": [fail]})
+    before = _criu_yards()
+    pipes = Pipes()  # stdio pipes again, as the dumped process had: CRIU gets as far as the hook
+    proc = subprocess.Popen(runtime.command() + ["restore", "-d", "--image-path", str(images), "-b", str(failing), cid],
+                            stdin=pipes.theirs[0], stdout=pipes.theirs[1], stderr=pipes.theirs[2],
+                            env=dict(os.environ, PYTHONPATH=str(helpers.REPO)))
+    pipes.close_theirs()
+    try:
+        assert proc.wait(timeout=TIMEOUT) != 0
+        assert "prestart" in pipes.read_err()
+        assert _criu_yards() == before
+        assert not (runtime.root / cid).exists()
+    finally:
+        pipes.close()
+        runtime.run("delete", "--force", cid, root=runtime.root, timeout=TIMEOUT)
