@@ -44,6 +44,11 @@ FAKE = textwrap.dedent("""\
         # CRIU's cr_errmsg ends in a newline: the message must still be one line
         sock.send(M["criu_resp"](type=req.type, success=False, cr_errno=2,
                                  cr_errmsg="mnt: No mapping for /x\\n").SerializeToString())
+    elif mode == "fail-same":  # CRIU's message is its log's last error line (a corrupt image)
+        line = "Error (criu/protobuf.c:72): Unexpected EOF on (empty-image)"
+        with open(os.path.join(os.environ["FAKE_LOG_DIR"], "restore.log"), "w") as f:
+            f.write(f"(00.000200) {line}\n")
+        sock.send(M["criu_resp"](type=req.type, success=False, cr_errmsg=line).SerializeToString())
     elif mode == "version":
         answer = M["criu_resp"](type=req.type, success=True)
         answer.version.major_number, answer.version.minor_number = 3, 13
@@ -86,6 +91,15 @@ def test_a_failure_quotes_criu_s_log_in_one_line(fake_criu, monkeypatch, tmp_pat
     assert "\n" not in msg and "criu restore failed: mnt: No mapping for /x: Error" in msg
     assert "Error (criu/mount.c:1): No mapping for /x" in msg and "(00." not in msg
     assert str(tmp_path / "restore.log") in msg
+
+
+def test_criu_s_message_is_said_once_when_it_is_its_log_s_last_error(fake_criu, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_MODE", "fail-same")
+    session = criu.Session(fake_criu, log_dir=str(tmp_path), log_file="restore.log")
+    with pytest.raises(criu.CriuError) as e:
+        session.call(criu.RESTORE, criu.new_opts())
+    session.abort()
+    assert str(e.value).count("Unexpected EOF") == 1, str(e.value)
 
 
 def test_criu_exiting_without_an_answer_is_an_error(fake_criu, monkeypatch):
