@@ -47,7 +47,7 @@ FAKE = textwrap.dedent("""\
     elif mode == "fail-same":  # CRIU's message is its log's last error line (a corrupt image)
         line = "Error (criu/protobuf.c:72): Unexpected EOF on (empty-image)"
         with open(os.path.join(os.environ["FAKE_LOG_DIR"], "restore.log"), "w") as f:
-            f.write(f"(00.000200) {line}\n")
+            f.write("(00.000200) " + line + "\\n")
         sock.send(M["criu_resp"](type=req.type, success=False, cr_errmsg=line).SerializeToString())
     elif mode == "version":
         answer = M["criu_resp"](type=req.type, success=True)
