@@ -159,8 +159,8 @@ class Container:
         """The state of every container under `root`, sorted by id, each as `state()` returns
         it (`ocirun list --format json`) with "owner" the user who owns its state directory, as
         runc's list.  A container whose state file is there but cannot be read is listed with
-        status "unknown" (and a warning on stderr); one this user may not read is left out with
-        the warning.  An empty list if the root does not exist."""
+        status "unknown" (and a warning on stderr); one whose directory this user may not enter is
+        left out with the warning.  An empty list if the root does not exist."""
         with _ONE_ERROR_TYPE:
             from .query import list_all
             return list_all(default_root() if root is None else os.fspath(root))

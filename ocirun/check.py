@@ -303,6 +303,10 @@ def probe_dbus(host: Host) -> Finding:
                        fix="systemctl status dbus; journalctl -u dbus")
     finally:
         conn.close()
+    if conn.direct:  # the driver works (runc's fallback too), but whatever else needs the bus does not
+        return Finding(name=name, status=LIMITED, detail=f"the {bus} bus does not answer; systemd {version} "
+                       f"answers on its own socket ({conn.address}), which the systemd cgroup driver uses",
+                       fix="systemctl start dbus (package dbus)")
     return Finding(name=name, status=OK, detail=f"the {bus} bus ({conn.address}) is reachable: systemd {version} answers")
 
 

@@ -117,7 +117,7 @@ def _dump(c: Container, binary: str, opts: CheckpointOptions, req_opts, log_dir:
                      on_notify=lambda script, _pid, _fds: _on_notify(opts, script))
         session.finish(failure_expected=opts.pre_dump)
     except BaseException:
-        session.abort()
+        session.abort(grace=0)  # a dump makes no yard, and a CRIU left running could still kill the container
         mgr = c.cgroup()
         if mgr is not None and not was_paused and c.refresh_status() == "paused":
             try:

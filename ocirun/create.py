@@ -156,7 +156,9 @@ def check_before_fork(cfg: Config) -> None:
         # runtime.md: `process` is REQUIRED only when `start` is called.  The container is
         # created and waits; `start` refuses it (see start).  runc 1.1 refuses it at create.
         return
-    from . import lsm
+    from . import lsm, namespaces, user
+    if namespaces.denies_setgroups(cfg):
+        user.refuse_groups_setgroups_denies(cfg.process.user)
     lsm.check_available(cfg.process)
     limits.validate_rlimits(cfg.process.rlimits)
     limits.validate_io_priority(cfg.process.io_priority)

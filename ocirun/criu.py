@@ -338,23 +338,30 @@ class Session:
         if status != 0 and not failure_expected:
             raise CriuError(f"criu exited with status {status}{self._log_error()}{self._log_hint()}")
 
-    def abort(self) -> None:
+    def abort(self, grace: float = ABORT_GRACE_S) -> None:
         """Stop CRIU after a failure on our side.  Hung up on, CRIU fails by itself and takes
-        down what it mounted in our mount namespace (as runc lets it); one that does not end
-        within ABORT_GRACE_S is killed, and the mounts it would have undone are detached here."""
+        down what it mounted in our mount namespace (a restore's cgroup yard), as runc lets it;
+        one still running after `grace` seconds (or at Ctrl-C meanwhile) is killed.  A CRIU
+        that ended by a signal (ours or anyone's) undid nothing: its yards are detached here."""
         try:
             self.sock.close()
         except OSError:
             pass
         try:
-            self.proc.wait(timeout=ABORT_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            try:
-                self.proc.wait(timeout=EXIT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                pass
-        detach_yards(self.yard_dirs)
+            if grace > 0:
+                try:
+                    self.proc.wait(timeout=grace)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    pass  # (a Ctrl-C here ends the wait: CRIU is killed, the caller's cleanup goes on)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                try:
+                    self.proc.wait(timeout=EXIT_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    pass
+            if self.proc.returncode is not None and self.proc.returncode < 0:
+                detach_yards(self.yard_dirs)
 
 
 YARD_PREFIX = ".criu.cgyard."  # CRIU's mkdtemp() name for its cgroup yard, in its working directory
@@ -416,7 +423,7 @@ def _ask_version(binary: str) -> int:
         resp = session.call(VERSION, timeout=query_timeout())
         session.finish(failure_expected=True)
     except BaseException:
-        session.abort()
+        session.abort(grace=0)  # a question mounts nothing
         raise
     v = resp.version
     return v.major_number * 10000 + v.minor_number * 100 + v.sublevel
@@ -429,7 +436,7 @@ def check_features(binary: str, **wanted: bool) -> None:
         resp = session.call(FEATURE_CHECK, features=messages()["criu_features"](**wanted), timeout=query_timeout())
         session.finish(failure_expected=True)
     except BaseException:
-        session.abort()
+        session.abort(grace=0)  # a question mounts nothing
         raise
     # A feature CRIU does not mention is not refused (runc's rule: older CRIUs answer less).
     missing = [name for name in wanted if resp.features.HasField(name) and not getattr(resp.features, name)]

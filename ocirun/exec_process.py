@@ -82,6 +82,9 @@ def _exec(root: str, cid: str, opts: ExecOptions) -> int:
         raise OCIError(NO_CONSOLE_FOR_SOCKET)
     from .lsm import check_available
     check_available(proc)
+    if os.geteuid() != 0 and _setgroups_denied(st.pid):
+        from .user import refuse_groups_setgroups_denies
+        refuse_groups_setgroups_denies(proc.user)
     lin = cfg.linux
     ctx = joiner.ExecContext(process=proc, preserve_fds=opts.preserve_fds, personality=lin.personality)
     own_console = None
@@ -150,6 +153,14 @@ def _exec(root: str, cid: str, opts: ExecOptions) -> int:
     exit_status = wait_for(pid) if opts.forward_signals else wait_for_child(pid)
     log.debug(f"exec in {cid}: process {pid} exited, status {exit_status}")
     return exit_status
+
+
+def _setgroups_denied(init: int) -> bool:
+    try:
+        with open(f"/proc/{init}/setgroups", "rb") as f:
+            return f.read().strip() == b"deny"
+    except OSError:
+        return False  # gone meanwhile: the exec fails on that, with its own words
 
 
 def _kill_started(pid: int, in_foreground: bool) -> None:

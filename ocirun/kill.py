@@ -5,7 +5,7 @@ import os
 
 import _signal as signal  # not signal.py (ARCHITECTURE.md, Startup speed)
 
-from .errors import OCIError, os_error
+from .errors import OCIError, os_error, os_words
 from .state import Container
 
 SIGNALS = {name[3:]: int(getattr(signal, name)) for name in dir(signal)
@@ -43,18 +43,31 @@ def kill(root: str, cid: str, sig: int, all_procs: bool = False) -> None:
                 return
             c.require("kill")
             for pid in c.processes():  # its pid namespace (a rootless container without a cgroup)
-                _signal(pid, sig, missing_ok=pid != c.state.pid)
+                if pid == c.state.pid:
+                    _signal(pid, sig)
+                else:
+                    _signal_one_of_many(pid, sig)
             return
         c.require("kill")
         _signal(c.state.pid, sig)
 
 
-def _signal(pid: int, sig: int, missing_ok: bool = False) -> None:
+def _signal_one_of_many(pid: int, sig: int) -> None:
+    """A process of the container besides its init: gone meanwhile is fine, a refusal is said
+    and the others still get the signal (runc's kill --all warns and goes on too)."""
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
-        if missing_ok:
-            return  # one of several, gone meanwhile
+        pass
+    except OSError as e:
+        from . import log
+        log.get().warn(f"kill {pid}: {os_words(e)}")
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
         raise OCIError("container not running") from None
     except OSError as e:
         raise os_error(f"kill {pid}", e) from None

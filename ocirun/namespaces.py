@@ -139,12 +139,24 @@ def write_id_maps(pid: int, cfg: Config) -> None:
                                  ("linux.gidMappings", "gid_map", lin.gid_mappings, os.getegid())):
         if privileged or not maps:
             _write_map(pid, key, name, maps)
-        elif len(maps) == 1 and maps[0].host_id == own and maps[0].size == 1:
+        elif _only_own_id(maps, own):
             if name == "gid_map":
                 _write_map(pid, key, "setgroups", None)
             _write_map(pid, key, name, maps)
         else:
             _map_with_helper(pid, key, "newuidmap" if name == "uid_map" else "newgidmap", maps)
+
+
+def _only_own_id(maps: list[IDMapping], own: int) -> bool:
+    return len(maps) == 1 and maps[0].host_id == own and maps[0].size == 1
+
+
+def denies_setgroups(cfg: Config) -> bool:
+    """Whether the user namespace create makes will have setgroups "deny": an unprivileged
+    runtime that maps only its own gid (write_id_maps; the kernel's rule)."""
+    maps = cfg.linux.gid_mappings
+    return (os.geteuid() != 0 and cfg.has_new_namespace("user") and bool(maps)
+            and _only_own_id(maps, os.getegid()))
 
 
 def _write_map(pid: int, key: str, name: str, maps: list[IDMapping] | None) -> None:

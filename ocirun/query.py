@@ -19,11 +19,14 @@ def list_all(root: str) -> list[dict]:
         try:
             row = Container(sd, sd.read()).public_state()
         except OCIError as e:
-            if not os.path.lexists(sd.path):
-                continue  # deleted meanwhile
-            _log.get().warn(str(e))  # another user's container, say: named, as runc does
-            if not os.path.exists(os.path.join(sd.path, "state.json")):
+            try:
+                os.stat(os.path.join(sd.path, "state.json"))
+            except PermissionError:  # another user's container: named, and left out, as runc does
+                _log.get().warn(str(e))
                 continue
+            except OSError:
+                continue  # deleted meanwhile (delete takes the files before the directory)
+            _log.get().warn(str(e))
             row = _unknown_state(cid, sd)
         row["owner"] = _owner(sd.path, owners)
         out.append(row)

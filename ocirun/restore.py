@@ -377,7 +377,7 @@ def _foreground(root: str, cid: str, r: _Restoring, relay, pipes) -> int:
 def _undo(r: _Restoring) -> None:
     """After a failure: CRIU, the restored processes, the cgroup, the state directory.  Each
     step runs whatever the one before did: the user's error is the first, the rest warnings."""
-    steps = []
+    steps: list = []
     if r.session is not None:
         steps.append(("stop CRIU", r.session.abort))
     if r.pid:

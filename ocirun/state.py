@@ -79,13 +79,16 @@ def pid_alive(pid: int, start_time: int | None) -> bool:
     return st is not None and (start_time is None or st == start_time)
 
 
-def pid_namespace_members(init: int) -> list[int]:
-    """Every process in the pid namespace whose pid 1 is host pid `init`, found by its
-    /proc/PID/ns/pid link (the owner of a user namespace may read its processes' links)."""
+def pid_namespace_members(init: int, start_time: int | None) -> list[int]:
+    """Every process in the pid namespace whose pid 1 is host pid `init` (started at
+    `start_time`), found by its /proc/PID/ns/pid link (the owner of a user namespace may read
+    its processes' links).  A container that others joined (a pod's sandbox) includes theirs.
+    OCIError when the init's namespace cannot be read, or the init is no longer that process
+    (a reused pid would name another namespace, maybe the host's)."""
     try:
         ns = os.readlink(f"/proc/{init}/ns/pid")
-    except OSError:
-        return []
+    except OSError as e:
+        raise OCIError(f"reading the pid namespace of the container's init {init}: {os_words(e)}") from None
     members = []
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -93,7 +96,9 @@ def pid_namespace_members(init: int) -> list[int]:
                 if os.readlink(f"/proc/{name}/ns/pid") == ns:
                     members.append(int(name))
             except OSError:
-                continue  # exited meanwhile
+                continue  # exited meanwhile, or not ours to read: not in a namespace we own
+    if not pid_alive(init, start_time):
+        raise OCIError("container not running")
     return sorted(members)
 
 
@@ -730,7 +735,7 @@ class Container:
         if self.state.shared_pid_ns:
             raise OCIError(f"container {self.id} has no cgroup and no pid namespace of its own: "
                            "its processes cannot be told from the others")
-        return pid_namespace_members(self.state.pid)
+        return pid_namespace_members(self.state.pid, self.state.start_time)
 
     def config(self):
         """The typed config (config.Config) the container was created from: the document

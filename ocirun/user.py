@@ -27,15 +27,11 @@ def switch_user(user, keep_caps: bool = True) -> None:
     k = kernel.KERNEL
     if keep_caps:
         _keepcaps(True)
-    if not k.may_setgroups():
-        # A user namespace whose setgroups is "deny" (a rootless container that maps only its
-        # user's own gid): the groups we inherited stay, as with runc; groups asked for cannot be
-        # had, and runc refuses them too rather than run the process without them.
-        if user.additional_gids:
-            raise OCIError(f"process.user.additionalGids: cannot set {_gid_list(user.additional_gids)}: "
-                           "this user namespace denies setgroups (a rootless container mapping one gid; "
-                           "ranges from /etc/subgid through newgidmap allow groups)")
-    else:
+    if k.may_setgroups():
+        # In a user namespace whose setgroups is "deny" the groups we inherited stay, as runc
+        # leaves them.  A runtime that is not root has refused groups asked for there already,
+        # before anything was made (refuse_groups_setgroups_denies); root, in such a namespace
+        # (rootless podman with one id, or one joined by path), goes on without them, as runc.
         try:
             k.setgroups(user.additional_gids)
         except OSError as e:
@@ -52,6 +48,15 @@ def switch_user(user, keep_caps: bool = True) -> None:
         raise _id_err("process.user.uid", f"setuid {user.uid}", e) from None
     if keep_caps:
         _keepcaps(False)
+
+
+def refuse_groups_setgroups_denies(user) -> None:
+    """A runtime that is not root cannot give groups in a user namespace whose setgroups is
+    "deny" (one mapping only its own gid): refused before anything is made, in runc's terms."""
+    if user.additional_gids:
+        raise OCIError(f"process.user.additionalGids: cannot set any additional groups in a rootless container "
+                       f"that maps only your own gid ({_gid_list(user.additional_gids)}; ranges from "
+                       "/etc/subgid through newgidmap allow groups)")
 
 
 def _gid_list(gids: list[int]) -> str:

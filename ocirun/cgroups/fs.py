@@ -14,13 +14,17 @@ from ..errors import ConfigError, OCIError, os_words
 
 def write(path: str, value: str) -> None:
     """One write(2) of `value`: cgroupfs parses each write as one request."""
-    if _undo is not None:
-        _undo.append((path, _old_value(path)))
+    # (cgroup.subtree_control, cgroup.procs ... are not limits: a controller enabled for the
+    # update's files stays enabled, and their contents do not read back as written)
+    keep = _undo is not None and not os.path.basename(path).startswith("cgroup.")
+    old = _old_value(path) if keep else None
     fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
+    if keep and _undo is not None:
+        _undo.append((path, old))  # only what was written: a refused write changed nothing
 
 
 _undo: list[tuple[str, str | None]] | None = None  # set inside `UndoOnError`
@@ -30,9 +34,10 @@ class UndoOnError:
     """`with UndoOnError(warn):` — should the block raise, every file it wrote gets its old
     contents back, newest first, so a refused `update` leaves the limits as they were (runc
     re-applies the config it had; a refused cpuset after a new memory limit must not leave the
-    limit changed).  Only one-line contents can be written back as read (memory.max, cpu.max,
-    cpuset.cpus, pids.max ...); a file that reads as several lines (io.max, memory.oom_control)
-    or cannot be read keeps what the block wrote, and `warn` names it."""
+    limit changed).  Only one-line values can be written back as read (memory.max, cpu.max,
+    cpuset.cpus, pids.max ...); a file of one line per device (io.max, blkio.*_device), one that
+    reads as several lines (memory.oom_control) or cannot be read keeps what the block wrote,
+    and `warn` names it."""
 
     def __init__(self, warn) -> None:
         self.warn = warn
@@ -55,7 +60,16 @@ class UndoOnError:
                 self.warn(f"cgroup: could not put back {path} after the failed update: {os_words(e)}")
 
 
+# Files that hold one line per device (or interface): a write sets one key, and writing back
+# what was read would not take away a key the update added.
+_KEYED = ("io.max", "io.weight", "io.bfq.weight", "io.latency", "rdma.max", "net_prio.ifpriomap")
+
+
 def _old_value(path: str) -> str | None:
+    """What to write back after a failed update; None when the file cannot be put back so."""
+    name = os.path.basename(path)
+    if name in _KEYED or name.endswith("_device"):
+        return None
     try:
         text = read(path)
     except OSError:

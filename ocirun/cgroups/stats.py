@@ -161,10 +161,10 @@ def blkio_stats(m) -> dict:
     if d is None:
         return {}
     if not is_v2:
-        # CFQ's files, BFQ's, then the throttle policy's, which counts every request: the first
-        # group whose byte counts name a device (as runc; BFQ's exist but stay "Total 0" when
-        # the device's scheduler is another).
-        for prefix in ("blkio.", "blkio.bfq.", "blkio.throttle."):
+        # BFQ's files, CFQ's, then the throttle policy's, which counts every request: the first
+        # group whose byte counts name a device, in runc's order (BFQ's exist but stay
+        # "Total 0" when the device's scheduler is another).
+        for prefix in ("blkio.bfq.", "blkio.", "blkio.throttle."):
             service_bytes = _v1_blkio_entries(f"{d}/{prefix}io_service_bytes_recursive")
             if service_bytes:
                 out = {"ioServiceBytesRecursive": service_bytes,
@@ -209,8 +209,8 @@ def hugetlb_stats(m) -> dict:
     return out
 
 
-# runc's CPUSet fields after cpus and mems, in its order: not `omitempty`, so always present (0
-# where the file is missing, as on cgroup v2, which has none of them).
+# runc's CPUSet fields besides cpus and mems: not `omitempty`, so always present (0 where the
+# file is missing, as on cgroup v2, which has none of them).
 _CPUSET_FLAGS = ("cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate", "memory_spread_page",
                  "memory_spread_slab", "memory_pressure", "sched_load_balance", "sched_relax_domain_level")
 
